@@ -1,0 +1,155 @@
+"""Datasets: the embedded scikit-learn digits, generated traffic lights, optional torchvision sets.
+
+Everything here returns pixel-space tensors: images ``(N, C, H, W)`` float in ``[0, 1]`` and
+labels ``(N,)`` long. Nothing in the embedded path touches the network.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+SPLITS = ("train", "test")
+DIGITS_TEST_SIZE = 360
+TRAFFIC_LIGHT_CLASSES = ("red", "amber", "green")
+TORCHVISION_SETS = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST", "cifar10": "CIFAR10"}
+
+
+def _check_split(split: str) -> str:
+    if split not in SPLITS:
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    return split
+
+
+@functools.cache
+def _digits_arrays():
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    d = load_digits()
+    x = (d.images / 16.0).astype(np.float32)[:, None]  # 0..16 grey levels -> [0, 1]
+    return train_test_split(x, d.target.astype(np.int64), test_size=DIGITS_TEST_SIZE,
+                            random_state=0, stratify=d.target)
+
+
+def digits(split: str = "train") -> tuple[torch.Tensor, torch.Tensor]:
+    """The scikit-learn handwritten digits: 8x8 grey images of 0-9, a fixed stratified split.
+
+    Returns ``(x, y)``: ``x`` float ``(N, 1, 8, 8)`` in [0, 1], ``y`` long ``(N,)``;
+    1,437 training and 360 test images (seed 0). Ships with scikit-learn: no download.
+    """
+    x_tr, x_te, y_tr, y_te = _digits_arrays()
+    x, y = (x_tr, y_tr) if _check_split(split) == "train" else (x_te, y_te)
+    return torch.from_numpy(x.copy()), torch.from_numpy(y.copy())
+
+
+def _disc(h: int, w: int, cy, cx, r):
+    """Soft-edged discs: (B, h, w) coverage in [0, 1] for centres (B,) and radii (B,)."""
+    yy = torch.arange(h, dtype=torch.float32)[None, :, None]
+    xx = torch.arange(w, dtype=torch.float32)[None, None, :]
+    d = ((yy - cy[:, None, None]) ** 2 + (xx - cx[:, None, None]) ** 2).sqrt()
+    return (r[:, None, None] + 0.5 - d).clamp(0, 1)
+
+
+def traffic_lights(split: str = "train", n: int | None = None, size: int = 32,
+                   seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """A generated set of traffic-light images: red (0), amber (1) or green (2) lit.
+
+    Each 3 x size x size image shows a dark housing with three lamps, top to bottom red,
+    amber, green, at a random place and scale, on a random two-colour gradient background
+    with noise; the lit lamp is bright and glows, the others are dim. It stands in for the
+    traffic-light example of the tutorial (one changed pixel flips the decision).
+
+    Returns ``(x, y)``: ``x`` float ``(n, 3, size, size)`` in [0, 1], ``y`` long ``(n,)``.
+    The train split has 1,800 images and the test split 600 unless `n` says otherwise; the
+    two splits are drawn from different seeds and so never share an image.
+    """
+    _check_split(split)
+    n = n if n is not None else (1800 if split == "train" else 600)
+    if n <= 0:
+        raise ValueError(f"n must be > 0, got {n}")
+    g = torch.Generator().manual_seed(seed * 2 + (split == "test"))
+    rand = functools.partial(torch.rand, generator=g)
+    s = size
+    y = torch.randint(0, 3, (n,), generator=g)
+    # background: vertical blend of two random colours, plus pixel noise
+    top, bottom = rand(n, 3, 1, 1), rand(n, 3, 1, 1)
+    t = torch.linspace(0, 1, s).view(1, 1, s, 1)
+    img = top * (1 - t) + bottom * t + 0.06 * torch.randn(n, 3, s, s, generator=g)
+    # housing: a dark box roughly 1 wide : 2.6 tall
+    w = s * (0.22 + 0.18 * rand(n))
+    h = w * 2.6
+    x0 = rand(n) * (s - w)
+    y0 = rand(n) * (s - h).clamp(min=0)
+    xx = torch.arange(s).view(1, 1, s)
+    yy = torch.arange(s).view(1, s, 1)
+    box = ((xx >= x0.view(-1, 1, 1)) & (xx < (x0 + w).view(-1, 1, 1))
+           & (yy >= y0.view(-1, 1, 1)) & (yy < (y0 + h).view(-1, 1, 1))).float()
+    housing = 0.08 + 0.1 * rand(n, 3, 1, 1)
+    img = img * (1 - box[:, None]) + housing * box[:, None]
+    colours = torch.tensor([[1.0, 0.1, 0.05], [1.0, 0.7, 0.0], [0.1, 1.0, 0.3]])
+    r = w * 0.32
+    cx = x0 + w / 2
+    for lamp in range(3):
+        cy = y0 + h * (lamp + 0.5) / 3
+        lit = (y == lamp).float()
+        brightness = (0.25 + 0.75 * lit).view(-1, 1, 1, 1)
+        disc = _disc(s, s, cy, cx, r)[:, None]
+        glow = _disc(s, s, cy, cx, r * 1.8)[:, None] * lit.view(-1, 1, 1, 1) * 0.35
+        colour = colours[lamp].view(1, 3, 1, 1) * brightness
+        img = img * (1 - disc) + colour * disc
+        img = img + glow * colours[lamp].view(1, 3, 1, 1)
+    return img.clamp(0, 1), y
+
+
+def _load_torchvision(name: str, split: str, root):
+    try:
+        import torchvision  # noqa: F401  (any failure, not only ImportError: see README)
+        from torchvision import datasets
+    except Exception as e:  # PyPI's torchvision raises RuntimeError beside a CPU-only torch
+        raise RuntimeError(
+            f"load({name!r}) needs torchvision, which could not be imported "
+            f"({type(e).__name__}: {e}). Install the 'vision' extra "
+            f"(pip install 'robustlab[vision]') or use load('digits'), which needs nothing."
+        ) from e
+    root = Path(root) if root is not None else Path.home() / ".cache" / "robustlab"
+    cls = getattr(datasets, TORCHVISION_SETS[name])
+    try:
+        ds = cls(str(root), train=split == "train", download=True)
+    except Exception as e:
+        raise RuntimeError(f"load({name!r}): the files are not under {root} and could not be "
+                           f"downloaded ({type(e).__name__}: {e}). Put them there or pass root=.") from e
+    data = torch.as_tensor(np.asarray(ds.data))
+    x = (data.permute(0, 3, 1, 2) if data.dim() == 4 else data[:, None]).float() / 255.0
+    return x.contiguous(), torch.as_tensor(np.asarray(ds.targets), dtype=torch.long)
+
+
+def load(name: str, split: str = "train", root=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Load a dataset by name as pixel-space tensors ``(x, y)``.
+
+    ``"digits"`` and ``"traffic-lights"`` are embedded and always work. ``"mnist"``,
+    ``"fashion-mnist"`` and ``"cifar10"`` need torchvision and either the files under
+    `root` (default ``~/.cache/robustlab``) or a network; otherwise a RuntimeError says why.
+    """
+    _check_split(split)
+    if name == "digits":
+        return digits(split)
+    if name == "traffic-lights":
+        return traffic_lights(split)
+    if name in TORCHVISION_SETS:
+        return _load_torchvision(name, split, root)
+    known = ["digits", "traffic-lights", *TORCHVISION_SETS]
+    raise ValueError(f"name must be one of {known}, got {name!r}")
+
+
+def loader(x: torch.Tensor, y: torch.Tensor, *, batch_size: int = 128, shuffle: bool = False,
+           seed: int = 0) -> DataLoader:
+    """A DataLoader over tensors; shuffling uses its own seeded generator (reproducible)."""
+    if len(x) != len(y):
+        raise ValueError(f"x and y must have the same length, got {len(x)} and {len(y)}")
+    g = torch.Generator().manual_seed(seed) if shuffle else None
+    return DataLoader(TensorDataset(x, y), batch_size=batch_size, shuffle=shuffle, generator=g)

@@ -1,0 +1,154 @@
+"""Models of the course: a normalisation layer, an MLP, a small CNN, a small ResNet, the zoo.
+
+All models take pixel-space images in [0, 1] and return logits ``(N, K)``; normalisation is a
+layer inside the model, so attacks never need to know about it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from importlib import resources
+
+import torch
+from torch import nn
+
+WEIGHTS = "weights"
+
+
+class Normalize(nn.Module):
+    """Per-channel ``(x - mean) / std`` as the first layer of a model."""
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]):
+        super().__init__()
+        mean, std = torch.as_tensor(mean, dtype=torch.float32), torch.as_tensor(std, dtype=torch.float32)
+        if mean.shape != std.shape or mean.dim() != 1:
+            raise ValueError(f"mean and std must be 1-D of equal length, got {tuple(mean.shape)} "
+                             f"and {tuple(std.shape)}")
+        if (std <= 0).any():
+            raise ValueError(f"std must be > 0, got {std.tolist()}")
+        self.register_buffer("mean", mean.view(1, -1, 1, 1))
+        self.register_buffer("std", std.view(1, -1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+class MLP(nn.Sequential):
+    """Flatten, then fully connected layers with ReLU: the network verifiers handle best."""
+
+    def __init__(self, in_shape: Sequence[int] = (1, 8, 8), hidden: Sequence[int] = (64, 32),
+                 num_classes: int = 10, dropout: float = 0.0):
+        layers: list[nn.Module] = [nn.Flatten()]
+        width = int(torch.tensor(in_shape).prod())
+        for h in hidden:
+            layers += [nn.Linear(width, h), nn.ReLU()]
+            if dropout:
+                layers.append(nn.Dropout(dropout))
+            width = h
+        layers.append(nn.Linear(width, num_classes))
+        super().__init__(*layers)
+
+
+class SmallCNN(nn.Sequential):
+    """Two conv blocks (conv-ReLU-conv-ReLU-maxpool) and a two-layer classifier head."""
+
+    def __init__(self, in_channels: int = 1, num_classes: int = 10, width: int = 16,
+                 image_size: int = 8, hidden: int = 64):
+        c = width
+        side = image_size // 4
+        super().__init__(
+            nn.Conv2d(in_channels, c, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(c, c, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(c, 2 * c, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(2 * c, 2 * c, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Flatten(), nn.Linear(2 * c * side * side, hidden), nn.ReLU(),
+            nn.Linear(hidden, num_classes),
+        )
+
+
+class BasicBlock(nn.Module):
+    """He et al. (CVPR 2016) residual block: relu(bn(conv(relu(bn(conv x)))) + shortcut x)."""
+
+    def __init__(self, cin: int, cout: int, stride: int = 1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or cin != cout:
+            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False),
+                                          nn.BatchNorm2d(cout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.relu(self.bn1(self.conv1(x)))
+        return torch.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
+
+
+class SmallResNet(nn.Module):
+    """A three-stage ResNet (one BasicBlock a stage), global average pooling, linear head."""
+
+    def __init__(self, in_channels: int = 1, num_classes: int = 10, width: int = 16):
+        super().__init__()
+        w = width
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, w, 3, 1, 1, bias=False),
+                                  nn.BatchNorm2d(w), nn.ReLU())
+        self.blocks = nn.Sequential(BasicBlock(w, w), BasicBlock(w, 2 * w, 2),
+                                    BasicBlock(2 * w, 4 * w, 2))
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4 * w, num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.blocks(self.stem(x)))
+
+
+# The zoo: how each model is built. Weights and their sha256 live in robustlab/weights/,
+# written by `python -m robustlab.zoo build` (see robustlab/zoo.py for the training recipes).
+ARCHITECTURES = {
+    "digits-mlp": lambda: MLP((1, 8, 8), (64, 32), 10),
+    "digits-cnn": lambda: SmallCNN(1, 10, width=16, image_size=8),
+    "digits-resnet": lambda: SmallResNet(1, 10, width=16),
+    "traffic-cnn": lambda: nn.Sequential(Normalize([0.5] * 3, [0.25] * 3),
+                                         SmallCNN(3, 3, width=16, image_size=32)),
+}
+
+
+def manifest() -> dict:
+    """The zoo manifest: for each model its file, sha256, dataset, recipe and test accuracy."""
+    path = resources.files("robustlab").joinpath(WEIGHTS, "manifest.json")
+    if not path.is_file():
+        return {}
+    return json.loads(path.read_text())
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def pretrained(name: str, *, device: str | torch.device = "cpu") -> nn.Module:
+    """A trained model from the zoo, in eval mode, checked against its sha256.
+
+    The weights are built by the project's own script (``python -m robustlab.zoo build``),
+    shipped inside the package and loaded with ``torch.load(weights_only=True)``, so nothing
+    is unpickled. A file whose checksum does not match the manifest is refused.
+    """
+    if name not in ARCHITECTURES:
+        raise ValueError(f"name must be one of {sorted(ARCHITECTURES)}, got {name!r}")
+    entry = manifest().get(name)
+    if entry is None:
+        raise FileNotFoundError(f"the zoo has no weights for {name!r} yet: run "
+                                f"`python -m robustlab.zoo build {name}`")
+    path = resources.files("robustlab").joinpath(WEIGHTS, entry["file"])
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file {entry['file']} for {name!r} is missing: reinstall "
+                                f"robustlab or run `python -m robustlab.zoo build {name}`")
+    data = path.read_bytes()
+    if sha256(data) != entry["sha256"]:
+        raise RuntimeError(f"weights file {entry['file']} for {name!r} fails its sha256 check "
+                           f"(corrupted or tampered); refusing to load it")
+    import io
+    state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    model = ARCHITECTURES[name]()
+    model.load_state_dict(state)
+    return model.eval().to(device)

@@ -1,0 +1,48 @@
+"""Seeding, device choice and the figures a lesson reports to the course runner."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+
+import numpy as np
+import torch
+
+FIGURES_MIME = "application/vnd.robustlab.figures+json"
+
+
+def seed_everything(seed: int = 0) -> torch.Generator:
+    """Seed Python, NumPy and torch (CPU and CUDA); return a torch Generator seeded the same.
+
+    A lesson that calls this first prints the same numbers every run on the same machine.
+    """
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    os.environ["PYTHONHASHSEED"] = str(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def default_device(device: str | torch.device | None = None) -> torch.device:
+    """`device` if given, else CUDA when available, else the CPU."""
+    if device is not None:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def report(**figures) -> dict:
+    """Show a lesson's key figures and hand them to `make course` (which reads this output).
+
+    Values must be JSON-serialisable numbers or strings; floats are rounded to 4 digits.
+    """
+    clean = {k: round(float(v), 4) if isinstance(v, (float, np.floating)) else v
+             for k, v in figures.items()}
+    json.dumps(clean)  # fail here, in the lesson, if a value cannot be stored
+    try:
+        from IPython.display import display
+        display({FIGURES_MIME: clean, "text/plain": ", ".join(f"{k} = {v}" for k, v in
+                                                             clean.items())}, raw=True)
+    except ImportError:
+        print(clean)
+    return clean

@@ -1,0 +1,102 @@
+"""Build and check the model zoo: ``python -m robustlab.zoo build [name ...]`` / ``verify``.
+
+Each recipe trains one architecture of `robustlab.models.ARCHITECTURES` from a fixed seed on
+embedded data, saves the state dict under robustlab/weights/ and records its sha256, recipe and
+test accuracy in weights/manifest.json, which `robustlab.models.pretrained` checks on load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from . import data
+from .models import ARCHITECTURES, manifest, pretrained, sha256
+from .train import evaluate, fit
+from .utils import seed_everything
+
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+
+# Adam with a cosine learning-rate schedule; every recipe fixes its seed in the manifest.
+RECIPES = {
+    "digits-mlp": dict(dataset="digits", epochs=60, lr=2e-3, batch_size=64, weight_decay=5e-4),
+    "digits-cnn": dict(dataset="digits", epochs=60, lr=2e-3, batch_size=64, weight_decay=5e-4),
+    "digits-resnet": dict(dataset="digits", epochs=40, lr=2e-3, batch_size=64, weight_decay=5e-4),
+    "traffic-cnn": dict(dataset="traffic-lights", epochs=12, lr=2e-3, batch_size=64,
+                        weight_decay=5e-4),
+}
+
+
+def train_one(name: str, seed: int = 0, progress: bool = True) -> tuple[torch.nn.Module, float]:
+    """Train the zoo model `name` from its recipe on the CPU; return it and its test accuracy."""
+    recipe = RECIPES[name]
+    seed_everything(seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    model = ARCHITECTURES[name]()
+    train, test = data.load(recipe["dataset"], "train"), data.load(recipe["dataset"], "test")
+    opt = torch.optim.Adam(model.parameters(), lr=recipe["lr"], weight_decay=recipe["weight_decay"])
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, recipe["epochs"])
+    fit(model, train, epochs=recipe["epochs"], optimizer=opt, scheduler=schedule,
+        batch_size=recipe["batch_size"], device="cpu", seed=seed, progress=progress)
+    return model.eval(), evaluate(model, test)
+
+
+def build(names, seed: int = 0) -> dict:
+    """Train `names`, write their weights and update the manifest; return the new entries."""
+    WEIGHTS_DIR.mkdir(exist_ok=True)
+    entries = manifest()
+    for name in names:
+        t0 = time.time()
+        model, acc = train_one(name, seed)
+        buf = io.BytesIO()
+        torch.save(model.state_dict(), buf)
+        blob = buf.getvalue()
+        file = f"{name}.pt"
+        (WEIGHTS_DIR / file).write_bytes(blob)
+        entries[name] = {"file": file, "sha256": sha256(blob), "seed": seed,
+                         "test_accuracy": round(acc, 4), "torch": torch.__version__.split("+")[0],
+                         **RECIPES[name]}
+        print(f"{name}: test accuracy {acc:.4f}, {len(blob) / 1024:.0f} KiB, "
+              f"{time.time() - t0:.0f} s", flush=True)
+        (WEIGHTS_DIR / "manifest.json").write_text(json.dumps(entries, indent=2, sort_keys=True) + "\n")
+    return entries
+
+
+def verify() -> bool:
+    """Load every zoo model (checksum checked) and compare its accuracy with the manifest."""
+    ok = True
+    for name, entry in sorted(manifest().items()):
+        try:
+            acc = evaluate(pretrained(name), data.load(entry["dataset"], "test"))
+            good = abs(acc - entry["test_accuracy"]) < 1e-3
+            print(f"{name}: {'ok' if good else 'ACCURACY DIFFERS'} (test accuracy {acc:.4f}, "
+                  f"manifest {entry['test_accuracy']:.4f})")
+        except Exception as e:
+            good = False
+            print(f"{name}: FAILED: {e}")
+        ok &= good
+    return ok
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m robustlab.zoo", description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    b = sub.add_parser("build", help="train and save zoo models (all by default)")
+    b.add_argument("names", nargs="*", choices=[[], *RECIPES], default=[])
+    b.add_argument("--seed", type=int, default=0)
+    sub.add_parser("verify", help="check every zoo model's checksum and accuracy")
+    args = p.parse_args(argv)
+    if args.cmd == "build":
+        build(args.names or list(RECIPES), args.seed)
+        return 0
+    return 0 if verify() else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
