@@ -1,0 +1,41 @@
+# Two commands from a fresh clone: `make course` and `make test`. Both build the pinned
+# environment first (.venv, torch 2.13.0 CPU via requirements/constraints.txt).
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+PIP_INSTALL := $(PY) -m pip install --quiet --disable-pip-version-check -c requirements/constraints.txt
+
+.PHONY: env course test lab lessons zoo bench lint clean
+
+env: $(STAMP)
+
+$(STAMP): pyproject.toml requirements/constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PIP_INSTALL) -e ".[course,test]"
+	touch $(STAMP)
+
+course: $(STAMP)  ## run every lesson headless (fast mode), HTML under build/, summary table
+	$(PY) course/run.py
+
+test: $(STAMP)  ## the whole test suite: library, notebooks, widgets
+	$(PY) -m pytest
+
+lab: $(STAMP)  ## open JupyterLab on the lessons
+	$(VENV)/bin/jupyter lab lessons/
+
+lessons: $(STAMP)  ## re-execute the lessons in full mode and store their outputs
+	$(PY) course/run.py --inplace
+
+zoo: $(STAMP)  ## retrain the model zoo from its recipes (writes robustlab/weights/)
+	$(PY) -m robustlab.zoo build
+
+bench: $(STAMP)  ## benchmarks against reference libraries (installs the bench extra)
+	$(PY) -m pip install --quiet --no-deps torchattacks
+	$(PY) benchmarks/attacks.py
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check robustlab tests benchmarks course
+
+clean:
+	rm -rf build $(VENV)

@@ -1,0 +1,54 @@
+"""Command line: ``robustlab zoo build|verify`` and ``robustlab attack`` on a zoo model.
+
+    robustlab zoo verify
+    robustlab attack --model digits-cnn --attack pgd --eps 0.05 0.1 0.2
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from . import attacks, data, models, zoo
+from .train import evaluate
+
+ATTACKS = {
+    "fgsm": lambda m, x, y, eps, norm: attacks.fgsm(m, x, y, eps=eps, norm=norm),
+    "pgd": lambda m, x, y, eps, norm: attacks.pgd(m, x, y, eps=eps, norm=norm, alpha=eps / 8,
+                                                   steps=40),
+}
+
+
+def attack_table(model_name: str, attack: str, eps_list, norm: str, n: int | None) -> str:
+    """Robust accuracy of a zoo model on its test split for each eps, as a markdown table."""
+    entry = models.manifest().get(model_name, {})
+    x, y = data.load(entry.get("dataset", "digits"), "test")
+    x, y = x[:n], y[:n]
+    model = models.pretrained(model_name)
+    rows = ["| eps | robust accuracy |", "| ---: | ---: |"]
+    for eps in eps_list:
+        x_adv = x if eps == 0 else ATTACKS[attack](model, x, y, eps, norm)
+        rows.append(f"| {eps:g} | {evaluate(model, (x_adv, y)):.3f} |")
+    return "\n".join(rows)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="robustlab", description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    z = sub.add_parser("zoo", help="build or verify the model zoo")
+    z.add_argument("action", choices=["build", "verify"])
+    a = sub.add_parser("attack", help="robust accuracy of a zoo model under an attack")
+    a.add_argument("--model", default="digits-cnn", choices=sorted(models.ARCHITECTURES))
+    a.add_argument("--attack", default="pgd", choices=sorted(ATTACKS))
+    a.add_argument("--eps", type=float, nargs="+", default=[0.0, 0.1, 0.2])
+    a.add_argument("--norm", default="linf", choices=["linf", "l2"])
+    a.add_argument("-n", type=int, default=None, help="use the first n test examples")
+    args = p.parse_args(argv)
+    if args.cmd == "zoo":
+        return zoo.main([args.action])
+    print(attack_table(args.model, args.attack, args.eps, args.norm, args.n))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,101 @@
+"""Interactive widgets for the lessons (ipywidgets + matplotlib).
+
+Each builder returns an ipywidgets container whose controls are attributes (``.eps``,
+``.index``, ...) and whose latest result is in ``.state``, so a test can drive it headless by
+setting ``.value`` and reading ``.state``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import ipywidgets as W
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from torch import nn
+
+from . import attacks
+from .train import predict
+
+
+def show_image(ax, img: torch.Tensor, title: str = "", cmap: str = "gray", **kw) -> None:
+    """Draw a (C, H, W) image in [0, 1] on `ax` without axes."""
+    img = img.detach().cpu()
+    if img.shape[0] == 1:
+        ax.imshow(img[0].numpy(), cmap=cmap, vmin=0, vmax=1, **kw)
+    else:
+        ax.imshow(img.permute(1, 2, 0).clamp(0, 1).numpy(), **kw)
+    ax.set_title(title, fontsize=9)
+    ax.axis("off")
+
+
+def show_perturbation(ax, delta: torch.Tensor, title: str = "perturbation") -> None:
+    """Draw a perturbation (C, H, W) as a red-blue heat map summed over channels."""
+    d = delta.detach().cpu().sum(0).numpy()
+    m = max(float(abs(d).max()), 1e-8)
+    ax.imshow(d, cmap="RdBu_r", vmin=-m, vmax=m)
+    ax.set_title(title, fontsize=9)
+    ax.axis("off")
+
+
+def adversarial_figure(model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor,
+                       class_names: Sequence[str] | None = None, y: int | None = None):
+    """One row: clean image, perturbation, adversarial image, class probabilities of both.
+
+    `x` and `x_adv` are single images (C, H, W). Returns the figure and a dict with the clean
+    and adversarial predictions and confidences.
+    """
+    p = torch.softmax(predict(model, torch.stack([x, x_adv])), 1).cpu().numpy()
+    names = list(class_names) if class_names is not None else [str(i) for i in range(p.shape[1])]
+    pred, pred_adv = int(p[0].argmax()), int(p[1].argmax())
+    fig, ax = plt.subplots(1, 4, figsize=(9, 2.2), gridspec_kw={"width_ratios": [1, 1, 1, 1.6]})
+    show_image(ax[0], x, f"clean: {names[pred]} ({p[0, pred]:.0%})")
+    show_perturbation(ax[1], x_adv - x, f"perturbation (L∞ {(x_adv - x).abs().max():.2f})")
+    show_image(ax[2], x_adv, f"adversarial: {names[pred_adv]} ({p[1, pred_adv]:.0%})")
+    k = np.arange(p.shape[1])
+    ax[3].bar(k - 0.2, p[0], 0.4, label="clean")
+    ax[3].bar(k + 0.2, p[1], 0.4, label="adversarial", color="C3")
+    ax[3].set_xticks(k, names, fontsize=7)
+    ax[3].set_ylim(0, 1)
+    ax[3].legend(fontsize=7)
+    ax[3].set_title("probabilities", fontsize=9)
+    fig.tight_layout()
+    state = {"pred": pred, "conf": float(p[0, pred]), "pred_adv": pred_adv,
+             "conf_adv": float(p[1, pred_adv]), "label": y,
+             "fooled": y is not None and pred_adv != y}
+    return fig, state
+
+
+def epsilon_explorer(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
+                     attack: Callable | None = None, eps_max: float = 0.5, eps: float = 0.1,
+                     class_names: Sequence[str] | None = None) -> W.VBox:
+    """An eps slider and an image picker showing image, perturbation, prediction, confidence.
+
+    `attack(model, x, y, eps=...)` defaults to FGSM (L-inf). Controls: ``.eps`` and ``.index``;
+    the latest prediction is in ``.state`` (keys pred, conf, pred_adv, conf_adv, fooled).
+    """
+    attack = attack or attacks.fgsm
+    eps_w = W.FloatSlider(value=eps, min=0.0, max=eps_max, step=eps_max / 50, description="ε",
+                          continuous_update=False, readout_format=".3f")
+    idx_w = W.IntSlider(value=0, min=0, max=len(x) - 1, description="image",
+                        continuous_update=False)
+    out = W.Output()
+    box = W.VBox([W.HBox([eps_w, idx_w]), out])
+    box.eps, box.index, box.out, box.state = eps_w, idx_w, out, {}
+
+    def update(_=None):
+        i = idx_w.value
+        xi, yi = x[i:i + 1], y[i:i + 1]
+        x_adv = attack(model, xi, yi, eps=eps_w.value)
+        with out:
+            out.clear_output(wait=True)
+            fig, state = adversarial_figure(model, xi[0], x_adv[0], class_names, int(yi))
+            plt.show()
+            plt.close(fig)
+        box.state = {**state, "eps": eps_w.value, "index": i}
+
+    eps_w.observe(update, "value")
+    idx_w.observe(update, "value")
+    update()
+    return box

@@ -1,0 +1,74 @@
+import pytest
+import torch
+
+from robustlab import data
+
+
+def test_digits_split_shapes_and_range():
+    x, y = data.digits("train")
+    xt, yt = data.digits("test")
+    assert x.shape == (1437, 1, 8, 8) and xt.shape == (360, 1, 8, 8)
+    assert x.dtype == torch.float32 and y.dtype == torch.long
+    assert x.min() == 0 and x.max() == 1
+    assert set(yt.tolist()) == set(range(10))
+    assert torch.bincount(yt).min() >= 35  # stratified
+
+
+def test_digits_split_is_fixed_and_disjoint():
+    x1, _ = data.digits("test")
+    x2, _ = data.digits("test")
+    assert torch.equal(x1, x2)
+    x1[0] += 1  # callers get copies: mutating one must not leak into the next call
+    assert not torch.equal(x1, data.digits("test")[0])
+    train = {tuple(r.flatten().tolist()) for r in data.digits("train")[0]}
+    test = [tuple(r.flatten().tolist()) for r in data.digits("test")[0]]
+    assert sum(t in train for t in test) < 10  # sklearn digits has a few exact duplicates
+
+
+def test_bad_split():
+    with pytest.raises(ValueError, match="split must be 'train' or 'test', got 'foo'"):
+        data.digits(split="foo")
+
+
+def test_traffic_lights():
+    x, y = data.traffic_lights("test")
+    assert x.shape == (600, 3, 32, 32) and x.min() >= 0 and x.max() <= 1
+    assert torch.bincount(y).min() > 150
+    x2, y2 = data.traffic_lights("test")
+    assert torch.equal(x, x2) and torch.equal(y, y2)
+    xa, _ = data.traffic_lights("train", n=600)
+    assert not torch.equal(xa, x)
+    # the lit lamp is the brightest of the three in its colour: red images are redder on top
+    red, green = x[y == 0], x[y == 2]
+    assert red[:, 0].mean() > green[:, 0].mean() and green[:, 1].mean() > red[:, 1].mean()
+
+
+def test_load_embedded_and_errors():
+    assert torch.equal(data.load("digits", "test")[0], data.digits("test")[0])
+    assert data.load("traffic-lights", "test")[0].shape[1] == 3
+    with pytest.raises(ValueError, match="name must be one of"):
+        data.load("imagenet")
+
+
+def test_load_torchvision_sets_fail_clearly_without_torchvision(monkeypatch, tmp_path):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def broken(name, *a, **k):  # as PyPI's torchvision does beside the CPU torch
+        if name.startswith("torchvision"):
+            raise RuntimeError("operator torchvision::nms does not exist")
+        return real_import(name, *a, **k)
+
+    monkeypatch.setattr(builtins, "__import__", broken)
+    with pytest.raises(RuntimeError, match="needs torchvision.*vision"):
+        data.load("cifar10", root=tmp_path)
+
+
+def test_loader_is_reproducible():
+    x, y = data.digits("test")
+    a = [b[1] for b in data.loader(x, y, batch_size=50, shuffle=True, seed=3)]
+    b = [b[1] for b in data.loader(x, y, batch_size=50, shuffle=True, seed=3)]
+    assert all(torch.equal(u, v) for u, v in zip(a, b))
+    with pytest.raises(ValueError, match="same length"):
+        data.loader(x, y[:10])

@@ -1,0 +1,97 @@
+import json
+import shutil
+
+import pytest
+import torch
+
+from robustlab import data, models
+from robustlab.train import evaluate
+
+
+def test_zoo_accuracies():
+    xt = data.digits("test")
+    assert evaluate(models.pretrained("digits-mlp"), xt) >= 0.95
+    assert evaluate(models.pretrained("digits-cnn"), xt) >= 0.97
+    assert evaluate(models.pretrained("digits-resnet"), xt) >= 0.97
+    assert evaluate(models.pretrained("traffic-cnn"), data.traffic_lights("test")) >= 0.97
+
+
+def test_zoo_matches_manifest_and_is_small():
+    man = models.manifest()
+    assert set(man) == set(models.ARCHITECTURES)
+    root = models.resources.files("robustlab") / "weights"
+    assert sum((root / e["file"]).stat().st_size for e in man.values()) < 5e6
+    m = models.pretrained("digits-mlp")
+    assert not m.training
+    assert abs(evaluate(m, data.digits("test")) - man["digits-mlp"]["test_accuracy"]) < 1e-3
+
+
+def test_unknown_model():
+    with pytest.raises(ValueError, match="name must be one of .* got 'nope'"):
+        models.pretrained("nope")
+
+
+@pytest.fixture
+def fake_weights(tmp_path, monkeypatch):
+    """A copy of the packaged weights folder that a test may damage."""
+    src = models.resources.files("robustlab") / "weights"
+    dst = tmp_path / "robustlab" / "weights"
+    shutil.copytree(src, dst)
+
+    class Files:
+        def joinpath(self, *parts):
+            return tmp_path.joinpath("robustlab", *parts)
+
+    monkeypatch.setattr(models.resources, "files", lambda pkg: Files())
+    return dst
+
+
+def test_tampered_weights_are_refused(fake_weights):
+    path = fake_weights / "digits-cnn.pt"
+    blob = bytearray(path.read_bytes())
+    blob[-10] ^= 0xFF
+    path.write_bytes(bytes(blob))
+    with pytest.raises(RuntimeError, match="sha256"):
+        models.pretrained("digits-cnn")
+    models.pretrained("digits-mlp")  # the others still load
+
+
+def test_missing_weights_file(fake_weights):
+    (fake_weights / "digits-cnn.pt").unlink()
+    with pytest.raises(FileNotFoundError, match="missing"):
+        models.pretrained("digits-cnn")
+
+
+def test_pickle_payload_is_not_executed(fake_weights):
+    """weights_only=True: a checkpoint carrying arbitrary objects does not load even when its
+    checksum was updated to match."""
+    import io
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    buf = io.BytesIO()
+    torch.save({"x": Evil()}, buf)
+    (fake_weights / "digits-mlp.pt").write_bytes(buf.getvalue())
+    man = json.loads((fake_weights / "manifest.json").read_text())
+    man["digits-mlp"]["sha256"] = models.sha256(buf.getvalue())
+    (fake_weights / "manifest.json").write_text(json.dumps(man))
+    with pytest.raises(Exception, match="(?i)weights only|unsupported|global"):
+        models.pretrained("digits-mlp")
+
+
+def test_normalize():
+    n = models.Normalize([0.5, 0.25], [0.5, 0.25])
+    x = torch.rand(2, 2, 3, 3)
+    assert torch.allclose(n(x)[:, 0], (x[:, 0] - 0.5) / 0.5)
+    with pytest.raises(ValueError, match="std must be > 0"):
+        models.Normalize([0.0], [0.0])
+
+
+@pytest.mark.parametrize("name", sorted(models.ARCHITECTURES))
+def test_architectures_return_logits(name):
+    m = models.ARCHITECTURES[name]()
+    x = torch.rand(3, 3, 32, 32) if name.startswith("traffic") else torch.rand(3, 1, 8, 8)
+    out = m(x)
+    assert out.shape == (3, 3 if name.startswith("traffic") else 10)
