@@ -99,3 +99,106 @@ def epsilon_explorer(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
     idx_w.observe(update, "value")
     update()
     return box
+
+
+def _explorer_attacks() -> dict:
+    """The attacks the explorer offers: fn(model, x, y, eps, norm, targeted) -> x_adv."""
+    A = attacks
+    return {
+        "FGSM": lambda m, x, y, eps, norm, t: A.fgsm(m, x, y, eps=eps, norm=norm, targeted=t),
+        "PGD": lambda m, x, y, eps, norm, t: A.pgd(m, x, y, eps=eps, norm=norm, alpha=eps / 8,
+                                                    steps=40, targeted=t),
+    }
+
+
+def attack_explorer(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
+                    attack_fns: dict | None = None, eps_max: float = 0.5, eps: float = 0.15,
+                    class_names: Sequence[str] | None = None) -> W.VBox:
+    """Pick an attack, eps, norm, target and image; see the adversarial image, the perturbation
+    heat map and the class probabilities.
+
+    `attack_fns` maps a name to ``fn(model, x, y, eps, norm, targeted) -> x_adv`` (minimum-norm
+    attacks may ignore eps). Controls: ``.attack``, ``.eps``, ``.norm``, ``.target`` (None for
+    untargeted) and ``.index``; the latest result is in ``.state``.
+    """
+    fns = attack_fns or _explorer_attacks()
+    k = predict(model, x[:1]).shape[1]
+    names = list(class_names) if class_names is not None else [str(i) for i in range(k)]
+    atk_w = W.Dropdown(options=list(fns), description="attack")
+    eps_w = W.FloatSlider(value=eps, min=0.0, max=eps_max, step=eps_max / 50, description="ε",
+                          continuous_update=False, readout_format=".3f")
+    norm_w = W.Dropdown(options=[("L∞", "linf"), ("L2", "l2")], description="norm")
+    tgt_w = W.Dropdown(options=[("untargeted", None)] + [(n, i) for i, n in enumerate(names)],
+                       description="target")
+    idx_w = W.IntSlider(value=0, min=0, max=len(x) - 1, description="image",
+                        continuous_update=False)
+    out = W.Output()
+    box = W.VBox([W.HBox([atk_w, norm_w, tgt_w]), W.HBox([eps_w, idx_w]), out])
+    box.attack, box.eps, box.norm, box.target, box.index = atk_w, eps_w, norm_w, tgt_w, idx_w
+    box.out, box.state = out, {}
+
+    def update(_=None):
+        i, t = idx_w.value, tgt_w.value
+        xi, yi = x[i:i + 1], y[i:i + 1]
+        label = yi if t is None else torch.full_like(yi, t)
+        x_adv = fns[atk_w.value](model, xi, label, eps_w.value, norm_w.value, t is not None)
+        with out:
+            out.clear_output(wait=True)
+            fig, state = adversarial_figure(model, xi[0], x_adv[0], names, int(yi))
+            plt.show()
+            plt.close(fig)
+        d = (x_adv - xi).flatten()
+        box.state = {**state, "attack": atk_w.value, "eps": eps_w.value, "norm": norm_w.value,
+                     "target": t, "index": i, "reached_target": t is not None and
+                     state["pred_adv"] == t, "linf": d.abs().max().item(), "l2": d.norm().item()}
+
+    for w in (atk_w, eps_w, norm_w, tgt_w, idx_w):
+        w.observe(update, "value")
+    update()
+    return box
+
+
+def eps_sweep(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
+              attack_fns: dict | None = None, eps_max: float = 0.4, points: int = 9) -> W.VBox:
+    """Robust accuracy against eps for the chosen attacks and norm, redrawn on every change.
+
+    Controls: ``.attacks`` (multiple choice), ``.norm``, ``.eps_max``; ``.state["curves"]``
+    maps each attack to its list of (eps, robust accuracy).
+    """
+    fns = attack_fns or _explorer_attacks()
+    sel_w = W.SelectMultiple(options=list(fns), value=list(fns)[:2], description="attacks",
+                             rows=min(4, len(fns)))
+    norm_w = W.Dropdown(options=[("L∞", "linf"), ("L2", "l2")], description="norm")
+    max_w = W.FloatSlider(value=eps_max, min=0.05, max=max(1.0, 3 * eps_max), step=0.05,
+                          description="max ε", continuous_update=False)
+    out = W.Output()
+    box = W.VBox([W.HBox([sel_w, W.VBox([norm_w, max_w])]), out])
+    box.attacks, box.norm, box.eps_max, box.out, box.state = sel_w, norm_w, max_w, out, {}
+
+    def update(_=None):
+        grid = np.linspace(0, max_w.value, points)
+        clean = predict(model, x).argmax(1) == y
+        curves = {}
+        for name in sel_w.value:
+            accs = [clean.float().mean().item()]
+            for e in grid[1:]:
+                x_adv = fns[name](model, x, y, float(e), norm_w.value, False)
+                accs.append((clean & (predict(model, x_adv).argmax(1) == y)).float().mean().item())
+            curves[name] = list(zip(grid.tolist(), accs))
+        with out:
+            out.clear_output(wait=True)
+            fig, ax = plt.subplots(figsize=(5, 3))
+            for name, c in curves.items():
+                ax.plot(*zip(*c), marker="o", label=name)
+            ax.set(xlabel=f"ε ({norm_w.label})", ylabel="robust accuracy", ylim=(0, 1.02))
+            ax.grid(alpha=0.3)
+            ax.legend()
+            fig.tight_layout()
+            plt.show()
+            plt.close(fig)
+        box.state = {"curves": curves, "norm": norm_w.value}
+
+    for w in (sel_w, norm_w, max_w):
+        w.observe(update, "value")
+    update()
+    return box

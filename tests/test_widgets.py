@@ -15,3 +15,27 @@ def test_epsilon_explorer_reacts_to_slider():
     assert w.state["eps"] == 0.4 and w.state["fooled"]
     w.index.value = 2
     assert w.state["index"] == 2 and w.state["label"] == y[2].item()
+
+
+def test_attack_explorer_targeted_and_norms():
+    m = models.pretrained("digits-cnn")
+    x, y = data.digits("test")
+    w = widgets.attack_explorer(m, x[:4], y[:4], eps=0.3)
+    assert w.state["fooled"] and w.state["linf"] <= 0.3 + 1e-6
+    w.attack.value = "PGD"
+    w.target.value = (y[0].item() + 3) % 10
+    assert w.state["reached_target"]
+    w.norm.value = "l2"
+    w.eps.value = 0.1
+    assert w.state["l2"] <= 0.1 + 1e-5 and not w.state["fooled"]
+
+
+def test_eps_sweep_curves_fall():
+    m = models.pretrained("digits-cnn")
+    x, y = data.digits("test")
+    w = widgets.eps_sweep(m, x[:40], y[:40], eps_max=0.3, points=4)
+    for curve in w.state["curves"].values():
+        accs = [a for _, a in curve]
+        assert accs[0] > 0.9 and accs[-1] < 0.3
+    w.norm.value = "l2"
+    assert w.state["norm"] == "l2" and set(w.state["curves"]) == {"FGSM", "PGD"}
