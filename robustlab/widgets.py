@@ -39,6 +39,23 @@ def show_perturbation(ax, delta: torch.Tensor, title: str = "perturbation") -> N
     ax.axis("off")
 
 
+def image_row(images: torch.Tensor, titles: Sequence[str] | None = None, *,
+              size: float = 1.1, highlight=None):
+    """Draw images (N, C, H, W) side by side with optional titles; returns the figure.
+
+    `highlight` is a list of (image index, row, col) pixels to outline in yellow, e.g. the pixel
+    a one-pixel attack changed.
+    """
+    n = len(images)
+    fig, axes = plt.subplots(1, n, figsize=(size * n, size + 0.3), squeeze=False)
+    for i, ax in enumerate(axes[0]):
+        show_image(ax, images[i], titles[i] if titles is not None else "")
+    for i, r, c in highlight or []:
+        axes[0][i].add_patch(plt.Rectangle((c - 0.5, r - 0.5), 1, 1, fill=False, ec="yellow", lw=1.5))
+    fig.tight_layout()
+    return fig
+
+
 def adversarial_figure(model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor,
                        class_names: Sequence[str] | None = None, y: int | None = None):
     """One row: clean image, perturbation, adversarial image, class probabilities of both.

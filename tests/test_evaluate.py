@@ -111,6 +111,14 @@ def test_worst_case_is_never_weaker_than_a_member(digits_cnn, small):
     assert "bim-dlr" in result.table()
 
 
+def test_worst_case_takes_black_box_members(digits_cnn, small):
+    x, y = small
+    plain = worst_case(digits_cnn, x, y, eps=0.1, attacks={"fgsm": lambda m, x, y: fgsm(m, x, y, eps=0.1)})
+    pair = worst_case(digits_cnn, x, y, eps=0.1, attacks={
+        "fgsm": lambda m, x, y: (fgsm(m, x, y, eps=0.1), torch.ones(len(x)))})
+    assert torch.equal(plain.robust, pair.robust) and torch.equal(plain.x_adv, pair.x_adv)
+
+
 @pytest.mark.filterwarnings("ignore:worst_case runs without")
 def test_default_ensemble_beats_each_member(digits_cnn, small):
     x, y = small
@@ -222,6 +230,7 @@ def test_compare_with_the_other_attacks(digits_cnn, small):
     (lambda m, x, y: worst_case(m, x, y, eps=0.1, attacks={}), "attacks"),
     (lambda m, x, y: worst_case(m, x, y, eps=0.1, attacks={"a": 3}), r"attacks\['a'\]"),
     (lambda m, x, y: compare_attacks(m, x, y, {"a": None}), "callable"),
+    (lambda m, x, y: default_attacks(eps=0.1, steps=0), "steps"),
     (lambda m, x, y: distortion_stats(x, x[:3], torch.ones(64, dtype=torch.bool)), "same shape"),
     (lambda m, x, y: distortion_stats(x, x, torch.ones(64)), "bool"),
     (lambda m, x, y: distortion_stats(x, x, torch.ones(3, dtype=torch.bool)), "success must have"),

@@ -100,12 +100,16 @@ LOSSES = {"ce": ce_loss, "margin": margin_loss, "dlr": dlr_loss}
 
 
 def input_grad(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, loss: str = "ce",
-               targeted: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """Gradient of the summed per-example loss wrt the input, and the logits at `x`."""
+               targeted: bool = False, check: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gradient of the summed per-example loss wrt the input, and the logits at `x`.
+
+    `check=False` skips the logits and label checks: iterative attacks check on their first
+    step only, since the label check syncs with the device.
+    """
     if loss not in LOSSES:
         raise ValueError(f"loss must be one of {list(LOSSES)}, got {loss!r}")
     x = x.detach().requires_grad_(True)
-    z = logits_of(model, x, y)
+    z = logits_of(model, x, y) if check else model(x)
     (g,) = torch.autograd.grad(LOSSES[loss](z, y, targeted).sum(), x)
     return g, z.detach()
 
@@ -184,12 +188,16 @@ def clip_box(x: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
 
 def random_in_ball(x: torch.Tensor, eps: float, norm: str,
                    generator: torch.Generator | None = None) -> torch.Tensor:
-    """A perturbation drawn uniformly from the `norm` ball of radius `eps` (CPU RNG, moved)."""
-    shape, n = x.shape, x[0].numel()
+    """A random start inside the `norm` ball of radius `eps` (CPU RNG, then moved to x's device).
+
+    L-inf: uniform in the cube. L2 / L1: a uniformly random direction at a radius drawn uniformly
+    in [0, eps], the usual PGD start (as torchattacks and Rony et al. 2019 do). A volume-uniform
+    draw would put nearly every start on the sphere itself in high dimension.
+    """
+    shape = x.shape
     if norm == "linf":
         d = torch.rand(shape, generator=generator) * 2 - 1
         return (d * eps).to(x)
-    # uniform in the L2 or L1 ball: a direction on the unit sphere times radius U^(1/n)
     if norm == "l2":
         d = torch.randn(shape, generator=generator)
     else:  # signs times a Dirichlet(1,...,1) point: uniform on the L1 sphere
@@ -197,5 +205,5 @@ def random_in_ball(x: torch.Tensor, eps: float, norm: str,
         s = torch.randint(0, 2, shape, generator=generator) * 2 - 1
         d = e * s
     d = d / _per_example(flat_norm(d, norm), d)
-    r = torch.rand(len(x), generator=generator) ** (1.0 / n)
+    r = torch.rand(len(x), generator=generator)
     return (d * _per_example(r, d) * eps).to(x)

@@ -63,8 +63,9 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, alpha
     if random_start:
         delta = clip_box(x, random_in_ball(x, eps, norm, generator))
     with frozen(model):
-        for _ in range(steps):
-            g, _ = input_grad(model, x + delta, y, loss=loss, targeted=targeted)
-            delta = delta + alpha * steepest(g, norm, x + delta, l1_top)
+        for step in range(steps):
+            x_adv = x + delta
+            g, _ = input_grad(model, x_adv, y, loss=loss, targeted=targeted, check=step == 0)
+            delta = delta + alpha * steepest(g, norm, x_adv, l1_top)
             delta = clip_box(x, project(delta, eps, norm))
     return (x + delta).detach()
