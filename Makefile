@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 PIP_INSTALL := $(PY) -m pip install --quiet --disable-pip-version-check -c requirements/constraints.txt
 
-.PHONY: env course test lab lessons zoo bench lint clean
+.PHONY: env course test lab lessons student zoo bench lint clean
 
 env: $(STAMP)
 
@@ -26,6 +26,9 @@ lab: $(STAMP)  ## open JupyterLab on the lessons
 
 lessons: $(STAMP)  ## re-execute the lessons in full mode and store their outputs
 	$(PY) course/run.py --inplace
+
+student: $(STAMP)  ## student copies of the lessons (solutions removed) in build/student/
+	$(PY) course/student.py
 
 zoo: $(STAMP)  ## retrain the model zoo from its recipes (writes robustlab/weights/)
 	$(PY) -m robustlab.zoo build

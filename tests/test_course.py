@@ -34,3 +34,35 @@ def test_runner_reports_figures_and_failing_cell(tmp_path):
     assert "cell" in row["error"]
     table = run.table([row])
     assert "| bad | FAILED |" in table
+
+
+spec_s = importlib.util.spec_from_file_location("course_student", ROOT / "course" / "student.py")
+student = importlib.util.module_from_spec(spec_s)
+spec_s.loader.exec_module(student)
+
+
+def test_student_copy_strips_solutions_and_outputs():
+    nb = notebook("FAST = False",
+                  "def f(x):\n    ### BEGIN SOLUTION\n    y = x * 2\n    return y\n    ### END SOLUTION\n",
+                  "assert f(2) == 4")
+    nb.cells[1].outputs = [nbformat.v4.new_output("stream", text="hi")]
+    nb.cells[1].execution_count = 3
+    copy = student.student_copy(nb)
+    assert copy.cells[1].source == "def f(x):\n    # YOUR CODE HERE\n"
+    assert copy.cells[1].outputs == [] and copy.cells[1].execution_count is None
+    assert copy.cells[2].source == "assert f(2) == 4"
+    assert "y = x * 2" in nb.cells[1].source  # the instructor's notebook is untouched
+
+
+def test_student_copy_rejects_unbalanced_markers():
+    import pytest
+
+    with pytest.raises(ValueError, match="unbalanced"):
+        student.strip_solutions("### BEGIN SOLUTION\nx = 1\n")
+
+
+def test_real_lessons_have_no_solution_left():
+    for path in sorted((ROOT / "lessons").glob("*.ipynb")):
+        copy = student.student_copy(nbformat.read(str(path), as_version=4))
+        text = "\n".join(c.source for c in copy.cells if c.cell_type == "code")
+        assert "SOLUTION" not in text
