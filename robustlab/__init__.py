@@ -5,8 +5,8 @@ Deep Learning: Theory, Algorithms, and Applications". Images are pixel-space ten
 of shape (N, C, H, W); models return logits (N, K).
 """
 
-from . import attacks, data, models, train
+from . import attacks, data, evaluate, models, train
 from .utils import default_device, report, seed_everything
 
 __version__ = "0.1.0"
-__all__ = ["attacks", "data", "default_device", "models", "report", "seed_everything", "train"]
+__all__ = ["attacks", "data", "evaluate", "default_device", "models", "report", "seed_everything", "train"]
