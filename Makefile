@@ -18,8 +18,11 @@ $(STAMP): pyproject.toml requirements/constraints.txt
 course: $(STAMP)  ## run every lesson headless (fast mode), HTML under build/, summary table
 	$(PY) course/run.py
 
+# One worker per core, each single-threaded: the models are tiny, and threads of two workers
+# (or of a worker and a notebook kernel) fighting over the cores cost far more than they give.
+# --dist loadfile keeps each notebook's cells on one worker (nbval runs them in order).
 test: $(STAMP)  ## the whole test suite: library, notebooks, widgets
-	$(PY) -m pytest
+	OMP_NUM_THREADS=1 $(PY) -m pytest -n auto --dist loadfile
 
 lab: $(STAMP)  ## open JupyterLab on the lessons
 	$(VENV)/bin/jupyter lab lessons/
