@@ -121,11 +121,13 @@ def epsilon_explorer(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
 def _explorer_attacks() -> dict:
     """The attacks the explorer offers: fn(model, x, y, eps, norm, targeted) -> x_adv."""
     A = attacks
-    return {
-        "FGSM": lambda m, x, y, eps, norm, t: A.fgsm(m, x, y, eps=eps, norm=norm, targeted=t),
-        "PGD": lambda m, x, y, eps, norm, t: A.pgd(m, x, y, eps=eps, norm=norm, alpha=eps / 8,
-                                                    steps=40, targeted=t),
-    }
+
+    def pgd(m, x, y, eps, norm, t):  # eps = 0 leaves x as it is; alpha must stay > 0
+        return x.clone() if eps == 0 else A.pgd(m, x, y, eps=eps, norm=norm, alpha=eps / 8,
+                                                steps=40, targeted=t)
+
+    return {"FGSM": lambda m, x, y, eps, norm, t: A.fgsm(m, x, y, eps=eps, norm=norm, targeted=t),
+            "PGD": pgd}
 
 
 def attack_explorer(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,

@@ -28,6 +28,8 @@ def test_attack_explorer_targeted_and_norms():
     w.norm.value = "l2"
     w.eps.value = 0.1
     assert w.state["l2"] <= 0.1 + 1e-5 and not w.state["fooled"]
+    w.eps.value = 0.0  # the slider's left end: no perturbation, no error
+    assert w.state["l2"] == 0 and not w.state["fooled"]
 
 
 def test_eps_sweep_curves_fall():
