@@ -77,13 +77,15 @@ class Oracle:
                                    f"example(s) {over.nonzero()[:10, 0].tolist()}")
         self.queries += charge
         modes = [m.training for m in self._submodules]
-        self.model.eval()
+        if any(modes):  # most callers hand over a model already in eval mode: skip the walk
+            self.model.eval()
         try:
             with torch.no_grad():
                 z = torch.cat([logits_of(self.model, b) for b in images.split(self.batch_size)])
         finally:
-            for m, mode in zip(self._submodules, modes):
-                m.training = mode
+            if any(modes):
+                for m, mode in zip(self._submodules, modes):
+                    m.training = mode
         self.num_classes = z.shape[1]
         return z.softmax(1) if self.output == "scores" else z.argmax(1)
 
@@ -270,14 +272,13 @@ def _linf_square(x: torch.Tensor, delta: torch.Tensor, eps: float, p: float, gen
     q = torch.randint(0, w - s + 1, (n, 1, 1, 1), generator=generator).to(x.device)
     rows, cols = torch.arange(h, device=x.device)[:, None], torch.arange(w, device=x.device)
     win = (rows >= r) & (rows < r + s) & (cols >= q) & (cols < q + s)
-    new, redo = delta, torch.ones(n, 1, 1, 1, dtype=torch.bool, device=x.device)
-    for _ in range(10):  # a window the box leaves unchanged would waste a query: redraw it
-        new = torch.where(win & redo, eps * _signs((n, c, 1, 1), generator, x), new)
-        moved = (((x + new).clamp(0, 1) - (x + delta)) * win).abs().flatten(1).sum(1)
-        redo = (moved < 1e-7).view(n, 1, 1, 1)
-        if not redo.any():
-            break
-    return new
+    # A window the box leaves unchanged would waste a query; the authors redraw its signs until
+    # it moves. Flipping every sign always moves it (x - eps and x + eps cannot clip to the same
+    # value inside [0, 1]), so one flip replaces the redraw loop.
+    signs = eps * _signs((n, c, 1, 1), generator, x)
+    new = torch.where(win, signs, delta)
+    still = (((x + new).clamp(0, 1) - (x + delta)) * win).abs().flatten(1).sum(1) < 1e-7
+    return torch.where(win & still.view(n, 1, 1, 1), -signs, new)
 
 
 def _l2_square(x: torch.Tensor, delta: torch.Tensor, eps: float, p: float, generator) -> torch.Tensor:

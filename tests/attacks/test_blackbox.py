@@ -266,3 +266,17 @@ def test_bad_oracle_arguments(digits_cnn, batch):
         Oracle("not a model")
     with pytest.raises(ValueError, match="y holds label"):
         square(digits_cnn, x, torch.full_like(y, 12), eps=0.1, max_queries=5)
+
+
+def test_square_linf_window_always_moves():
+    """A proposal the box clips back to the current point would waste a query (the authors
+    redraw it): on an all-black image, a window of -eps signs is such a proposal."""
+    from robustlab.attacks.blackbox import _linf_square
+
+    x = torch.zeros(200, 3, 8, 8)
+    g = torch.Generator().manual_seed(0)
+    for p in (0.02, 0.3):
+        new = _linf_square(x, torch.zeros_like(x), 0.1, p, g)
+        moved = ((x + new).clamp(0, 1) - x).abs().flatten(1).sum(1)
+        assert (moved > 0).all()
+        assert (((new.abs() - 0.1).abs() < 1e-6) | (new == 0)).all()
