@@ -193,9 +193,12 @@ def zoo(model: nn.Module | Oracle, x: torch.Tensor, y: torch.Tensor, *, targeted
     check_positive(coords_per_step, "coords_per_step", integer=True)
     if solver not in ("adam", "newton"):
         raise ValueError(f"solver must be 'adam' or 'newton', got {solver!r}")
-    ledger = QueryLedger(oracle, x, y, max_queries)
     n, d = len(x), x[0].numel()
     b = min(coords_per_step, d)
+    if max_queries < 2 * b + 1:  # not one step could run: the call would silently do nothing
+        raise ValueError(f"max_queries must be at least 2 * coords_per_step + 1 = {2 * b + 1} "
+                         f"(one ZOO step), got {max_queries}")
+    ledger = QueryLedger(oracle, x, y, max_queries)
     x0 = x.flatten(1)
     xk, m, v, t = x0.clone(), torch.zeros_like(x0), torch.zeros_like(x0), torch.zeros_like(x0)
     best, best_dist = x0.clone(), torch.full((n,), math.inf, dtype=x.dtype, device=x.device)

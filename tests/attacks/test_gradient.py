@@ -105,18 +105,8 @@ def test_bad_arguments(batch, digits_cnn, kwargs, match):
         fgsm(digits_cnn, x, y, **kwargs)
 
 
-def test_bad_inputs(batch, digits_cnn):
+def test_bad_hyperparameters(batch, digits_cnn):
     x, y = batch
-    with pytest.raises(ValueError, match="y holds label"):
-        fgsm(digits_cnn, x, torch.full_like(y, 12), eps=0.1)
-    with pytest.raises(ValueError, match=r"\[0, 1\]"):
-        fgsm(digits_cnn, x * 2 - 0.5, y, eps=0.1)
-    with pytest.raises(ValueError, match="shape"):
-        fgsm(digits_cnn, x[0], y, eps=0.1)
-    with pytest.raises(ValueError, match="y must have shape"):
-        fgsm(digits_cnn, x, y[:3], eps=0.1)
-    with pytest.raises(ValueError, match="NaN"):
-        fgsm(digits_cnn, x.clone().fill_(float("nan")), y, eps=0.1)
     with pytest.raises(ValueError, match="steps"):
         pgd(digits_cnn, x, y, eps=0.1, alpha=0.01, steps=0)
     with pytest.raises(ValueError, match="norm"):
