@@ -58,9 +58,9 @@ def check_images(x, name: str = "x", ndim: int | None = 4) -> torch.Tensor:
         raise ValueError(f"{name} must have shape (N, C, H, W), got {tuple(x.shape)}")
     if x.shape[0] == 0:
         raise ValueError(f"{name} is empty")
-    if torch.isnan(x).any():
+    lo, hi = (t.item() for t in torch.aminmax(x))  # one pass, one sync; NaN propagates to both
+    if math.isnan(lo) or math.isnan(hi):
         raise ValueError(f"{name} contains NaN")
-    lo, hi = x.min().item(), x.max().item()
     if lo < 0 or hi > 1:
         raise ValueError(f"{name} must lie in [0, 1] (pixel space; put normalisation inside "
                          f"the model with robustlab.models.Normalize), got range [{lo:.3g}, {hi:.3g}]")
