@@ -106,6 +106,7 @@ class QueryLedger:
     def __init__(self, oracle: Oracle, x: torch.Tensor, y: torch.Tensor, max_queries: int):
         n = len(x)
         self.oracle, self.y, self.device, self.shape = oracle, y, x.device, x.shape[1:]
+        self.checked = False
         self.allowed = oracle.remaining(n).clamp(max=max_queries)
         self.start = oracle.queries[:n].clone()
 
@@ -118,9 +119,11 @@ class QueryLedger:
     def ask(self, images: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         """The Oracle's answer on `images`, charged to examples `idx`."""
         out = self.oracle(images, idx)
-        if self.y.max() >= self.oracle.num_classes:
-            raise ValueError(f"y holds label {self.y.max().item()} but the model has only "
-                             f"{self.oracle.num_classes} classes")
+        if not self.checked:  # once: the number of classes is known from the first answer
+            if self.y.max() >= self.oracle.num_classes:
+                raise ValueError(f"y holds label {self.y.max().item()} but the model has only "
+                                 f"{self.oracle.num_classes} classes")
+            self.checked = True
         return out
 
     def fooled(self, images: torch.Tensor, idx: torch.Tensor, targeted: bool) -> torch.Tensor:
@@ -349,8 +352,9 @@ def square(model: nn.Module | Oracle, x: torch.Tensor, y: torch.Tensor, *, eps: 
         if not len(act):
             break
         update = _linf_square if norm == "linf" else _l2_square
-        new = update(x[act], x_best[act] - x[act], eps, _p_schedule(p_init, i, max_queries), generator)
-        cand = x[act] + clip_box(x[act], new)
+        xa = x[act]
+        new = update(xa, x_best[act] - xa, eps, _p_schedule(p_init, i, max_queries), generator)
+        cand = xa + clip_box(xa, new)
         val, won = judge(cand, act)
         keep = (val < cur[act]) | won
         x_best[act[keep]], cur[act[keep]], done[act[keep]] = cand[keep], val[keep], won[keep]
