@@ -126,7 +126,8 @@ def flat_norm(v: torch.Tensor, norm: str) -> torch.Tensor:
     return (v != 0).sum(1).to(v.dtype)  # l0
 
 
-def _per_example(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+def per_example(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Reshape per-example values (N,) to broadcast against `like` (N, ...)."""
     return t.view(-1, *([1] * (like.dim() - 1)))
 
 
@@ -141,7 +142,7 @@ def steepest(g: torch.Tensor, norm: str, x_adv: torch.Tensor | None = None,
     if norm == "linf":
         return g.sign()
     if norm == "l2":
-        return g / _per_example(flat_norm(g, "l2").clamp_min(1e-12), g)
+        return g / per_example(flat_norm(g, "l2").clamp_min(1e-12), g)
     a = g.abs()
     if x_adv is not None:  # a pixel at 0 cannot go down, one at 1 cannot go up
         a = a.masked_fill(((x_adv <= 0) & (g < 0)) | ((x_adv >= 1) & (g > 0)), 0)
@@ -150,7 +151,7 @@ def steepest(g: torch.Tensor, norm: str, x_adv: torch.Tensor | None = None,
     thresh = flat.topk(k, dim=1).values[:, -1:]
     mask = ((flat >= thresh) & (flat > 0)).view_as(g).to(g.dtype)
     d = g.sign() * mask
-    return d / _per_example(flat_norm(d, "l1").clamp_min(1e-12), d)
+    return d / per_example(flat_norm(d, "l1").clamp_min(1e-12), d)
 
 
 def project_l1(v: torch.Tensor, eps: float) -> torch.Tensor:
@@ -177,7 +178,7 @@ def project(delta: torch.Tensor, eps: float, norm: str) -> torch.Tensor:
         return delta.clamp(-eps, eps)
     if norm == "l2":
         n = flat_norm(delta, "l2")
-        return delta * _per_example((eps / n.clamp_min(1e-12)).clamp(max=1.0), delta)
+        return delta * per_example((eps / n.clamp_min(1e-12)).clamp(max=1.0), delta)
     return project_l1(delta, eps)
 
 
@@ -204,6 +205,6 @@ def random_in_ball(x: torch.Tensor, eps: float, norm: str,
         e = torch.empty(shape).exponential_(generator=generator)
         s = torch.randint(0, 2, shape, generator=generator) * 2 - 1
         d = e * s
-    d = d / _per_example(flat_norm(d, norm), d)
+    d = d / per_example(flat_norm(d, norm), d)
     r = torch.rand(len(x), generator=generator)
-    return (d * _per_example(r, d) * eps).to(x)
+    return (d * per_example(r, d) * eps).to(x)

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from .._checks import check_eps, check_images, check_positive
-from ._base import LOSSES, check_attack_inputs, clip_box, flat_norm, logits_of, margin_loss
+from ._base import LOSSES, check_attack_inputs, clip_box, flat_norm, logits_of, margin_loss, per_example
 
 OUTPUTS = ("scores", "label")
 
@@ -366,7 +366,7 @@ def square(model: nn.Module | Oracle, x: torch.Tensor, y: torch.Tensor, *, eps: 
 def _toward(x: torch.Tensor, a: torch.Tensor, alpha: torch.Tensor, norm: str) -> torch.Tensor:
     """The point at `alpha` from x toward a: the blend (1-alpha) x + alpha a (L2), or a clipped
     to the L-inf box of radius alpha around x."""
-    alpha = alpha.view(-1, *[1] * (x.dim() - 1))
+    alpha = per_example(alpha, x)
     if norm == "l2":
         return x + alpha * (a - x)
     return torch.minimum(torch.maximum(a, x - alpha), x + alpha)
@@ -428,7 +428,7 @@ def _boundary_normal(ledger, b, idx, delta, evals, norm, targeted, generator) ->
     mean = phi.mean(1, keepdim=True)
     phi = torch.where(mean.abs() == 1, phi, phi - mean)  # no baseline when all agree
     g = (phi.view(*phi.shape, *[1] * (b.dim() - 1)) * u).mean(1)
-    return g / flat_norm(g, "l2").clamp_min(1e-12).view(-1, *[1] * (b.dim() - 1))
+    return g / per_example(flat_norm(g, "l2").clamp_min(1e-12), g)
 
 
 def _jump(ledger, b, v, idx, eps, targeted):
@@ -437,7 +437,7 @@ def _jump(ledger, b, v, idx, eps, targeted):
     out, todo = b.clone(), torch.ones(len(b), dtype=torch.bool, device=b.device)
     while (go := (todo & (ledger.left()[idx] >= 1))).any():
         k = go.nonzero()[:, 0]
-        cand = (b[k] + eps[k].view(-1, *[1] * (b.dim() - 1)) * v[k]).clamp(0, 1)
+        cand = (b[k] + per_example(eps[k], b) * v[k]).clamp(0, 1)
         ok = ledger.fooled(cand, idx[k], targeted)
         out[k[ok]], todo[k[ok]] = cand[ok], False
         eps[k[~ok]] /= 2

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from .._checks import check_eps, check_positive
-from ._base import check_attack_inputs, flat_norm, frozen, logits_of, margin_loss
+from ._base import check_attack_inputs, flat_norm, frozen, logits_of, margin_loss, per_example
 
 # Per norm: first c, Adam steps per solve, learning rate, largest c. Adapted to 8x8 digits from
 # the paper's (c 1e-3 / 1e-5 / 1e-3, steps 10000 / 1000 / 1000, lr 1e-2 / 5e-3 / 1e-2, largest c
@@ -154,7 +154,7 @@ def _solve(model, x, y, start, const, mask, tau, targeted, kappa, steps, lr):
         if tau is None:
             penalty = flat_norm(delta, "l2") ** 2
         else:
-            penalty = (delta.abs() - tau.view(-1, *[1] * (x.dim() - 1))).clamp_min(0).flatten(1).sum(1)
+            penalty = (delta.abs() - per_example(tau, x)).clamp_min(0).flatten(1).sum(1)
         opt.zero_grad()
         (penalty + const * _f(z, y, targeted, kappa)).sum().backward()
         opt.step()
@@ -185,7 +185,7 @@ def _iterated(model, x, y, norm, targeted, kappa, tau_decrease, *, c, steps, lr,
     if norm == "l0":  # undo the tanh round trip's 1e-7 changes wherever the result stays adversarial
         snap = torch.where(((best - x).abs() < 1e-4).all(1, keepdim=True), x, best)
         keep = _fooled(logits_of(model, snap, y), y, targeted, kappa)
-        best = torch.where(keep.view(-1, *[1] * (x.dim() - 1)), snap, best)
+        best = torch.where(per_example(keep, x), snap, best)
     return best
 
 

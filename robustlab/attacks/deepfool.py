@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from .._checks import check_eps, check_positive
-from ._base import check_attack_inputs, frozen, logits_of
+from ._base import check_attack_inputs, frozen, logits_of, per_example
 
 
 def deepfool(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: str = "l2",
@@ -63,7 +63,7 @@ def deepfool(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: str = 
             l = (f.abs() / wn).argmin(1)
             rows = torch.arange(len(i), device=x.device)
             f_l, w_l, wn_l = f[rows, l].detach(), w[rows, l], wn[rows, l]
-            scale = ((f_l.abs() + 1e-4) / wn_l**q).view(-1, *[1] * (x.dim() - 1))
+            scale = per_example((f_l.abs() + 1e-4) / wn_l**q, x)
             r = scale * (w_l if q == 2 else w_l.sign())
             r_tot[i] += r
             x_adv[i] = (x[i] + (1 + overshoot) * r_tot[i]).clamp(0, 1)

@@ -18,7 +18,7 @@ from threadpoolctl import threadpool_limits
 from torch import nn
 
 from .._checks import check_positive
-from ._base import check_attack_inputs, flat_norm, frozen, logits_of
+from ._base import check_attack_inputs, flat_norm, frozen, logits_of, per_example
 
 
 def lbfgs(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, targeted: bool = True,
@@ -70,7 +70,7 @@ def lbfgs(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, targeted: bool 
 
 def _solve(model, x, y, const, targeted, max_iter):
     """One L-BFGS-B solve of the penalised problem for every example at once."""
-    c = const.view(-1, *[1] * (x.dim() - 1))
+    c = per_example(const, x)
 
     def value_and_grad(v: np.ndarray):
         xa = torch.from_numpy(v).view(x.shape).to(x).requires_grad_(True)

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from .._checks import check_positive
-from ._base import check_attack_inputs, logits_of
+from ._base import check_attack_inputs, logits_of, other_max
 from .blackbox import Oracle, QueryLedger, as_oracle, is_fooled
 
 CUBE_CORNERS = tuple(itertools.product((0.0, 1.0), repeat=3))
@@ -57,8 +57,7 @@ def single_pixel_search(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
                 hit = label == y[i] if targeted else label != y[i]
                 if hit.any():
                     zy = z[:, y[i]]
-                    score = (-zy if targeted else zy - z.masked_fill(
-                        torch.arange(z.shape[1], device=z.device) == y[i], -torch.inf).amax(1))
+                    score = -zy if targeted else zy - other_max(z, y[i].expand(len(z)))
                     score = score.masked_fill(~hit, torch.inf)
                     j = score.argmin()
                     if best_score is None or score[j] < best_score:

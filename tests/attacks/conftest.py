@@ -31,6 +31,11 @@ def linear_classifier(k: int = 10, d: int = 64, seed: int = 0) -> nn.Module:
     return nn.Sequential(nn.Flatten(), lin).eval()
 
 
+def seeded(seed: int = 0) -> torch.Generator:
+    """A fresh CPU generator: the attacks draw on the CPU and move the draws to x's device."""
+    return torch.Generator().manual_seed(seed)
+
+
 def snapshot(model: nn.Module):
     return {
         "state": copy.deepcopy(model.state_dict()),

@@ -8,11 +8,7 @@ from robustlab.attacks._base import input_grad
 from robustlab.attacks.adaptive import BPDA, EOT, Defended, RandomResizePad, bit_depth
 from robustlab.train import evaluate
 
-from .conftest import check_conventions, messy_model
-
-
-def seeded(seed=0):
-    return torch.Generator().manual_seed(seed)
+from .conftest import check_conventions, messy_model, seeded
 
 
 def expected_accuracy(model, x, y, draws=10):

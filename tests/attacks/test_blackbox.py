@@ -6,10 +6,7 @@ from robustlab.attacks._base import flat_norm
 from robustlab.attacks.blackbox import Oracle, QueryBudgetError, hop_skip_jump, square, zoo
 
 from .conftest import assert_unchanged, check_conventions, linear_classifier, messy_model, snapshot
-
-
-def gen(seed: int = 0) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
+from .conftest import seeded as gen
 
 
 class CountingModel(nn.Module):

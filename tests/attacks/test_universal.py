@@ -5,7 +5,7 @@ from robustlab import data, models
 from robustlab.attacks._base import flat_norm
 from robustlab.attacks.universal import apply_guap, fooling_rate, guap, guap_flow_norm, uap
 
-from .conftest import check_conventions, messy_model
+from .conftest import check_conventions, messy_model, seeded
 
 
 @pytest.fixture(scope="module")
@@ -17,9 +17,6 @@ def digits_train():
 def digits_resnet():
     return models.pretrained("digits-resnet")
 
-
-def seeded(seed=0):
-    return torch.Generator().manual_seed(seed)
 
 
 def sign_noise_rate(model, x, y, eps, reps=5):
