@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import importlib
 import sys
 import time
 from collections.abc import Callable
@@ -28,7 +27,8 @@ import numpy as np
 import torch
 
 from robustlab import data, models
-from robustlab.evaluate import distortion_stats
+from robustlab.attacks import cw, deepfool, fgsm, one_pixel, pgd, square
+from robustlab.evaluate import distortion_stats, markdown_table
 from robustlab.train import predict
 
 # Digits are 8x8 in [0, 1]: budgets are larger than CIFAR's 8/255.
@@ -43,7 +43,7 @@ class Case:
     """One attack: how each library runs it and how it is scored."""
 
     name: str
-    ours: Callable | None       # (model, x, y, seed) -> x_adv; None when robustlab lacks it
+    ours: Callable              # (model, x, y, seed) -> x_adv
     theirs: Callable            # (torchattacks module, model) -> a torchattacks attack
     kind: str                   # "acc": eps-bounded, robust accuracy; "success": success rate
     norm: str                   # the distortion reported
@@ -57,24 +57,9 @@ def _seeded(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def _lazy(module: str, name: str) -> Callable | None:
-    """robustlab.attacks.<module>.<name>, or None while that attack is not written yet."""
-    try:
-        return getattr(importlib.import_module(f"robustlab.attacks.{module}"), name)
-    except (ImportError, AttributeError):
-        return None
-
-
 def cases(args) -> list[Case]:
-    from robustlab.attacks import fgsm, pgd
-
-    cw, deepfool = _lazy("cw", "cw"), _lazy("deepfool", "deepfool")
-    square, one_pixel = _lazy("blackbox", "square"), _lazy("pixel", "one_pixel")
     steps, cw_steps, queries = args.steps, args.cw_steps, args.queries
     alpha_inf, alpha_l2 = 2.5 * EPS_LINF / steps, 2.5 * EPS_L2 / steps
-
-    def maybe(fn, call):
-        return None if fn is None else call
 
     return [
         Case("FGSM (Linf)", lambda m, x, y, seed: fgsm(m, x, y, eps=EPS_LINF),
@@ -97,25 +82,25 @@ def cases(args) -> list[Case]:
         # torchattacks' C&W has no binary search on c: ours runs one round (binary_steps=1)
         # with the same c, kappa, steps and learning rate
         Case("C&W (L2, c=1, one round)",
-             maybe(cw, lambda m, x, y, seed: cw(m, x, y, norm="l2", c=1.0, kappa=0.0, steps=cw_steps,
-                                                lr=0.01, binary_steps=1)),
+             lambda m, x, y, seed: cw(m, x, y, norm="l2", c=1.0, kappa=0.0, steps=cw_steps,
+                                                lr=0.01, binary_steps=1),
              lambda ta, m: ta.CW(m, c=1.0, kappa=0.0, steps=cw_steps, lr=0.01),
              "success", "l2", match_dist=True),
         Case("DeepFool (L2)",
-             maybe(deepfool, lambda m, x, y, seed: deepfool(m, x, y, norm="l2", steps=50,
-                                                            overshoot=0.02)),
+             lambda m, x, y, seed: deepfool(m, x, y, norm="l2", steps=50,
+                                                            overshoot=0.02),
              lambda ta, m: ta.DeepFool(m, steps=50, overshoot=0.02),
              "success", "l2", n=args.n_slow, repeats=1, match_dist=True),
         Case("Square (Linf)",
-             maybe(square, lambda m, x, y, seed: square(m, x, y, eps=EPS_LINF, max_queries=queries,
-                                                        p_init=0.8, generator=_seeded(seed))),
+             lambda m, x, y, seed: square(m, x, y, eps=EPS_LINF, max_queries=queries,
+                                                        p_init=0.8, generator=_seeded(seed)),
              lambda ta, m: ta.Square(m, norm="Linf", eps=EPS_LINF, n_queries=queries, p_init=0.8,
                                      loss="margin", seed=0),
              "acc", "linf", repeats=1),
         Case("OnePixel",
-             maybe(one_pixel, lambda m, x, y, seed: one_pixel(m, x, y, pixels=1, popsize=args.popsize,
+             lambda m, x, y, seed: one_pixel(m, x, y, pixels=1, popsize=args.popsize,
                                                               max_iter=args.de_iter,
-                                                              generator=_seeded(seed))),
+                                                              generator=_seeded(seed)),
              lambda ta, m: ta.OnePixel(m, pixels=1, steps=args.de_iter, popsize=args.popsize),
              "success", "l0", n=args.n_slow, repeats=1),
     ]
@@ -156,12 +141,9 @@ def run_case(ta, model, x, y, correct, case: Case, repeats: int, device) -> dict
         np.random.seed(seed)
         return attack(x, y)
 
-    libs = {"theirs": theirs}
-    if case.ours is not None:  # a missing robustlab attack still shows torchattacks' numbers
-        libs = {"ours": functools.partial(case.ours, model, x, y), **libs}
+    libs = {"ours": functools.partial(case.ours, model, x, y), "theirs": theirs}
     # warm-up on a few images: first calls pay for allocations and dispatch caches
-    if case.ours is not None:
-        case.ours(model, x[:4], y[:4], 0)
+    case.ours(model, x[:4], y[:4], 0)
     attack(x[:4], y[:4])
     results = {lib: [] for lib in libs}
     for seed in range(runs):  # in turn, so that a load spike on the machine hits both alike,
@@ -174,9 +156,8 @@ def run_case(ta, model, x, y, correct, case: Case, repeats: int, device) -> dict
         metric, dist, seconds = zip(*res)
         row[f"{lib}_metric"], row[f"{lib}_dist"] = float(np.mean(metric)), float(np.mean(dist))
         row[f"{lib}_s"] = min(seconds)
-    if case.ours is not None:
-        row["ratio"] = row["ours_s"] / row["theirs_s"]
-        row["verdict"] = verdict(row, case)
+    row["ratio"] = row["ours_s"] / row["theirs_s"]
+    row["verdict"] = verdict(row, case)
     return row
 
 
@@ -208,17 +189,14 @@ def _cells(r: dict) -> list:
            "s": lambda v: f"{v:.3f}"}
     cells = [r["attack"], r["n"], r["runs"]]
     for key in ("metric", "dist", "s"):
-        cells += [fmt[key](r[f"{lib}_{key}"]) if f"{lib}_{key}" in r else "not in robustlab yet"
-                  for lib in ("ours", "theirs")]
-    return cells + [f"{r['ratio']:.2f}" if "ratio" in r else "-", r.get("verdict", "-")]
+        cells += [fmt[key](r[f"{lib}_{key}"]) for lib in ("ours", "theirs")]
+    return cells + [f"{r['ratio']:.2f}", r["verdict"]]
 
 
 def table(rows: list[dict]) -> str:
     head = ["attack", "n", "runs", "robustlab acc/success", "torchattacks acc/success", "robustlab mean dist",
             "torchattacks mean dist", "robustlab s", "torchattacks s", "time ratio", "verdict"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    lines += ["| " + " | ".join(str(c) for c in _cells(r)) + " |" for r in rows]
-    return "\n".join(lines)
+    return markdown_table(head, [_cells(r) for r in rows])
 
 
 def main(argv=None) -> int:
@@ -270,7 +248,7 @@ def main(argv=None) -> int:
                 rows.append(run_case(ta, model, x, y, correct, case, args.repeats, device))
                 print(f"  done: {case.name}", file=sys.stderr, flush=True)
             print(table(rows), flush=True)
-            missed |= any(r.get("verdict", "ok").startswith("MISS") for r in rows)
+            missed |= any(r["verdict"].startswith("MISS") for r in rows)
     return 1 if args.strict and missed else 0
 
 

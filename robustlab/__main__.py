@@ -9,14 +9,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import attacks, data, models, zoo
-from .train import evaluate
-
-ATTACKS = {
-    "fgsm": lambda m, x, y, eps, norm: attacks.fgsm(m, x, y, eps=eps, norm=norm),
-    "pgd": lambda m, x, y, eps, norm: attacks.pgd(m, x, y, eps=eps, norm=norm, alpha=eps / 8,
-                                                   steps=40),
-}
+from . import data, models, zoo
+from .evaluate import PRESETS, markdown_table, robust_accuracy
 
 
 def attack_table(model_name: str, attack: str, eps_list, norm: str, n: int | None) -> str:
@@ -25,11 +19,9 @@ def attack_table(model_name: str, attack: str, eps_list, norm: str, n: int | Non
     x, y = data.load(entry.get("dataset", "digits"), "test")
     x, y = x[:n], y[:n]
     model = models.pretrained(model_name)
-    rows = ["| eps | robust accuracy |", "| ---: | ---: |"]
-    for eps in eps_list:
-        x_adv = x if eps == 0 else ATTACKS[attack](model, x, y, eps, norm)
-        rows.append(f"| {eps:g} | {evaluate(model, (x_adv, y)):.3f} |")
-    return "\n".join(rows)
+    curve = robust_accuracy(model, x, y, PRESETS[attack], eps_list=eps_list, norm=norm)
+    return markdown_table(["eps", "robust accuracy"],
+                          [(f"{e:g}", f"{a:.3f}") for e, a in zip(curve.eps, curve.accuracy)])
 
 
 def main(argv=None) -> int:
@@ -39,7 +31,7 @@ def main(argv=None) -> int:
     z.add_argument("action", choices=["build", "verify"])
     a = sub.add_parser("attack", help="robust accuracy of a zoo model under an attack")
     a.add_argument("--model", default="digits-cnn", choices=sorted(models.ARCHITECTURES))
-    a.add_argument("--attack", default="pgd", choices=sorted(ATTACKS))
+    a.add_argument("--attack", default="pgd", choices=sorted(PRESETS))
     a.add_argument("--eps", type=float, nargs="+", default=[0.0, 0.1, 0.2])
     a.add_argument("--norm", default="linf", choices=["linf", "l2"])
     a.add_argument("-n", type=int, default=None, help="use the first n test examples")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 
 import torch
-from torch import nn
 
 NORMS = {"linf": "linf", "inf": "linf", math.inf: "linf", "l2": "l2", 2: "l2",
          "l1": "l1", 1: "l1", "l0": "l0", 0: "l0"}
@@ -14,6 +13,8 @@ NORMS = {"linf": "linf", "inf": "linf", math.inf: "linf", "l2": "l2", 2: "l2",
 def check_norm(norm, allowed=("linf", "l2")) -> str:
     """Return the canonical name ("linf", "l2", "l1", "l0") of `norm`, or raise."""
     key = norm.lower() if isinstance(norm, str) else norm
+    if isinstance(norm, bool):  # True == 1 as a dict key: it would pass as L1
+        key = None
     try:
         name = NORMS.get(key)
     except TypeError:  # unhashable
@@ -21,6 +22,13 @@ def check_norm(norm, allowed=("linf", "l2")) -> str:
     if name is None or name not in allowed:
         raise ValueError(f"norm must be one of {list(allowed)}, got {norm!r}")
     return name
+
+
+def check_choice(value, choices, name: str):
+    """One of `choices` (compared with ==), or an error listing them."""
+    if isinstance(value, bool) or value not in choices:
+        raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
+    return value
 
 
 def check_eps(eps, name: str = "eps") -> float:
@@ -35,6 +43,24 @@ def check_eps(eps, name: str = "eps") -> float:
     if not math.isfinite(eps) or eps < 0:
         raise ValueError(f"{name} must be a finite number >= 0, got {eps}")
     return float(eps)
+
+
+def check_nonnegative(value, name: str) -> float:
+    """A finite number >= 0 (a margin kappa, a constant c, a weight tau, an overshoot)."""
+    return check_eps(value, name)
+
+
+def check_in_range(value, name: str, low: float, high: float, *, low_open: bool = False,
+                   high_open: bool = False) -> float:
+    """A number in [low, high]; `low_open` / `high_open` exclude the ends."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+    above = value > low if low_open else value >= low
+    below = value < high if high_open else value <= high
+    if not (above and below):  # NaN fails both
+        raise ValueError(f"{name} must lie in {'(' if low_open else '['}{low}, {high}"
+                         f"{')' if high_open else ']'}, got {value}")
+    return value
 
 
 def check_positive(value, name: str, integer: bool = False):
@@ -54,6 +80,10 @@ def check_images(x, name: str = "x", ndim: int | None = 4) -> torch.Tensor:
         raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
     if not x.is_floating_point():
         raise TypeError(f"{name} must be a floating tensor, got dtype {x.dtype}")
+    if x.dtype not in (torch.float32, torch.float64):  # finite differences and tolerances underflow
+        raise TypeError(f"{name} has dtype {x.dtype}: robustlab needs float32 or float64 (half "
+                        f"precision breaks finite differences and ball tolerances); use "
+                        f"{name}.float() and model.float()")
     if ndim is not None and x.dim() != ndim:
         raise ValueError(f"{name} must have shape (N, C, H, W), got {tuple(x.shape)}")
     if x.shape[0] == 0:
@@ -78,10 +108,18 @@ def check_labels(y, x: torch.Tensor, num_classes: int | None = None, name: str =
                          f"got {tuple(y.shape)}")
     if y.device != x.device:
         raise ValueError(f"{name} is on {y.device} but x is on {x.device}")
-    if y.numel() and (y.min() < 0 or (num_classes is not None and y.max() >= num_classes)):
-        raise ValueError(f"{name} holds labels outside [0, {num_classes}): "
-                         f"range [{y.min().item()}, {y.max().item()}]")
+    check_label_range(y, num_classes, name)
     return y.long()
+
+
+def check_label_range(y: torch.Tensor, num_classes: int | None = None, name: str = "y") -> None:
+    """Labels in [0, num_classes), or >= 0 while the number of classes is not known yet."""
+    if not y.numel():
+        return
+    lo, hi = (t.item() for t in torch.aminmax(y))  # one sync
+    if lo < 0 or (num_classes is not None and hi >= num_classes):
+        bound = f"[0, {num_classes})" if num_classes is not None else "[0, K) (negative label)"
+        raise ValueError(f"{name} holds labels outside {bound}: range [{lo}, {hi}]")
 
 
 def check_logits(out, n: int, name: str = "model") -> torch.Tensor:
@@ -92,16 +130,3 @@ def check_logits(out, n: int, name: str = "model") -> torch.Tensor:
         raise ValueError(f"{name} must return logits of shape (N, K) = ({n}, K), "
                          f"got {tuple(out.shape)}")
     return out
-
-
-def model_device(model: nn.Module) -> torch.device | None:
-    """The device of the model's first parameter or buffer (None for a stateless model)."""
-    for t in (*model.parameters(), *model.buffers()):
-        return t.device
-    return None
-
-
-def check_same_device(model: nn.Module, x: torch.Tensor, name: str = "x") -> None:
-    dev = model_device(model)
-    if dev is not None and dev != x.device:
-        raise ValueError(f"{name} is on {x.device} but the model is on {dev}; move one of them")

@@ -1,4 +1,5 @@
-"""One training loop, `fit`, with pluggable objectives; `evaluate` for accuracy.
+"""One training loop, `fit`, with pluggable objectives; `evaluate` for accuracy (and `predict`,
+the library's batched forward pass, for logits).
 
 An objective is a function ``objective(model, x, y) -> loss`` (a scalar tensor). Defences that
 only change the loss (PGD-AT, TRADES, IBP training, ...) are objectives and plug in here.
@@ -14,8 +15,11 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ._checks import check_logits, check_positive
+from ._model import correct, eval_mode, model_device, predict
 from .data import loader
 from .utils import default_device
+
+__all__ = ["Objective", "cross_entropy", "evaluate", "fit", "predict"]
 
 Objective = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -80,38 +84,22 @@ def fit(model: nn.Module, data, *, epochs: int, objective: Objective = cross_ent
     return history
 
 
-@torch.no_grad()
-def predict(model: nn.Module, x: torch.Tensor, *, batch_size: int = 512) -> torch.Tensor:
-    """Logits of `model` on `x`, computed in batches without gradients, on the model's device."""
-    from ._checks import model_device
-    dev = model_device(model) or x.device
-    out = [check_logits(model(x[i:i + batch_size].to(dev)), len(x[i:i + batch_size]))
-           for i in range(0, len(x), batch_size)]
-    return torch.cat(out).to(x.device)
-
-
 def evaluate(model: nn.Module, data, *, device: str | torch.device | None = None,
              batch_size: int = 512) -> float:
     """Accuracy of `model` on `data` (an ``(x, y)`` pair or a DataLoader), in eval mode.
 
-    The model's train/eval mode is restored afterwards. A model whose output is not logits of
-    shape (N, K) raises a ValueError that says so.
+    The train/eval mode of every submodule is restored afterwards. A model whose output is not
+    logits of shape (N, K) raises a ValueError that says so.
     """
-    was_training = model.training
-    model.eval()
     if device is not None:
         model.to(device)
-    correct, count = 0, 0
-    try:
-        with torch.no_grad():
-            for x, y in _batches(data, batch_size, shuffle=False, seed=0):
-                dev = device or next((p.device for p in model.parameters()), x.device)
-                x, y = x.to(dev), y.to(dev)
-                logits = check_logits(model(x), len(x))
-                correct += (logits.argmax(1) == y).sum().item()
-                count += len(x)
-    finally:
-        model.train(was_training)
+    dev = model_device(model)
+    hits, count = 0, 0
+    with eval_mode(model):
+        for x, y in _batches(data, batch_size, shuffle=False, seed=0):
+            x, y = x.to(dev or x.device), y.to(dev or x.device)
+            hits = hits + correct(model, x, y, batch_size=batch_size).sum()  # no sync per batch
+            count += len(x)
     if count == 0:
         raise ValueError("data is empty")
-    return correct / count
+    return int(hits) / count

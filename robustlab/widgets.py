@@ -16,7 +16,8 @@ import torch
 from torch import nn
 
 from . import attacks
-from .train import predict
+from ._model import predict
+from .evaluate import PRESETS, robust_accuracy
 
 
 def show_image(ax, img: torch.Tensor, title: str = "", cmap: str = "gray", **kw) -> None:
@@ -120,14 +121,10 @@ def epsilon_explorer(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
 
 def _explorer_attacks() -> dict:
     """The attacks the explorer offers: fn(model, x, y, eps, norm, targeted) -> x_adv."""
-    A = attacks
+    def adapt(preset):
+        return lambda m, x, y, eps, norm, t: preset(m, x, y, eps=eps, norm=norm, targeted=t)
 
-    def pgd(m, x, y, eps, norm, t):  # eps = 0 leaves x as it is; alpha must stay > 0
-        return x.clone() if eps == 0 else A.pgd(m, x, y, eps=eps, norm=norm, alpha=eps / 8,
-                                                steps=40, targeted=t)
-
-    return {"FGSM": lambda m, x, y, eps, norm, t: A.fgsm(m, x, y, eps=eps, norm=norm, targeted=t),
-            "PGD": pgd}
+    return {name.upper(): adapt(preset) for name, preset in PRESETS.items()}
 
 
 def attack_explorer(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
@@ -195,15 +192,13 @@ def eps_sweep(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
     box.attacks, box.norm, box.eps_max, box.out, box.state = sel_w, norm_w, max_w, out, {}
 
     def update(_=None):
-        grid = np.linspace(0, max_w.value, points)
-        clean = predict(model, x).argmax(1) == y
+        grid = np.linspace(0, max_w.value, points).tolist()
         curves = {}
         for name in sel_w.value:
-            accs = [clean.float().mean().item()]
-            for e in grid[1:]:
-                x_adv = fns[name](model, x, y, float(e), norm_w.value, False)
-                accs.append((clean & (predict(model, x_adv).argmax(1) == y)).float().mean().item())
-            curves[name] = list(zip(grid.tolist(), accs))
+            def attack(m, xa, ya, eps, norm, fn=fns[name]):
+                return fn(m, xa, ya, eps, norm, False)
+            curve = robust_accuracy(model, x, y, attack, eps_list=grid, norm=norm_w.value)
+            curves[name] = list(zip(curve.eps, curve.accuracy))
         with out:
             out.clear_output(wait=True)
             fig, ax = plt.subplots(figsize=(5, 3))

@@ -3,8 +3,7 @@ import math
 import pytest
 import torch
 
-from robustlab.attacks import fgsm, pgd
-from robustlab.attacks._base import flat_norm
+from robustlab.attacks import cw, deepfool, fgsm, pgd, square
 from robustlab.evaluate import (
     compare_attacks,
     default_attacks,
@@ -13,6 +12,7 @@ from robustlab.evaluate import (
     robust_accuracy,
     worst_case,
 )
+from robustlab.norms import flat_norm
 from robustlab.train import evaluate
 
 
@@ -190,33 +190,16 @@ def test_compare_attacks_table(digits_cnn, small):
 
 
 def test_compare_with_the_other_attacks(digits_cnn, small):
-    """Integration with the minimum-norm and black-box attacks, where they exist."""
+    """Integration with the minimum-norm and black-box attacks."""
     x, y = small[0][:16], small[1][:16]
-    attacks = {}
-    try:
-        from robustlab.attacks.cw import cw
-        attacks["cw"] = lambda m, x, y: cw(m, x, y, steps=100, binary_steps=5)
-    except ImportError:
-        pass
-    try:
-        from robustlab.attacks.deepfool import deepfool
-        attacks["deepfool"] = deepfool
-    except ImportError:
-        pass
-    try:
-        from robustlab.attacks.blackbox import square
-        attacks["square"] = lambda m, x, y: square(m, x, y, eps=0.2, max_queries=200,
-                                                   generator=torch.Generator().manual_seed(0),
-                                                   return_queries=True)
-    except ImportError:
-        pass
-    if not attacks:
-        pytest.skip("no C&W, DeepFool or Square attack yet")
+    attacks = {"cw": lambda m, x, y: cw(m, x, y, steps=100, binary_steps=5), "deepfool": deepfool,
+               "square": lambda m, x, y: square(m, x, y, eps=0.2, max_queries=200,
+                                                generator=torch.Generator().manual_seed(0),
+                                                return_queries=True)}
     rows = {r["attack"]: r for r in compare_attacks(digits_cnn, x, y, attacks).rows}
     for name in attacks:
         assert rows[name]["success_rate"] > 0.5, name
-    if "square" in rows:
-        assert 0 < rows["square"]["queries_mean"] <= 200
+    assert 0 < rows["square"]["queries_mean"] <= 200
 
 
 @pytest.mark.parametrize("call,match", [

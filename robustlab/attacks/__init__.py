@@ -1,20 +1,24 @@
 """Adversarial attacks: plain functions ``attack(model, x, y, *, eps, norm, targeted, ...)``.
 
-One module per family: gradient (FGSM, PGD), cw, deepfool, lbfgs, spatial (stAdv), universal
-(UAP, GUAP), adaptive (EOT, BPDA), blackbox (Oracle, ZOO, Square, HopSkipJump), pixel.
+One module per attack or family: gradient (FGSM, PGD), cw, deepfool, lbfgs, spatial (stAdv),
+universal (UAP, GUAP), adaptive (EOT, BPDA), pixel (one-pixel), and the black-box attacks zoo,
+square and hop_skip_jump, which reach the model through the query interface of oracle.
 """
 
-from .adaptive import BPDA, EOT, Defended, RandomResizePad, bit_depth
-from .blackbox import Oracle, QueryBudgetError, hop_skip_jump, square, zoo
+from .adaptive import BPDA, EOT
 from .cw import cw
 from .deepfool import deepfool
 from .gradient import fgsm, pgd
+from .hop_skip_jump import hop_skip_jump
 from .lbfgs import lbfgs
+from .oracle import Oracle, QueryBudgetError, QueryLedger
 from .pixel import one_pixel, single_pixel_search
 from .spatial import flow_loss, flow_warp, stadv
+from .square import square
 from .universal import apply_guap, fooling_rate, guap, guap_flow_norm, uap
+from .zoo import zoo
 
-__all__ = ["BPDA", "EOT", "Defended", "Oracle", "QueryBudgetError", "RandomResizePad",
-           "apply_guap", "bit_depth", "cw", "deepfool", "fgsm", "flow_loss", "flow_warp",
-           "fooling_rate", "guap", "guap_flow_norm", "hop_skip_jump", "lbfgs", "one_pixel", "pgd",
-           "single_pixel_search", "square", "stadv", "uap", "zoo"]
+__all__ = ["BPDA", "EOT", "Oracle", "QueryBudgetError", "QueryLedger", "apply_guap", "cw",
+           "deepfool", "fgsm", "flow_loss", "flow_warp", "fooling_rate", "guap", "guap_flow_norm",
+           "hop_skip_jump", "lbfgs", "one_pixel", "pgd", "single_pixel_search", "square", "stadv",
+           "uap", "zoo"]

@@ -13,7 +13,9 @@ import torch
 from torch import nn
 
 from .._checks import check_eps, check_positive
-from ._base import check_attack_inputs, flat_norm, frozen, logits_of, margin_loss, per_example
+from .._model import check_attack_inputs, frozen, logits_of
+from ..losses import margin_loss
+from ..norms import flat_norm, per_example
 
 # Per norm: first c, Adam steps per solve, learning rate, largest c. Adapted to 8x8 digits from
 # the paper's (c 1e-3 / 1e-5 / 1e-3, steps 10000 / 1000 / 1000, lr 1e-2 / 5e-3 / 1e-2, largest c

@@ -13,7 +13,8 @@ import torch
 from torch import nn
 
 from .._checks import check_eps, check_positive
-from ._base import check_attack_inputs, frozen, logits_of, per_example
+from .._model import check_attack_inputs, frozen, logits_of
+from ..norms import finite_direction, per_example
 
 
 def deepfool(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: str = "l2",
@@ -57,7 +58,8 @@ def deepfool(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: str = 
             z = logits_of(model, xi)
             f = z.gather(1, others[i]) - z.gather(1, y[i, None])  # (n, k-1), negative while on y's side
             # rows of the batch are independent (eval mode), so one backward pass per class
-            w = torch.stack([torch.autograd.grad(f[:, j].sum(), xi, retain_graph=j < k - 2)[0]
+            w = torch.stack([finite_direction(torch.autograd.grad(f[:, j].sum(), xi,
+                                                                  retain_graph=j < k - 2)[0])
                              for j in range(k - 1)], 1)
             wn = w.flatten(2).norm(p=q, dim=2).clamp_min(1e-12)
             l = (f.abs() / wn).argmin(1)

@@ -10,15 +10,8 @@ import torch
 from torch import nn
 
 from .._checks import check_positive
-from ._base import (
-    check_attack_inputs,
-    clip_box,
-    frozen,
-    input_grad,
-    project,
-    random_in_ball,
-    steepest,
-)
+from .._model import check_attack_inputs, frozen, input_grad
+from ..norms import clip_box, project, random_in_ball, steepest
 
 
 def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm: str = "linf",

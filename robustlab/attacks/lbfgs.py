@@ -18,7 +18,9 @@ from threadpoolctl import threadpool_limits
 from torch import nn
 
 from .._checks import check_positive
-from ._base import check_attack_inputs, flat_norm, frozen, logits_of, per_example
+from .._model import check_attack_inputs, frozen, logits_of
+from ..losses import is_fooled
+from ..norms import flat_norm, per_example
 
 
 def lbfgs(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, targeted: bool = True,
@@ -57,7 +59,7 @@ def lbfgs(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, targeted: bool 
             xa = _solve(model, x, y, const, targeted, max_iter)
             with torch.no_grad():
                 pred = logits_of(model, xa).argmax(1)
-                ok = pred == y if targeted else pred != y
+                ok = is_fooled(pred, y, targeted)
                 d = flat_norm(xa - x, "l2")
                 better = ok & (d < best_d)
                 best[better], best_d[better] = xa[better], d[better]

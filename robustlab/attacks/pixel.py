@@ -13,8 +13,10 @@ import torch
 from torch import nn
 
 from .._checks import check_positive
-from ._base import check_attack_inputs, logits_of, other_max
-from .blackbox import Oracle, QueryLedger, as_oracle, is_fooled
+from .._model import check_attack_inputs, eval_mode, logits_of
+from .._random import draw_device
+from ..losses import is_fooled, other_max
+from .oracle import Oracle, QueryLedger, as_oracle
 
 CUBE_CORNERS = tuple(itertools.product((0.0, 1.0), repeat=3))
 
@@ -40,21 +42,19 @@ def single_pixel_search(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
     col = torch.as_tensor(colours, dtype=x.dtype, device=x.device).view(-1, c)
     if col.min() < 0 or col.max() > 1:
         raise ValueError("colours must lie in [0, 1]")
-    was_training = model.training
-    model.eval()
     x_adv, found = x.clone(), torch.zeros(n, dtype=torch.bool, device=x.device)
     # candidate k = (position p, colour q): p = k // len(col), q = k % len(col)
     cand = torch.arange(h * w * len(col), device=x.device)
-    try:
+    with eval_mode(model):
         for i in range(n):
             best, best_score = None, None
             for chunk in cand.split(batch_size):
                 p, q = chunk // len(col), chunk % len(col)
                 imgs = x[i].expand(len(chunk), c, h, w).clone()
-                imgs[torch.arange(len(chunk)), :, p // w, p % w] = col[q]
+                imgs[torch.arange(len(chunk), device=x.device), :, p // w, p % w] = col[q]
                 z = logits_of(model, imgs, y[i:i + 1])
                 label = z.argmax(1)
-                hit = label == y[i] if targeted else label != y[i]
+                hit = is_fooled(label, y[i], targeted)
                 if hit.any():
                     zy = z[:, y[i]]
                     score = -zy if targeted else zy - other_max(z, y[i].expand(len(z)))
@@ -64,8 +64,6 @@ def single_pixel_search(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
                         best, best_score = imgs[j], score[j]
             if best is not None:
                 x_adv[i], found[i] = best, True
-    finally:
-        model.train(was_training)
     return x_adv, found
 
 
@@ -88,9 +86,10 @@ def _paint(x: torch.Tensor, cand: torch.Tensor) -> torch.Tensor:
 def _mutants(pop: torch.Tensor, h: int, w: int, f: float, generator) -> torch.Tensor:
     """DE/rand/1 without crossover: x_r1 + F (x_r2 - x_r3), r1, r2, r3 distinct, kept in range."""
     a, p = pop.shape[:2]
-    r1 = torch.randint(0, p, (a, p), generator=generator)
-    o2 = torch.randint(1, p, (a, p), generator=generator)
-    o3 = torch.randint(1, p - 1, (a, p), generator=generator)
+    dev = draw_device(generator, pop.device)
+    r1 = torch.randint(0, p, (a, p), generator=generator, device=dev)
+    o2 = torch.randint(1, p, (a, p), generator=generator, device=dev)
+    o3 = torch.randint(1, p - 1, (a, p), generator=generator, device=dev)
     o3 = o3 + (o3 >= o2)  # distinct non-zero offsets make r1, r2, r3 distinct
     ia = torch.arange(a, device=pop.device)[:, None]
     pick = [pop[ia, (r % p).to(pop.device)] for r in (r1, r1 + o2, r1 + o3)]
@@ -123,7 +122,7 @@ def one_pixel(model: nn.Module | Oracle, x: torch.Tensor, y: torch.Tensor, *, pi
         raise ValueError(f"popsize must be >= 3 for DE/rand/1, got {popsize}")
     budget = popsize * (max_iter + 1)
     oracle = as_oracle(model, "scores", budget)
-    x, y, _, _ = check_attack_inputs(oracle.model, x, y)
+    x, y, _, _ = oracle.check_inputs(x, y)
     ledger = QueryLedger(oracle, x, y, budget)
     n, c, h, w = x.shape
 
@@ -133,10 +132,12 @@ def one_pixel(model: nn.Module | Oracle, x: torch.Tensor, y: torch.Tensor, *, pi
         p_y = probs.gather(2, ys[..., None])[..., 0]
         return (-p_y if targeted else p_y), is_fooled(probs.argmax(2), ys, targeted)
 
-    pop = torch.rand(n, popsize, pixels, 2 + c, generator=generator)
+    dev = draw_device(generator, x.device)
+    pop = torch.rand(n, popsize, pixels, 2 + c, generator=generator, device=dev)
     pop[..., 0] *= h - 1
     pop[..., 1] *= w - 1
-    pop[..., 2:] = (0.5 + 0.5 * torch.randn(n, popsize, pixels, c, generator=generator)).clamp(0, 1)
+    colours = 0.5 + 0.5 * torch.randn(n, popsize, pixels, c, generator=generator, device=dev)
+    pop[..., 2:] = colours.clamp(0, 1)
     pop = pop.to(x)
     fit = torch.full((n, popsize), torch.inf, dtype=x.dtype, device=x.device)
     hit = torch.zeros(n, popsize, dtype=torch.bool, device=x.device)

@@ -14,7 +14,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._checks import check_eps, check_positive
-from ._base import check_attack_inputs, frozen, logits_of, margin_loss
+from .._model import check_attack_inputs, frozen, logits_of
+from ..losses import is_fooled, margin_loss
 
 TINY = 1e-10  # keeps the gradient of sqrt finite where neighbouring flows agree
 
@@ -103,7 +104,7 @@ def stadv(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, tau: float = 0.
             adv = (-margin_loss(z, y, targeted)).clamp_min(-kappa)
             smooth = flow_loss(flow)
             with torch.no_grad():  # record before stepping, so the final iterate is scored too
-                fooled = (z.argmax(1) == y) if targeted else (z.argmax(1) != y)
+                fooled = is_fooled(z.argmax(1), y, targeted)
                 better = fooled & (smooth < best_cost)
                 best[better], best_cost[better] = flow[better], smooth[better]
             if i == steps:

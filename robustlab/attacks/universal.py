@@ -11,18 +11,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._checks import check_eps, check_images, check_positive
-from ._base import check_attack_inputs, frozen, logits_of, project
+from .._checks import check_eps, check_images, check_in_range, check_positive
+from .._model import check_attack_inputs, correct, frozen, logits_of
+from ..norms import project
 from .deepfool import deepfool
 from .spatial import flow_warp
 
 
 def fooling_rate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 512) -> float:
-    """Fraction of `x` (already perturbed) that `model` does not label `y`, in eval mode."""
-    with frozen(model), torch.no_grad():
-        wrong = sum((logits_of(model, xb, yb).argmax(1) != yb).sum().item()
-                    for xb, yb in zip(x.split(batch_size), y.split(batch_size)))
-    return wrong / len(x)
+    """Fraction of `x` (already perturbed) that `model` does not label `y`, in eval mode.
+
+    1 - accuracy on x: the same core (`correct`) as robust accuracy, with the same checks.
+    """
+    x, y, _, _ = check_attack_inputs(model, x, y)
+    check_positive(batch_size, "batch_size", integer=True)
+    return (~correct(model, x, y, batch_size=batch_size)).sum().item() / len(x)
 
 
 def uap(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm: str = "linf",
@@ -47,8 +50,7 @@ def uap(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm:
     x, y, eps, norm = check_attack_inputs(model, x, y, eps=eps, norm=norm)
     check_positive(max_passes, "max_passes", integer=True)
     check_positive(deepfool_steps, "deepfool_steps", integer=True)
-    if not 0 <= target_fooling <= 1:
-        raise ValueError(f"target_fooling must lie in [0, 1], got {target_fooling}")
+    check_in_range(target_fooling, "target_fooling", 0, 1)
     v = best = torch.zeros_like(x[:1])
     best_rate = fooling_rate(model, x, y)
     for _ in range(max_passes):

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from robustlab.attacks._base import flat_norm
+from robustlab.norms import flat_norm
 
 
 def messy_model(seed: int = 0) -> nn.Module:

@@ -3,9 +3,9 @@ from functools import partial
 import pytest
 import torch
 
-from robustlab.attacks import fgsm, pgd
-from robustlab.attacks._base import input_grad
-from robustlab.attacks.adaptive import BPDA, EOT, Defended, RandomResizePad, bit_depth
+from robustlab._model import input_grad
+from robustlab.attacks import BPDA, EOT, fgsm, pgd
+from robustlab.defences import Defended, RandomResizePad, bit_depth
 from robustlab.train import evaluate
 
 from .conftest import check_conventions, messy_model, seeded

@@ -2,8 +2,8 @@ import pytest
 import torch
 from torch import nn
 
-from robustlab.attacks._base import flat_norm
-from robustlab.attacks.blackbox import Oracle, QueryBudgetError, hop_skip_jump, square, zoo
+from robustlab.attacks import Oracle, QueryBudgetError, hop_skip_jump, square, zoo
+from robustlab.norms import flat_norm
 
 from .conftest import assert_unchanged, check_conventions, linear_classifier, messy_model, snapshot
 from .conftest import seeded as gen
@@ -268,7 +268,7 @@ def test_bad_oracle_arguments(digits_cnn, batch):
 def test_square_linf_window_always_moves():
     """A proposal the box clips back to the current point would waste a query (the authors
     redraw it): on an all-black image, a window of -eps signs is such a proposal."""
-    from robustlab.attacks.blackbox import _linf_square
+    from robustlab.attacks.square import _linf_square
 
     x = torch.zeros(200, 3, 8, 8)
     g = torch.Generator().manual_seed(0)

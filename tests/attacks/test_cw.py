@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from robustlab.attacks._base import flat_norm
 from robustlab.attacks.cw import cw
 from robustlab.attacks.deepfool import deepfool
+from robustlab.norms import flat_norm
 
 from .conftest import check_conventions, linear_classifier, messy_model
 

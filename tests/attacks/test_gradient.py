@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from robustlab.attacks import fgsm, pgd
-from robustlab.attacks._base import flat_norm, project_l1, random_in_ball
+from robustlab.norms import flat_norm, project_l1, random_in_ball
 from robustlab.train import evaluate
 
 from .conftest import check_conventions, linear_classifier, messy_model

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from robustlab.attacks._base import flat_norm
 from robustlab.attacks.lbfgs import lbfgs
+from robustlab.norms import flat_norm
 
 from .conftest import check_conventions, linear_classifier, messy_model
 

@@ -2,9 +2,9 @@ import pytest
 import torch
 
 from robustlab import data, models
-from robustlab.attacks._base import flat_norm
-from robustlab.attacks.blackbox import Oracle
+from robustlab.attacks import Oracle
 from robustlab.attacks.pixel import _mutants, one_pixel, single_pixel_search
+from robustlab.norms import flat_norm
 
 from .conftest import assert_unchanged, check_conventions, messy_model, snapshot
 from .test_blackbox import CountingModel, gen

@@ -2,8 +2,8 @@ import pytest
 import torch
 
 from robustlab import data, models
-from robustlab.attacks._base import flat_norm
 from robustlab.attacks.universal import apply_guap, fooling_rate, guap, guap_flow_norm, uap
+from robustlab.norms import flat_norm
 
 from .conftest import check_conventions, messy_model, seeded
 

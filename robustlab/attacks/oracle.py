@@ -1,0 +1,165 @@
+"""The black-box query interface: an Oracle that counts queries, and a per-call QueryLedger.
+
+Black-box attacks (ZOO, Square, HopSkipJump, the one-pixel attack) see the model only through
+an Oracle. Each spends at most `max_queries` model evaluations per example and, with
+``return_queries=True``, returns ``(x_adv, queries)``, queries (N,) long being what each
+example of the batch cost.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from .._checks import check_choice, check_eps, check_images, check_labels, check_norm, check_positive
+from .._model import eval_mode, logits_of, model_device, model_dtype
+from ..losses import is_fooled
+
+OUTPUTS = ("scores", "label")
+
+
+class QueryBudgetError(RuntimeError):
+    """An example asked the Oracle for more queries than its budget allows."""
+
+
+def _infer_num_classes(model: nn.Module) -> int:
+    for m in reversed(list(model.modules())):  # the classifier head is the last linear layer
+        if isinstance(getattr(m, "out_features", None), int):
+            return m.out_features
+    raise ValueError("cannot tell how many classes the model has (no layer with out_features): "
+                     "pass Oracle(model, num_classes=K)")
+
+
+class Oracle:
+    """Query access to a classifier that returns softmax scores or only the top-1 label.
+
+    A query is one image evaluated. ``oracle(images, idx)`` evaluates ``images`` (B, C, H, W) in
+    [0, 1] on behalf of examples ``idx`` (B,) (default 0..B-1), charges one query to each, and
+    returns probabilities (B, K) or labels (B,). Counts accumulate per example index in
+    ``queries`` until ``reset()``; a call that would take an example past ``budget`` raises
+    QueryBudgetError and evaluates nothing. The model runs in eval mode under torch.no_grad(),
+    and its modes, parameters and gradients are as they were afterwards.
+
+    What an attacker may know without a query is explicit: ``device`` and ``dtype`` (where and
+    in which precision images must be), and ``num_classes`` (K).
+
+    Arguments:
+        model: the classifier, returning logits (N, K).
+        output: "scores" (softmax probabilities) or "label" (the top-1 class only).
+        budget: the most queries per example, or None for no limit.
+        batch_size: images per forward pass.
+        num_classes: K; by default the out_features of the model's last linear layer.
+    """
+
+    def __init__(self, model: nn.Module, *, output: str = "scores", budget: int | None = None,
+                 batch_size: int = 1024, num_classes: int | None = None):
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        self.output = check_choice(output, OUTPUTS, "output")
+        self.budget = None if budget is None else check_positive(budget, "budget", integer=True)
+        self.batch_size = check_positive(batch_size, "batch_size", integer=True)
+        self.num_classes = (_infer_num_classes(model) if num_classes is None
+                            else check_positive(num_classes, "num_classes", integer=True))
+        self.device, self.dtype = model_device(model), model_dtype(model)
+        self.model = model
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget every query made so far."""
+        self.queries = torch.zeros(0, dtype=torch.long)
+
+    def remaining(self, n: int) -> torch.Tensor:
+        """Queries examples 0..n-1 may still make (2**62 without a budget)."""
+        self._grow(n)
+        return (2 ** 62 if self.budget is None else self.budget) - self.queries[:n]
+
+    def _grow(self, n: int) -> None:
+        if n > len(self.queries):
+            self.queries = torch.cat([self.queries, self.queries.new_zeros(n - len(self.queries))])
+
+    def _check_idx(self, idx, n: int) -> torch.Tensor:
+        if idx is None:
+            return torch.arange(n)
+        if not isinstance(idx, torch.Tensor) or idx.is_floating_point() or idx.dtype == torch.bool:
+            raise TypeError(f"idx must be an integer tensor of example indices, got "
+                            f"{getattr(idx, 'dtype', type(idx).__name__)}")
+        if idx.shape != (n,):
+            raise ValueError(f"idx must have shape ({n},), got {tuple(idx.shape)}")
+        idx = idx.cpu().long()
+        if n and idx.min() < 0:
+            raise ValueError(f"idx holds a negative example index: {idx.min().item()}")
+        return idx
+
+    def check_inputs(self, x, y, *, eps=None, norm="linf", norms=("linf", "l2")):
+        """Validate an attack's ``(x, y, eps, norm)`` against what the Oracle says of its model."""
+        x = check_images(x)
+        if self.device is not None and x.device != self.device:
+            raise ValueError(f"x is on {x.device} but the model is on {self.device}; move one of them")
+        if self.dtype is not None and x.dtype != self.dtype:
+            raise TypeError(f"x has dtype {x.dtype} but the model's parameters are {self.dtype}; "
+                            f"convert one of them (e.g. x.to({self.dtype}))")
+        y = check_labels(y, x, self.num_classes)
+        eps = check_eps(eps) if eps is not None else None
+        return x, y, eps, check_norm(norm, norms)
+
+    def __call__(self, images: torch.Tensor, idx: torch.Tensor | None = None) -> torch.Tensor:
+        images = check_images(images, "images")
+        idx = self._check_idx(idx, len(images))
+        self._grow(int(idx.max()) + 1 if len(idx) else 0)
+        charge = torch.bincount(idx, minlength=len(self.queries))
+        over = self.queries + charge > (math.inf if self.budget is None else self.budget)
+        if over.any():
+            raise QueryBudgetError(f"query budget of {self.budget} per example exceeded for "
+                                   f"example(s) {over.nonzero()[:10, 0].tolist()}")
+        self.queries += charge
+        with eval_mode(self.model), torch.no_grad():
+            z = torch.cat([logits_of(self.model, b) for b in images.split(self.batch_size)])
+        if z.shape[1] != self.num_classes:
+            raise ValueError(f"the model returned {z.shape[1]} classes but the Oracle was told "
+                             f"num_classes={self.num_classes}")
+        return z.softmax(1) if self.output == "scores" else z.argmax(1)
+
+
+def as_oracle(model: nn.Module | Oracle, output: str, max_queries: int) -> Oracle:
+    """The caller's Oracle, or a fresh one over `model` with budget `max_queries`."""
+    check_positive(max_queries, "max_queries", integer=True)
+    if not isinstance(model, Oracle):
+        return Oracle(model, output=output, budget=max_queries)
+    if output == "scores" and model.output != "scores":
+        raise ValueError("this attack needs confidence scores: pass an Oracle with output='scores'")
+    return model
+
+
+class QueryLedger:
+    """What one attack call has spent, and may still spend, per example of its batch `x`."""
+
+    def __init__(self, oracle: Oracle, x: torch.Tensor, y: torch.Tensor, max_queries: int):
+        n = len(x)
+        self.oracle, self.y, self.device, self.shape = oracle, y, x.device, x.shape[1:]
+        self.allowed = oracle.remaining(n).clamp(max=max_queries)
+        self.start = oracle.queries[:n].clone()
+
+    def used(self) -> torch.Tensor:
+        return (self.oracle.queries[:len(self.start)] - self.start).to(self.device)
+
+    def left(self) -> torch.Tensor:
+        return self.allowed.to(self.device) - self.used()
+
+    def ask(self, images: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """The Oracle's answer on `images`, charged to examples `idx`."""
+        return self.oracle(images, idx)
+
+    def fooled(self, images: torch.Tensor, idx: torch.Tensor, targeted: bool) -> torch.Tensor:
+        """phi(x') of HopSkipJump: is the label of each image wrong (or the target)?"""
+        out = self.ask(images, idx)
+        return is_fooled(out if out.dim() == 1 else out.argmax(1), self.y[idx], targeted)
+
+    def result(self, x_adv: torch.Tensor, return_queries: bool):
+        return (x_adv, self.used()) if return_queries else x_adv
+
+
+def log_scores(p: torch.Tensor) -> torch.Tensor:
+    """log p in float64, with p = 0 kept finite: attacks compare log-probability margins."""
+    return p.double().clamp_min(1e-300).log()

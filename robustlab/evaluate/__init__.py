@@ -1,0 +1,25 @@
+"""Measuring attacks and robustness: robust-accuracy curves, an AutoAttack-style ensemble,
+distortion and query statistics, and one comparison table of many attacks.
+
+Everything here is a plain function over pixel-space batches ``(x, y)`` and returns a small
+result object with a ``.table()`` (markdown text, from `markdown_table`) so a lesson can print
+it as it is. Models are evaluated in eval mode and left as found.
+
+An attack given to these functions is a callable. `robust_accuracy` calls
+``attack(model, x, y, eps=eps, **attack_kwargs)`` for each budget; `worst_case` and
+`compare_attacks` call ``attack(model, x, y)`` (bind the budget with a lambda or
+``functools.partial``); they also accept attacks that return ``(x_adv, queries)``, as
+black-box attacks do with ``return_queries=True``. An attack that returns NaN is refused
+with an error naming it.
+"""
+
+from .accuracy import Attack, RobustCurve, check_adversarial, robust_accuracy, robust_mask
+from .compare import Comparison, compare_attacks
+from .ensemble import WorstCase, default_attacks, worst_case
+from .presets import PRESETS
+from .stats import distortion_stats, query_stats
+from .tables import Tabular, markdown_table
+
+__all__ = ["PRESETS", "Attack", "Comparison", "RobustCurve", "Tabular", "WorstCase",
+           "check_adversarial", "compare_attacks", "default_attacks", "distortion_stats",
+           "markdown_table", "query_stats", "robust_accuracy", "robust_mask", "worst_case"]
