@@ -50,11 +50,17 @@ def check_attack_inputs(model: nn.Module, x, y, *, eps=None, norm="linf",
     """Validate the common arguments of an attack or evaluator; return ``(x, y, eps, norm)``."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    x = check_images(x)
+    x = plain(check_images(x))
     check_model_input(model, x)
     y = check_labels(y, x) if y is not None else None
     eps = check_eps(eps) if eps is not None else None
     return x, y, eps, check_norm(norm, norms)
+
+
+def plain(x: torch.Tensor) -> torch.Tensor:
+    """`x` cut from any autograd graph (an optimiser needs a leaf it owns), and copied when it
+    is an inference tensor (made under torch.inference_mode(), which can never need grad)."""
+    return x.clone() if x.is_inference() and not torch.is_inference_mode_enabled() else x.detach()
 
 
 @contextmanager

@@ -1,8 +1,15 @@
+"""Fixtures and the hygiene kit shared by every test: models that are messy on purpose, a
+snapshot of a model's state, and checks that a call leaves model and inputs as found."""
+
+import copy
+
 import pytest
 import torch
 from threadpoolctl import threadpool_limits
+from torch import nn
 
 from robustlab import data, models
+from robustlab.norms import flat_norm
 
 
 @pytest.fixture(scope="session")
@@ -34,3 +41,95 @@ def _one_thread():
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+def messy_model(seed: int = 0) -> nn.Module:
+    """A small digits model with dropout and batch norm, left in train mode, one frozen layer,
+    and stale gradients: everything an attack must leave as it found it."""
+    torch.manual_seed(seed)
+    m = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
+                      nn.Flatten(), nn.Dropout(0.3), nn.Linear(4 * 64, 10))
+    m(torch.rand(16, 1, 8, 8))  # give batch norm non-trivial running statistics
+    m.train()
+    m[0].weight.requires_grad_(False)
+    for p in m.parameters():
+        if p.requires_grad:
+            p.grad = torch.randn_like(p)
+    return m
+
+
+def linear_classifier(k: int = 10, d: int = 64, seed: int = 0) -> nn.Module:
+    """An affine classifier z = W x + b on (N, 1, 8, 8) inputs, for exact analytic answers."""
+    torch.manual_seed(seed)
+    lin = nn.Linear(d, k)
+    return nn.Sequential(nn.Flatten(), lin).eval()
+
+
+def seeded(seed: int = 0) -> torch.Generator:
+    """A fresh CPU generator: the attacks draw on the CPU and move the draws to x's device."""
+    return torch.Generator().manual_seed(seed)
+
+
+def snapshot(model: nn.Module):
+    return {
+        "state": copy.deepcopy(model.state_dict()),
+        "grads": [None if p.grad is None else p.grad.clone() for p in model.parameters()],
+        "flags": [p.requires_grad for p in model.parameters()],
+        "modes": [m.training for m in model.modules()],
+    }
+
+
+def assert_unchanged(model: nn.Module, before) -> None:
+    after = snapshot(model)
+    for k, v in before["state"].items():
+        assert torch.equal(v, after["state"][k]), f"the call changed {k}"
+    for g0, g1 in zip(before["grads"], after["grads"]):
+        assert (g0 is None and g1 is None) or torch.equal(g0, g1), "the call changed a .grad"
+    assert before["flags"] == after["flags"], "the call changed requires_grad flags"
+    assert before["modes"] == after["modes"], "the call changed a submodule's train/eval mode"
+
+
+def leaves_as_found(fn, model: nn.Module, *inputs: torch.Tensor):
+    """Call ``fn()`` and check it left `model` (parameters, buffers, .grad, requires_grad,
+    every submodule's mode) and the tensors `inputs` exactly as found; return its result.
+
+    The hygiene rule of DESIGN.md section 3 for attacks, evaluators, defences and verifiers."""
+    before, copies = snapshot(model), [t.clone() for t in inputs]
+    out = fn()
+    assert_unchanged(model, before)
+    for t, t0 in zip(inputs, copies):
+        assert torch.equal(t, t0), "the call changed its input in place"
+    return out
+
+
+def check_conventions(attack, x, y, *, ball=None, model=None, **kw):
+    """Run `attack(model, x, y, **kw)` on a messy model and check every convention.
+
+    - output: same shape, dtype, device as x; inside [0, 1]; inside the ball ``(eps, norm)``,
+      which defaults to ``(kw["eps"], kw.get("norm", "linf"))`` when the attack takes eps
+    - x, parameters, buffers, .grad, requires_grad and train/eval mode all unchanged
+    - works inside torch.no_grad()
+    Returns x_adv.
+    """
+    model = messy_model() if model is None else model
+    x0, before = x.clone(), snapshot(model)
+    with torch.no_grad():
+        x_adv = attack(model, x, y, **kw)
+    assert x_adv.shape == x.shape and x_adv.dtype == x.dtype and x_adv.device == x.device
+    assert not x_adv.requires_grad
+    assert torch.equal(x, x0), "attack changed its input in place"
+    assert x_adv.min() >= 0 and x_adv.max() <= 1, "x_adv leaves [0, 1]"
+    if ball is None and "eps" in kw:
+        ball = (kw["eps"], kw.get("norm", "linf"))
+    if ball is not None:
+        eps, norm = ball
+        dist = flat_norm(x_adv - x, norm)
+        assert (dist <= eps * (1 + 1e-5) + 1e-6).all(), f"x_adv leaves the {norm} ball: {dist.max()}"
+    assert_unchanged(model, before)
+    return x_adv
+
+
+@pytest.fixture
+def batch(digits_test):
+    x, y = digits_test
+    return x[:16].clone(), y[:16].clone()

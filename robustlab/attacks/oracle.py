@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from .._checks import check_choice, check_eps, check_images, check_labels, check_norm, check_positive
-from .._model import eval_mode, logits_of, model_device, model_dtype
+from .._model import eval_mode, logits_of, model_device, model_dtype, plain
 from ..losses import is_fooled
 
 OUTPUTS = ("scores", "label")
@@ -94,7 +94,7 @@ class Oracle:
 
     def check_inputs(self, x, y, *, eps=None, norm="linf", norms=("linf", "l2")):
         """Validate an attack's ``(x, y, eps, norm)`` against what the Oracle says of its model."""
-        x = check_images(x)
+        x = plain(check_images(x))
         if self.device is not None and x.device != self.device:
             raise ValueError(f"x is on {x.device} but the model is on {self.device}; move one of them")
         if self.dtype is not None and x.dtype != self.dtype:

@@ -8,7 +8,7 @@ from robustlab.attacks import BPDA, EOT, fgsm, pgd
 from robustlab.defences import Defended, RandomResizePad, bit_depth
 from robustlab.train import evaluate
 
-from .conftest import check_conventions, messy_model, seeded
+from ..conftest import check_conventions, messy_model, seeded
 
 
 def expected_accuracy(model, x, y, draws=10):

@@ -5,8 +5,8 @@ from torch import nn
 from robustlab.attacks import Oracle, QueryBudgetError, hop_skip_jump, square, zoo
 from robustlab.norms import flat_norm
 
-from .conftest import assert_unchanged, check_conventions, linear_classifier, messy_model, snapshot
-from .conftest import seeded as gen
+from ..conftest import assert_unchanged, check_conventions, linear_classifier, messy_model, snapshot
+from ..conftest import seeded as gen
 
 
 class CountingModel(nn.Module):

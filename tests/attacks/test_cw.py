@@ -5,7 +5,7 @@ from robustlab.attacks.cw import cw
 from robustlab.attacks.deepfool import deepfool
 from robustlab.norms import flat_norm
 
-from .conftest import check_conventions, linear_classifier, messy_model
+from ..conftest import check_conventions, linear_classifier, messy_model
 
 FAST = dict(steps=20, binary_steps=3)  # enough to exercise every code path on the messy model
 

@@ -4,7 +4,7 @@ import torch
 from robustlab.attacks.deepfool import deepfool
 from robustlab.norms import flat_norm
 
-from .conftest import check_conventions, linear_classifier, messy_model
+from ..conftest import check_conventions, linear_classifier, messy_model
 
 
 def linear_setup(k, norm, n=8, seed=1):

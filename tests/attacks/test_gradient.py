@@ -5,7 +5,7 @@ from robustlab.attacks import fgsm, pgd
 from robustlab.norms import flat_norm, project_l1, random_in_ball
 from robustlab.train import evaluate
 
-from .conftest import check_conventions, linear_classifier, messy_model
+from ..conftest import check_conventions, linear_classifier, messy_model
 
 
 @pytest.mark.parametrize("norm", ["linf", "l2"])

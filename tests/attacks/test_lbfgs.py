@@ -4,7 +4,7 @@ import torch
 from robustlab.attacks.lbfgs import lbfgs
 from robustlab.norms import flat_norm
 
-from .conftest import check_conventions, linear_classifier, messy_model
+from ..conftest import check_conventions, linear_classifier, messy_model
 
 FAST = dict(search_steps=3, max_iter=10)
 

@@ -6,7 +6,7 @@ from robustlab.attacks import Oracle
 from robustlab.attacks.pixel import _mutants, one_pixel, single_pixel_search
 from robustlab.norms import flat_norm
 
-from .conftest import assert_unchanged, check_conventions, messy_model, snapshot
+from ..conftest import assert_unchanged, check_conventions, messy_model, snapshot
 from .test_blackbox import CountingModel, gen
 
 

@@ -3,7 +3,7 @@ import torch
 
 from robustlab.attacks.spatial import flow_loss, flow_warp, stadv
 
-from .conftest import check_conventions, messy_model
+from ..conftest import check_conventions, messy_model
 
 
 def tutorial_warp(x, flow):

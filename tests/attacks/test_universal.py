@@ -5,7 +5,7 @@ from robustlab import data, models
 from robustlab.attacks.universal import apply_guap, fooling_rate, guap, guap_flow_norm, uap
 from robustlab.norms import flat_norm
 
-from .conftest import check_conventions, messy_model, seeded
+from ..conftest import check_conventions, messy_model, seeded
 
 
 @pytest.fixture(scope="module")

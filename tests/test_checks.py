@@ -1,0 +1,78 @@
+"""The central argument checks: each failure names the argument at fault."""
+
+import math
+
+import pytest
+import torch
+
+from robustlab._checks import (
+    check_choice,
+    check_eps,
+    check_images,
+    check_in_range,
+    check_label_range,
+    check_labels,
+    check_nonnegative,
+    check_norm,
+    check_positive,
+)
+
+
+@pytest.mark.parametrize("norm,name", [("linf", "linf"), ("Linf", "linf"), ("inf", "linf"),
+                                       (math.inf, "linf"), (2, "l2"), ("l2", "l2"), (1, "l1")])
+def test_check_norm_accepts_the_documented_names(norm, name):
+    assert check_norm(norm, ("linf", "l2", "l1")) == name
+
+
+@pytest.mark.parametrize("norm", [True, False, "l3", 3, None, [2], "l1"])
+def test_check_norm_refuses_anything_else(norm):
+    with pytest.raises(ValueError, match="norm must be one of"):
+        check_norm(norm, ("linf", "l2"))
+
+
+@pytest.mark.parametrize("check,value,error,match", [
+    (lambda v: check_choice(v, ("a", "b"), "solver"), "c", ValueError, r"solver must be one of \['a', 'b'\]"),
+    (lambda v: check_choice(v, (0, 1), "flag"), True, ValueError, "flag"),
+    (lambda v: check_nonnegative(v, "kappa"), -0.5, ValueError, "kappa must be a finite number >= 0"),
+    (lambda v: check_nonnegative(v, "c"), math.nan, ValueError, "c must be"),
+    (lambda v: check_nonnegative(v, "c"), "1", TypeError, "c must be a number"),
+    (lambda v: check_in_range(v, "p", 0, 1, low_open=True), 0, ValueError, r"p must lie in \(0, 1\]"),
+    (lambda v: check_in_range(v, "p", 0, 1), 1.5, ValueError, r"p must lie in \[0, 1\]"),
+    (lambda v: check_in_range(v, "p", 0, 1), math.nan, ValueError, "p must lie in"),
+    (lambda v: check_in_range(v, "p", 0, 1), None, TypeError, "p must be a number"),
+    (lambda v: check_positive(v, "steps", integer=True), 2.0, TypeError, "steps must be an int"),
+    (lambda v: check_positive(v, "lr"), 0, ValueError, "lr must be > 0"),
+    (lambda v: check_eps(v), torch.ones(2), ValueError, "single number"),
+])
+def test_checks_name_the_argument(check, value, error, match):
+    with pytest.raises(error, match=match):
+        check(value)
+
+
+@pytest.mark.parametrize("check,value", [
+    (lambda v: check_choice(v, ("a", "b"), "solver"), "a"),
+    (lambda v: check_nonnegative(v, "kappa"), 0),
+    (lambda v: check_in_range(v, "p", 0, 1, low_open=True), 1),
+    (lambda v: check_positive(v, "steps", integer=True), 3),
+])
+def test_checks_return_good_values(check, value):
+    assert check(value) == value
+
+
+def test_check_images():
+    x = torch.rand(2, 1, 4, 4)
+    assert check_images(x) is x
+    for bad, match in [(x[:0], "empty"), (x[0], r"\(N, C, H, W\)"), (x * 3, r"\[0, 1\]"),
+                       (x.half(), "float32 or float64"), (x.long(), "floating")]:
+        with pytest.raises((TypeError, ValueError), match=match):
+            check_images(bad)
+
+
+def test_labels_are_checked_against_the_classes_in_one_place():
+    x = torch.rand(3, 1, 4, 4)
+    assert check_labels(torch.tensor([0, 1, 2], dtype=torch.int32), x).dtype == torch.long
+    with pytest.raises(ValueError, match=r"outside \[0, 3\): range \[0, 3\]"):
+        check_labels(torch.tensor([0, 1, 3]), x, num_classes=3)
+    with pytest.raises(ValueError, match="negative label"):
+        check_label_range(torch.tensor([0, -2]))
+    check_label_range(torch.tensor([], dtype=torch.long), 3)
