@@ -12,7 +12,7 @@ import math
 import torch
 from torch import nn
 
-from .._checks import check_eps, check_positive
+from .._checks import check_in_range, check_nonnegative, check_positive
 from .._model import check_attack_inputs, frozen, logits_of
 from ..losses import margin_loss
 from ..norms import flat_norm, per_example
@@ -90,9 +90,8 @@ def cw(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: str = "l2",
             check_positive(hyper[name], name)
     check_positive(hyper["steps"], "steps", integer=True)
     check_positive(binary_steps, "binary_steps", integer=True)
-    check_eps(kappa, "kappa")
-    if not 0 < tau_decrease < 1:
-        raise ValueError(f"tau_decrease must lie in (0, 1), got {tau_decrease}")
+    check_nonnegative(kappa, "kappa")
+    check_in_range(tau_decrease, "tau_decrease", 0, 1, low_open=True, high_open=True)
     with frozen(model):
         if norm == "l2":
             return _l2(model, x, y, targeted, kappa, binary_steps, abort_early, **hyper).detach()

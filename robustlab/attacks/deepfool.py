@@ -12,7 +12,7 @@ import math
 import torch
 from torch import nn
 
-from .._checks import check_eps, check_positive
+from .._checks import check_nonnegative, check_positive
 from .._model import check_attack_inputs, frozen, logits_of
 from ..norms import finite_direction, per_example
 
@@ -40,7 +40,7 @@ def deepfool(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: str = 
     """
     x, y, _, norm = check_attack_inputs(model, x, y, norm=norm)
     check_positive(steps, "steps", integer=True)
-    check_eps(overshoot, "overshoot")
+    check_nonnegative(overshoot, "overshoot")
     if num_classes is not None and (type(num_classes) is not int or num_classes < 2):
         raise ValueError(f"num_classes must be an int >= 2 or None, got {num_classes!r}")
     q = 2 if norm == "l2" else 1

@@ -12,7 +12,7 @@ import itertools
 import torch
 from torch import nn
 
-from .._checks import check_positive
+from .._checks import check_in_range, check_positive
 from .._model import check_attack_inputs, eval_mode, logits_of
 from .._random import draw_device
 from ..losses import is_fooled, other_max
@@ -40,8 +40,8 @@ def single_pixel_search(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
     if colours is None:
         colours = CUBE_CORNERS if c == 3 else ((0.0,) * c, (1.0,) * c)
     col = torch.as_tensor(colours, dtype=x.dtype, device=x.device).view(-1, c)
-    if col.min() < 0 or col.max() > 1:
-        raise ValueError("colours must lie in [0, 1]")
+    check_in_range(col.min().item(), "colours", 0, 1)
+    check_in_range(col.max().item(), "colours", 0, 1)
     x_adv, found = x.clone(), torch.zeros(n, dtype=torch.bool, device=x.device)
     # candidate k = (position p, colour q): p = k // len(col), q = k % len(col)
     cand = torch.arange(h * w * len(col), device=x.device)

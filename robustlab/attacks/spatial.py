@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._checks import check_eps, check_positive
+from .._checks import check_nonnegative, check_positive
 from .._model import check_attack_inputs, frozen, logits_of
 from ..losses import is_fooled, margin_loss
 
@@ -88,7 +88,7 @@ def stadv(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, tau: float = 0.
         return_flow: also return the flow field (N, 2, H, W) to visualise it.
     """
     x, y, _, _ = check_attack_inputs(model, x, y)
-    tau, kappa = check_eps(tau, "tau"), check_eps(kappa, "kappa")
+    tau, kappa = check_nonnegative(tau, "tau"), check_nonnegative(kappa, "kappa")
     check_positive(steps, "steps", integer=True)
     check_positive(lr, "lr")
     n = len(x)

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._checks import check_eps, check_images, check_in_range, check_positive
+from .._checks import check_images, check_in_range, check_nonnegative, check_positive
 from .._model import check_attack_inputs, correct, frozen, logits_of
 from ..norms import project
 from .deepfool import deepfool
@@ -110,7 +110,7 @@ def guap(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, tau:
     Returns ``(flow, v)`` of shapes (1, 2, H, W) and (1, C, H, W); use ``apply_guap``.
     """
     x, y, eps, _ = check_attack_inputs(model, x, y, eps=eps, norm="linf")
-    tau = check_eps(tau, "tau")
+    tau = check_nonnegative(tau, "tau")
     for value, name in ((steps, "steps"), (batch_size, "batch_size")):
         check_positive(value, name, integer=True)
     check_positive(lr, "lr")

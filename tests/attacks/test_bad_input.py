@@ -64,6 +64,45 @@ def test_shape_mismatch(attack, batch, digits_cnn):
         attack(digits_cnn, x[0], y[:1])
 
 
+# each attack's own hyperparameters: (attack, kwargs, what the error must name)
+BAD_HYPERPARAMETERS = [
+    ("fgsm", dict(eps=-0.1), "eps"), ("fgsm", dict(eps=float("nan")), "eps"),
+    ("fgsm", dict(eps=0.1, norm="l3"), "norm"), ("fgsm", dict(eps=0.1, norm="l1"), "norm"),
+    ("fgsm", dict(eps=0.1, norm=True), "norm"),
+    ("pgd", dict(eps=0.1, alpha=0.01, steps=0), "steps"),
+    ("cw", dict(norm="l1"), "norm"), ("cw", dict(c=-1.0), "c"), ("cw", dict(kappa=-1.0), "kappa"),
+    ("cw", dict(steps=0), "steps"), ("cw", dict(tau_decrease=1.5), "tau_decrease"),
+    ("deepfool", dict(norm="l1"), "norm"), ("deepfool", dict(steps=0), "steps"),
+    ("deepfool", dict(overshoot=-0.1), "overshoot"), ("deepfool", dict(num_classes=1), "num_classes"),
+    ("lbfgs", dict(c=0.0), "c"), ("lbfgs", dict(search_steps=0), "search_steps"),
+    ("lbfgs", dict(max_iter=1.5), "max_iter"),
+    ("stadv", dict(tau=-1.0), "tau"), ("stadv", dict(kappa=-0.5), "kappa"),
+    ("stadv", dict(steps=0), "steps"), ("stadv", dict(lr=0.0), "lr"),
+    ("uap", dict(eps=-0.1), "eps"), ("uap", dict(eps=0.1, norm="l1"), "norm"),
+    ("uap", dict(eps=0.1, target_fooling=1.5), "target_fooling"),
+    ("uap", dict(eps=0.1, max_passes=0), "max_passes"),
+    ("guap", dict(eps=0.1, tau=-1.0), "tau"), ("guap", dict(eps=0.1, batch_size=0), "batch_size"),
+    ("guap", dict(eps=float("nan")), "eps"),
+    ("square", dict(eps=-0.1), "eps"), ("square", dict(eps=0.1, norm="l1"), "norm"),
+    ("square", dict(eps=0.1, max_queries=0), "max_queries"),
+    ("square", dict(eps=0.1, p_init=0.0), "p_init"), ("square", dict(eps=0.1, loss="hinge"), "loss"),
+    ("zoo", dict(max_queries=-5), "max_queries"), ("zoo", dict(solver="sgd"), "solver"),
+    ("zoo", dict(c=-1.0), "c"), ("zoo", dict(h=0.0), "h"),
+    ("hop_skip_jump", dict(norm="l3"), "norm"), ("hop_skip_jump", dict(max_queries=0), "max_queries"),
+    ("hop_skip_jump", dict(targeted=True), "x_init"),
+    ("hop_skip_jump", dict(targeted=True, x_init=torch.zeros(2, 1, 8, 8)), "x_init"),
+    ("one_pixel", dict(popsize=2), "popsize"), ("one_pixel", dict(pixels=0), "pixels"),
+    ("one_pixel", dict(max_iter=0), "max_iter"),
+]
+
+
+@pytest.mark.parametrize("name,kwargs,match", BAD_HYPERPARAMETERS)
+def test_bad_hyperparameters(name, kwargs, match, batch, digits_cnn):
+    x, y = batch
+    with pytest.raises((ValueError, TypeError), match=match):
+        getattr(A, name)(digits_cnn, x, y, **kwargs)
+
+
 def test_zoo_budget_too_small_for_one_step(batch, digits_cnn):
     x, y = batch
     with pytest.raises(ValueError, match="max_queries must be at least .* = 129"):

@@ -92,22 +92,3 @@ def test_random_start_inside_ball(norm):
     d = random_in_ball(x, 0.7, norm, torch.Generator().manual_seed(0))
     n = flat_norm(d, norm)
     assert (n <= 0.7 + 1e-5).all() and n.min() > 0
-
-
-@pytest.mark.parametrize("kwargs,match", [
-    (dict(eps=-0.1), "eps"),
-    (dict(eps=float("nan")), "eps"),
-    (dict(eps=0.1, norm="l3"), "norm"),
-])
-def test_bad_arguments(batch, digits_cnn, kwargs, match):
-    x, y = batch
-    with pytest.raises((ValueError, TypeError), match=match):
-        fgsm(digits_cnn, x, y, **kwargs)
-
-
-def test_bad_hyperparameters(batch, digits_cnn):
-    x, y = batch
-    with pytest.raises(ValueError, match="steps"):
-        pgd(digits_cnn, x, y, eps=0.1, alpha=0.01, steps=0)
-    with pytest.raises(ValueError, match="norm"):
-        fgsm(digits_cnn, x, y, eps=0.1, norm="l1")

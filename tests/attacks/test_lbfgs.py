@@ -78,14 +78,3 @@ def test_unreachable_returned_unchanged():
         model[1].bias.zero_()
     x = torch.rand(3, 1, 8, 8)
     assert torch.equal(lbfgs(model, x, torch.ones(3, dtype=torch.long), **FAST), x)
-
-
-@pytest.mark.parametrize("kwargs,match", [
-    (dict(c=0.0), "c"),
-    (dict(search_steps=0), "search_steps"),
-    (dict(max_iter=1.5), "max_iter"),
-])
-def test_bad_arguments(batch, digits_cnn, kwargs, match):
-    x, y = batch
-    with pytest.raises((ValueError, TypeError), match=match):
-        lbfgs(digits_cnn, x, y, **kwargs)
