@@ -114,7 +114,9 @@ def _l2(model, x, y, targeted, kappa, binary_steps, abort_early, *, c, steps, lr
             with torch.no_grad():
                 ok = _fooled(z, y, targeted, kappa)
                 better = ok & (d < best_d)
-                best[better], best_d[better] = xa[better], d[better]
+                # torch.where, not best[better] = ...: a boolean index syncs with the GPU each step
+                best = torch.where(per_example(better, x), xa, best)
+                best_d = torch.where(better, d, best_d)
                 found |= ok
             if abort_early and step % max(1, steps // 10) == 0:  # the paper's: no progress, give up
                 if loss.item() > 0.9999 * prev:
@@ -148,7 +150,7 @@ def _solve(model, x, y, start, const, mask, tau, targeted, kappa, steps, lr):
             new = ~found & _fooled(z, y, targeted, kappa)
             if tau is not None:
                 new &= flat_norm(delta, "linf") <= tau
-            out[new] = xa[new]
+            out = torch.where(per_example(new, x), xa, out)
             found |= new
         if found.all():
             break

@@ -149,5 +149,6 @@ def hop_skip_jump(model: nn.Module | Oracle, x: torch.Tensor, y: torch.Tensor, *
         adv[k] = _bisect(ledger, x[k], new, k, theta, norm, targeted)
         dist = flat_norm(adv - x, norm)
         better = found & (dist < best_dist)
-        best[better], best_dist[better] = adv[better], dist[better]
+        best = torch.where(per_example(better, adv), adv, best)  # no boolean-index sync
+        best_dist = torch.where(better, dist, best_dist)
     return ledger.result(best, return_queries)

@@ -62,7 +62,8 @@ def lbfgs(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, targeted: bool 
                 ok = is_fooled(pred, y, targeted)
                 d = flat_norm(xa - x, "l2")
                 better = ok & (d < best_d)
-                best[better], best_d[better] = xa[better], d[better]
+                best = torch.where(per_example(better, x), xa, best)
+                best_d = torch.where(better, d, best_d)
                 lo = torch.where(ok, torch.maximum(lo, const), lo)
                 hi = torch.where(ok, hi, torch.minimum(hi, const))
                 const = torch.where((lo > 0) & (hi < math.inf), (lo * hi).sqrt(),

@@ -16,6 +16,7 @@ from torch import nn
 from .._checks import check_nonnegative, check_positive
 from .._model import check_attack_inputs, frozen, logits_of
 from ..losses import is_fooled, margin_loss
+from ..norms import per_example
 
 TINY = 1e-10  # keeps the gradient of sqrt finite where neighbouring flows agree
 
@@ -106,7 +107,9 @@ def stadv(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, tau: float = 0.
             with torch.no_grad():  # record before stepping, so the final iterate is scored too
                 fooled = is_fooled(z.argmax(1), y, targeted)
                 better = fooled & (smooth < best_cost)
-                best[better], best_cost[better] = flow[better], smooth[better]
+                # torch.where, not best[better] = ...: a boolean index syncs with the GPU each step
+                best = torch.where(per_example(better, flow), flow, best)
+                best_cost = torch.where(better, smooth, best_cost)
             if i == steps:
                 break
             opt.zero_grad(set_to_none=True)

@@ -10,7 +10,7 @@ from torch import nn
 from .._checks import check_choice, check_in_range
 from .._random import draw_device
 from ..losses import LOSSES, is_fooled
-from ..norms import clip_box, flat_norm
+from ..norms import clip_box, flat_norm, per_example
 from .oracle import Oracle, QueryLedger, as_oracle, log_scores
 
 
@@ -144,5 +144,7 @@ def square(model: nn.Module | Oracle, x: torch.Tensor, y: torch.Tensor, *, eps: 
         cand = xa + clip_box(xa, new)
         val, won = judge(cand, act)
         keep = (val < cur[act]) | won
-        x_best[act[keep]], cur[act[keep]], done[act[keep]] = cand[keep], val[keep], won[keep]
+        # torch.where on the active rows: a boolean index would sync with the GPU each query
+        x_best[act] = torch.where(per_example(keep, cand), cand, x_best[act])
+        cur[act], done[act] = torch.where(keep, val, cur[act]), torch.where(keep, won, done[act])
     return ledger.result(x_best, return_queries)

@@ -79,7 +79,8 @@ def zoo(model: nn.Module | Oracle, x: torch.Tensor, y: torch.Tensor, *, targeted
         g, up, down, won = _zoo_probe(ledger, x0[act], xk[act], act, i, h, c, kappa, targeted)
         dist = (xk[act] - x0[act]).pow(2).sum(1)
         better = won & (dist < best_dist[act])
-        best[act[better]], best_dist[act[better]] = xk[act[better]], dist[better]
+        best[act] = torch.where(better[:, None], xk[act], best[act])  # no boolean-index sync
+        best_dist[act] = torch.where(better, dist, best_dist[act])
         grad = ((g[:, 1:b + 1] - g[:, b + 1:]) / (up - down)).to(x.dtype)
         if solver == "adam":
             t[ai, i] += 1
