@@ -13,6 +13,7 @@ from torch import nn
 
 from .._checks import check_images, check_in_range, check_nonnegative, check_positive
 from .._model import check_attack_inputs, correct, frozen, logits_of
+from .._random import draw_device
 from ..norms import project
 from .deepfool import deepfool
 from .spatial import flow_warp
@@ -56,7 +57,7 @@ def uap(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm:
     for _ in range(max_passes):
         if best_rate >= target_fooling:
             break
-        for i in torch.randperm(len(x), generator=generator).tolist():
+        for i in torch.randperm(len(x), generator=generator, device=draw_device(generator)).tolist():
             xi, yi = (x[i:i + 1] + v).clamp(0, 1), y[i:i + 1]
             if fooling_rate(model, xi, yi) > 0:
                 continue
@@ -115,8 +116,9 @@ def guap(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, tau:
         check_positive(value, name, integer=True)
     check_positive(lr, "lr")
     x = x.detach()
-    r = (0.1 * torch.randn(1, 2, *x.shape[2:], generator=generator)).to(x).requires_grad_(True)
-    w = (0.1 * torch.randn(1, *x.shape[1:], generator=generator)).to(x).requires_grad_(True)
+    dev = draw_device(generator, x.device)
+    r = (0.1 * torch.randn(1, 2, *x.shape[2:], generator=generator, device=dev)).to(x).requires_grad_(True)
+    w = (0.1 * torch.randn(1, *x.shape[1:], generator=generator, device=dev)).to(x).requires_grad_(True)
     opt = torch.optim.Adam([r, w], lr=lr, betas=(0.5, 0.999))
 
     def current() -> tuple[torch.Tensor, torch.Tensor]:
@@ -127,7 +129,7 @@ def guap(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, tau:
     with frozen(model):
         for _ in range(steps):
             if len(order) == 0:  # a fresh random pass over the set
-                order = torch.randperm(len(x), generator=generator)
+                order = torch.randperm(len(x), generator=generator, device=dev)
             idx, order = order[:batch_size].to(x.device), order[batch_size:]
             z = logits_of(model, apply_guap(x[idx], *current()), y[idx])
             loss = -torch.log1p(F.cross_entropy(z, y[idx], reduction="none")).mean()
