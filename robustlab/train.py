@@ -82,6 +82,9 @@ def _epoch(model: nn.Module, batches: Iterable, objective: Objective,
                     raise ValueError(f"objective log {key!r} must be a single number, got a "
                                      f"tensor of shape {tuple(value.shape)}")
                 value = value.detach().float().reshape(())
+            elif isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise TypeError(f"objective log {key!r} must be a number, got "
+                                f"{type(value).__name__}")
             sums[key] = sums.get(key, 0.0) + value * len(x)
             counts[key] = counts.get(key, 0) + len(x)
     if batch < 0:
@@ -120,7 +123,8 @@ def fit(model: nn.Module, data, *, epochs: int, objective: Objective = cross_ent
     Returns a list with one dict per epoch: ``epoch``, ``loss`` (mean), the mean of each log
     and ``test_acc``. Running sums stay on the device and are read once per epoch, so a GPU is
     not stalled every batch; a non-finite loss is therefore caught at the end of its epoch,
-    which raises a FloatingPointError naming the epoch and the first bad batch. Empty data
+    which raises a FloatingPointError naming the epoch and the first bad batch (both counted
+    from 1). Empty data
     raises a ValueError.
     """
     check_positive(epochs, "epochs", integer=True)

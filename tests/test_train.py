@@ -111,6 +111,9 @@ def test_fit_averages_objective_logs():
     with pytest.raises(ValueError, match="may not use the names.*'loss'"):
         fit(models.MLP(), (x[:48], y[:48]), epochs=1, progress=False,
             objective=lambda m, x, y: (cross_entropy(m, x, y), {"loss": 1.0}))
+    with pytest.raises(TypeError, match="objective log 'note' must be a number, got str"):
+        fit(models.MLP(), (x[:48], y[:48]), epochs=1, progress=False,
+            objective=lambda m, x, y: (cross_entropy(m, x, y), {"note": "hi"}))
 
 
 def test_fit_reads_losses_once_per_epoch(monkeypatch):
