@@ -2,11 +2,14 @@
 
 Executes lessons/*.ipynb in order with papermill, writes each executed notebook and an HTML copy
 under build/, and prints one row per lesson: status, seconds and the key figures the lesson
-reported with `robustlab.report(...)`. A failing lesson fails the command and names its cell.
+reported with `robustlab.report(...)`. A failing lesson fails the command and names its cell;
+so does a cell that runs longer than --timeout seconds (default 600, far above the slowest
+cell of any lesson, about 12 s in full mode), so a hanging cell cannot block `make course`.
 
     python course/run.py            # fast mode (FAST=True), what CI and `make course` run
     python course/run.py --full     # the full mode learners see
     python course/run.py --inplace  # re-execute in full mode and store outputs in lessons/
+    python course/run.py --timeout 60   # fail any cell that runs longer than 60 s
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 LESSONS = ROOT / "lessons"
 FIGURES_MIME = "application/vnd.robustlab.figures+json"
+CELL_TIMEOUT = 600  # seconds; the slowest cell of any lesson takes about 12 s in full mode
 
 
 def key_figures(nb) -> dict:
@@ -30,9 +34,22 @@ def key_figures(nb) -> dict:
     return figures
 
 
-def run_lesson(path: Path, out_dir: Path, fast: bool, inplace: bool) -> dict:
+def timed_out_cell(nb) -> str:
+    """Which cell of a notebook papermill stopped on a timeout: the last one it started."""
+    started = [i for i, cell in enumerate(nb.cells)
+               if cell.get("metadata", {}).get("papermill", {}).get("start_time")]
+    if not started:
+        return "an unknown cell"
+    first_line = (nb.cells[started[-1]].source.strip().splitlines() or [""])[0]
+    return f"cell index {started[-1]} ({first_line[:60]!r})"
+
+
+def run_lesson(path: Path, out_dir: Path, fast: bool, inplace: bool,
+               timeout: int = CELL_TIMEOUT) -> dict:
+    """Execute one lesson and return its summary row; `timeout` bounds each cell, in seconds."""
     import nbformat
     import papermill as pm
+    from nbclient.exceptions import CellTimeoutError
     from nbconvert import HTMLExporter
 
     target = path if inplace else out_dir / path.name
@@ -42,11 +59,16 @@ def run_lesson(path: Path, out_dir: Path, fast: bool, inplace: bool) -> dict:
         # in place, the stored notebook keeps its own defaults: no injected-parameters cell
         params = {} if inplace else {"FAST": fast}
         nb = pm.execute_notebook(str(path), str(target), parameters=params,
-                                 cwd=str(LESSONS), kernel_name="python3", progress_bar=False)
+                                 cwd=str(LESSONS), kernel_name="python3", progress_bar=False,
+                                 execution_timeout=timeout)
     except pm.PapermillExecutionError as e:
         row["status"] = "FAILED"
         row["error"] = f"cell {e.exec_count} (index {e.cell_index}): {e.ename}: {e.evalue}"
         nb = nbformat.read(str(target), as_version=4)
+    except CellTimeoutError:  # papermill has saved the notebook up to the cell that hung
+        row["status"] = "FAILED"
+        nb = nbformat.read(str(target), as_version=4)
+        row["error"] = f"{timed_out_cell(nb)} timed out after {timeout} s (--timeout)"
     except Exception as e:  # a kernel that died, a notebook that does not parse, ...
         row["status"] = "FAILED"
         row["error"] = f"{type(e).__name__}: {e}"
@@ -69,6 +91,18 @@ def table(rows) -> str:
     return "\n".join([head, *lines])
 
 
+def positive_seconds(text: str) -> int:
+    """A --timeout value: a whole number of seconds > 0 (nbclient takes whole seconds)."""
+    try:
+        seconds = int(text)
+    except ValueError:
+        seconds = 0
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError(f"--timeout must be a whole number of seconds > 0, "
+                                         f"got {text!r}")
+    return seconds
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--full", action="store_true", help="run the full mode (FAST=False)")
@@ -76,6 +110,9 @@ def main(argv=None) -> int:
                    help="execute in full mode and store the outputs in lessons/")
     p.add_argument("--only", default="", help="run only lessons whose file name contains this")
     p.add_argument("--out", default=str(ROOT / "build"), help="output folder (default build/)")
+    p.add_argument("--timeout", type=positive_seconds, default=CELL_TIMEOUT,
+                   help=f"fail a cell that runs longer than this, in seconds "
+                        f"(default {CELL_TIMEOUT})")
     args = p.parse_args(argv)
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -87,7 +124,7 @@ def main(argv=None) -> int:
     for path in paths:
         print(f"running {path.name} ...", flush=True)
         rows.append(run_lesson(path, out_dir, fast=not (args.full or args.inplace),
-                               inplace=args.inplace))
+                               inplace=args.inplace, timeout=args.timeout))
         if rows[-1]["status"] != "ok":
             print(f"  {path.name} FAILED at {rows[-1]['error']}", flush=True)
     summary = table(rows)

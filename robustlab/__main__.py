@@ -10,6 +10,7 @@ import argparse
 import sys
 
 from . import data, models, zoo
+from ._checks import check_eps, check_positive
 from .evaluate import PRESETS, markdown_table, robust_accuracy
 
 
@@ -24,6 +25,22 @@ def attack_table(model_name: str, attack: str, eps_list, norm: str, n: int | Non
                           [(f"{e:g}", f"{a:.3f}") for e, a in zip(curve.eps, curve.accuracy)])
 
 
+def _eps(text: str) -> float:
+    """An --eps value: a finite number >= 0 (argparse turns the error into a usage error)."""
+    try:
+        return check_eps(float(text), "--eps")
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _count(text: str) -> int:
+    """A -n value: a whole number > 0."""
+    try:
+        return check_positive(int(text), "-n", integer=True)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"-n must be a whole number > 0, got {text!r}") from e
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="robustlab", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -32,9 +49,9 @@ def main(argv=None) -> int:
     a = sub.add_parser("attack", help="robust accuracy of a zoo model under an attack")
     a.add_argument("--model", default="digits-cnn", choices=sorted(models.ARCHITECTURES))
     a.add_argument("--attack", default="pgd", choices=sorted(PRESETS))
-    a.add_argument("--eps", type=float, nargs="+", default=[0.0, 0.1, 0.2])
+    a.add_argument("--eps", type=_eps, nargs="+", default=[0.0, 0.1, 0.2])
     a.add_argument("--norm", default="linf", choices=["linf", "l2"])
-    a.add_argument("-n", type=int, default=None, help="use the first n test examples")
+    a.add_argument("-n", type=_count, default=None, help="use the first n test examples")
     args = p.parse_args(argv)
     if args.cmd == "zoo":
         return zoo.main([args.action])

@@ -13,9 +13,15 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from ._checks import check_positive
+
 SPLITS = ("train", "test")
 DIGITS_TEST_SIZE = 360
 TRAFFIC_LIGHT_CLASSES = ("red", "amber", "green")
+# The smallest housing is 0.22 * size wide and 2.6 times as tall, so its three lamps sit
+# 0.19 * size apart: from size 8 up they are at least 1.5 pixels apart and each lamp covers at
+# least one pixel of its own; below that neighbouring lamps blur into the same pixels.
+TRAFFIC_LIGHT_MIN_SIZE = 8
 TORCHVISION_SETS = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST", "cifar10": "CIFAR10"}
 
 
@@ -66,12 +72,16 @@ def traffic_lights(split: str = "train", n: int | None = None, size: int = 32,
 
     Returns ``(x, y)``: ``x`` float ``(n, 3, size, size)`` in [0, 1], ``y`` long ``(n,)``.
     The train split has 1,800 images and the test split 600 unless `n` says otherwise; the
-    two splits are drawn from different seeds and so never share an image.
+    two splits are drawn from different seeds and so never share an image. `size` must be an
+    int of at least 8 (`TRAFFIC_LIGHT_MIN_SIZE`): smaller, the three lamps share pixels.
     """
     _check_split(split)
-    n = n if n is not None else (1800 if split == "train" else 600)
-    if n <= 0:
-        raise ValueError(f"n must be > 0, got {n}")
+    n = check_positive(n if n is not None else (1800 if split == "train" else 600), "n",
+                       integer=True)
+    check_positive(size, "size", integer=True)
+    if size < TRAFFIC_LIGHT_MIN_SIZE:
+        raise ValueError(f"size must be >= {TRAFFIC_LIGHT_MIN_SIZE} (smaller, the three lamps of "
+                         f"a traffic light share pixels), got {size}")
     g = torch.Generator().manual_seed(seed * 2 + (split == "test"))
     rand = functools.partial(torch.rand, generator=g)
     s = size

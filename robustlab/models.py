@@ -10,6 +10,7 @@ import hashlib
 import json
 from collections.abc import Sequence
 from importlib import resources
+from pathlib import PurePosixPath, PureWindowsPath
 
 import torch
 from torch import nn
@@ -114,12 +115,46 @@ ARCHITECTURES = {
 }
 
 
+def _manifest_path():
+    return resources.files("robustlab").joinpath(WEIGHTS, "manifest.json")
+
+
 def manifest() -> dict:
-    """The zoo manifest: for each model its file, sha256, dataset, recipe and test accuracy."""
-    path = resources.files("robustlab").joinpath(WEIGHTS, "manifest.json")
+    """The zoo manifest: for each model its file, sha256, dataset, recipe and test accuracy.
+
+    A manifest that is not a JSON object raises a ValueError naming the file; the fields of
+    one entry are checked when that model is loaded (`pretrained`), so one bad entry does not
+    stop the others from loading.
+    """
+    path = _manifest_path()
     if not path.is_file():
         return {}
-    return json.loads(path.read_text())
+    try:
+        entries = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"zoo manifest {path} is not valid JSON ({e}): restore it or run "
+                         f"`python -m robustlab.zoo build`") from None
+    if not isinstance(entries, dict):
+        raise ValueError(f"zoo manifest {path} must hold a JSON object (model name -> entry), "
+                         f"got a {type(entries).__name__}")
+    return entries
+
+
+def _checked_entry(name: str, entry) -> dict:
+    """The manifest entry of `name` with a `file` inside weights/ and a `sha256`, or raise."""
+    where = f"zoo manifest {_manifest_path()}, entry {name!r}"
+    if not isinstance(entry, dict):
+        raise ValueError(f"{where} must be a JSON object, got {type(entry).__name__}")
+    for field in ("file", "sha256"):
+        if not isinstance(entry.get(field), str) or not entry[field]:
+            raise ValueError(f"{where} lacks {field!r} (a non-empty string)")
+    file = entry["file"]
+    # the file must stay inside weights/: no absolute path, drive or parent step, in either
+    # path flavour (a manifest written on Windows may use backslashes)
+    posix = PurePosixPath(file.replace("\\", "/"))
+    if posix.is_absolute() or PureWindowsPath(file).drive or ".." in posix.parts:
+        raise ValueError(f"{where} has file {file!r}, which escapes {WEIGHTS}/: refusing it")
+    return entry
 
 
 def sha256(data: bytes) -> str:
@@ -139,6 +174,7 @@ def pretrained(name: str, *, device: str | torch.device = "cpu") -> nn.Module:
     if entry is None:
         raise FileNotFoundError(f"the zoo has no weights for {name!r} yet: run "
                                 f"`python -m robustlab.zoo build {name}`")
+    entry = _checked_entry(name, entry)
     path = resources.files("robustlab").joinpath(WEIGHTS, entry["file"])
     if not path.is_file():
         raise FileNotFoundError(f"weights file {entry['file']} for {name!r} is missing: reinstall "

@@ -1,8 +1,10 @@
 """One training loop, `fit`, with pluggable objectives; `evaluate` for accuracy (and `predict`,
 the library's batched forward pass, for logits).
 
-An objective is a function ``objective(model, x, y) -> loss`` (a scalar tensor). Defences that
-only change the loss (PGD-AT, TRADES, IBP training, ...) are objectives and plug in here.
+An objective is a function ``objective(model, x, y) -> loss`` (a scalar tensor) or
+``-> (loss, logs)`` with `logs` a dict of numbers that `fit` averages per epoch and shows.
+Defences that only change the loss (PGD-AT, TRADES, IBP training, ...) are objectives and plug
+in here.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from .utils import default_device
 
 __all__ = ["Objective", "cross_entropy", "evaluate", "fit", "predict"]
 
-Objective = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+Objective = Callable[[nn.Module, torch.Tensor, torch.Tensor],
+                     torch.Tensor | tuple[torch.Tensor, dict]]
 
 
 def cross_entropy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -31,11 +34,77 @@ def cross_entropy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.T
 
 def _batches(data, batch_size: int, shuffle: bool, seed: int) -> Iterable:
     if isinstance(data, (tuple, list)) and len(data) == 2 and isinstance(data[0], torch.Tensor):
+        if len(data[0]) == 0:  # before the shuffling sampler, which fails on it less clearly
+            raise ValueError("data is empty: x has no examples")
         return loader(data[0], data[1], batch_size=batch_size, shuffle=shuffle, seed=seed)
     if isinstance(data, Iterable):
         return data
     raise TypeError(f"data must be an (x, y) pair of tensors or an iterable of (x, y) batches, "
                     f"got {type(data).__name__}")
+
+
+_REPORTED = ("epoch", "loss", "test_acc")  # history keys fit writes itself
+
+
+def _loss_and_logs(out: torch.Tensor | tuple) -> tuple[torch.Tensor, dict]:
+    """Split what an objective returned, ``loss`` or ``(loss, logs)``, into both parts."""
+    if isinstance(out, tuple):
+        if len(out) != 2 or not isinstance(out[1], dict):
+            raise TypeError("objective must return a loss or a (loss, logs) pair with logs a "
+                            f"dict, got a tuple of length {len(out)}")
+        loss, logs = out
+        clash = set(logs) & set(_REPORTED)
+        if clash:
+            raise ValueError(f"objective logs may not use the names {sorted(clash)}: fit "
+                             f"reports those itself")
+        return loss, logs
+    return out, {}
+
+
+def _epoch(model: nn.Module, batches: Iterable, objective: Objective,
+           optimizer: torch.optim.Optimizer, device: torch.device, epoch: int) -> dict[str, float]:
+    """One pass over `batches`; the example-weighted mean loss and logs of the epoch.
+
+    Sums stay on the device and are read once at the end (one host sync per epoch, not per
+    batch); the index of the first batch with a non-finite loss is tracked the same way.
+    """
+    sums: dict[str, float | torch.Tensor] = {}
+    counts: dict[str, int] = {}
+    first_bad = torch.full((), -1, dtype=torch.long, device=device)
+    batch = -1
+    for batch, (x, y) in enumerate(batches):
+        x, y = x.to(device), y.to(device)
+        loss, logs = _loss_and_logs(objective(model, x, y))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss.detach()), batch, first_bad)
+        for key, value in {"loss": loss, **logs}.items():
+            # tensors stay tensors (no sync); plain floats stay on the host (no copy to the device)
+            if isinstance(value, torch.Tensor):
+                if value.numel() != 1:
+                    raise ValueError(f"objective log {key!r} must be a single number, got a "
+                                     f"tensor of shape {tuple(value.shape)}")
+                value = value.detach().float().reshape(())
+            elif isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise TypeError(f"objective log {key!r} must be a number, got "
+                                f"{type(value).__name__}")
+            sums[key] = sums.get(key, 0.0) + value * len(x)
+            counts[key] = counts.get(key, 0) + len(x)
+    if batch < 0:
+        if epoch == 1:
+            raise ValueError("data is empty: it yielded no batches")
+        raise ValueError(f"data yielded no batches in epoch {epoch}, after batches in epoch 1: "
+                         f"it must be re-iterable (a DataLoader, a list of (x, y) batches or an "
+                         f"(x, y) pair of tensors), not a one-shot generator or iterator")
+    on_device = [key for key, s in sums.items() if isinstance(s, torch.Tensor)]
+    bad, *read = torch.stack([first_bad.float(), *(sums[k].to(device) for k in on_device)]).tolist()
+    if bad >= 0:
+        raise FloatingPointError(f"the loss is not finite at epoch {epoch}, batch {int(bad) + 1}: "
+                                 f"training stopped (lower the learning rate, or check the "
+                                 f"data for NaN or infinite values)")
+    sums.update(zip(on_device, read))
+    return {key: s / counts[key] for key, s in sums.items()}
 
 
 def fit(model: nn.Module, data, *, epochs: int, objective: Objective = cross_entropy,
@@ -46,13 +115,21 @@ def fit(model: nn.Module, data, *, epochs: int, objective: Objective = cross_ent
     """Train `model` on `data` for `epochs`, minimising `objective`; return the history.
 
     Arguments:
-        data: an ``(x, y)`` pair of tensors (shuffled each epoch with `seed`) or a DataLoader.
-        objective: ``objective(model, x, y) -> loss``; cross-entropy by default.
+        data: an ``(x, y)`` pair of tensors (shuffled each epoch with `seed`), a DataLoader or
+            a list of ``(x, y)`` batches: anything iterated afresh each epoch. A one-shot
+            generator raises a ValueError when the second epoch finds it exhausted.
+        objective: ``objective(model, x, y) -> loss`` or ``-> (loss, logs)``; cross-entropy by
+            default. `logs` (a dict of numbers) are averaged over the epoch's examples.
         optimizer: defaults to Adam(lr, weight_decay) over the model's parameters.
         scheduler: optional learning-rate scheduler, stepped once per epoch.
         device: where to train; CUDA when available if None. The model is moved there.
         eval_data: if given, test accuracy is measured after every epoch.
-    Returns a list with one dict per epoch: ``epoch``, ``loss`` (mean) and ``test_acc``.
+    Returns a list with one dict per epoch: ``epoch``, ``loss`` (mean), the mean of each log
+    and ``test_acc``. Running sums stay on the device and are read once per epoch, so a GPU is
+    not stalled every batch; a non-finite loss is therefore caught at the end of its epoch,
+    which raises a FloatingPointError naming the epoch and the first bad batch (both counted
+    from 1). Empty data
+    raises a ValueError.
     """
     check_positive(epochs, "epochs", integer=True)
     device = default_device(device)
@@ -64,18 +141,10 @@ def fit(model: nn.Module, data, *, epochs: int, objective: Objective = cross_ent
     bar = tqdm(range(epochs), desc="fit", disable=not progress, leave=False)
     for epoch in bar:
         model.train()
-        total, count = 0.0, 0
-        for x, y in batches:
-            x, y = x.to(device), y.to(device)
-            loss = objective(model, x, y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total += loss.item() * len(x)
-            count += len(x)
+        row = {"epoch": epoch + 1,
+               **_epoch(model, batches, objective, optimizer, device, epoch + 1)}
         if scheduler is not None:
             scheduler.step()
-        row = {"epoch": epoch + 1, "loss": total / max(count, 1)}
         if eval_data is not None:
             row["test_acc"] = evaluate(model, eval_data, device=device)
         history.append(row)

@@ -14,3 +14,21 @@ def test_attack_table(capsys):
 def test_bad_arguments():
     with pytest.raises(SystemExit):
         main(["attack", "--attack", "nope"])
+
+
+@pytest.mark.parametrize("args, message", [
+    (["-n", "-350"], "argument -n: -n must be a whole number > 0, got '-350'"),
+    (["-n", "0"], "argument -n: -n must be a whole number > 0, got '0'"),
+    (["-n", "2.5"], "argument -n: -n must be a whole number > 0, got '2.5'"),
+    (["--eps", "-0.1"], "argument --eps: --eps must be a finite number >= 0, got -0.1"),
+    (["--eps", "0.1", "nan"], "argument --eps: --eps must be a finite number >= 0, got nan"),
+    (["--eps", "inf"], "argument --eps: --eps must be a finite number >= 0, got inf"),
+    (["--eps", "big"], "argument --eps: could not convert string to float: 'big'"),
+])
+def test_bad_numbers_are_usage_errors(args, message, capsys):
+    """A usage error (exit code 2, the option named on stderr), never a traceback or a run."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(["attack", *args])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: robustlab attack") and message in err

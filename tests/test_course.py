@@ -36,6 +36,29 @@ def test_runner_reports_figures_and_failing_cell(tmp_path):
     assert "| bad | FAILED |" in table
 
 
+def test_runner_fails_a_cell_that_times_out(tmp_path):
+    slow = tmp_path / "slow.ipynb"
+    nbformat.write(notebook("FAST = False", "x = 1", "import time\ntime.sleep(60)", "y = 2"), slow)
+    out = tmp_path / "build"
+    out.mkdir()
+    row = run.run_lesson(slow, out, fast=True, inplace=False, timeout=2)
+    assert row["status"] == "FAILED" and row["seconds"] < 50
+    # index 3: papermill's injected-parameters cell comes after the parameters cell
+    assert row["error"] == "cell index 3 ('import time') timed out after 2 s (--timeout)"
+    assert "| slow | FAILED |" in run.table([row])
+
+
+def test_runner_timeout_option(capsys):
+    import pytest
+
+    for bad in ("0", "-5", "1.5", "soon"):
+        with pytest.raises(SystemExit) as exit_info:
+            run.main(["--timeout", bad, "--only", "no-such-lesson"])
+        assert exit_info.value.code == 2
+        assert f"--timeout must be a whole number of seconds > 0, got '{bad}'" in capsys.readouterr().err
+    assert run.positive_seconds("30") == 30
+
+
 spec_s = importlib.util.spec_from_file_location("course_student", ROOT / "course" / "student.py")
 student = importlib.util.module_from_spec(spec_s)
 spec_s.loader.exec_module(student)

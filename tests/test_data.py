@@ -72,3 +72,27 @@ def test_loader_is_reproducible():
     assert all(torch.equal(u, v) for u, v in zip(a, b))
     with pytest.raises(ValueError, match="same length"):
         data.loader(x, y[:10])
+
+
+@pytest.mark.parametrize("kwargs, error, message", [
+    (dict(n=2.5), TypeError, "n must be an int, got float"),
+    (dict(n=0), ValueError, "n must be > 0, got 0"),
+    (dict(size=0), ValueError, "size must be > 0, got 0"),
+    (dict(size=-4), ValueError, "size must be > 0, got -4"),
+    (dict(size=1), ValueError, r"size must be >= 8 \(smaller, the three lamps"),
+    (dict(size=7), ValueError, "size must be >= 8"),
+    (dict(size=8.0), TypeError, "size must be an int, got float"),
+])
+def test_traffic_lights_bad_arguments(kwargs, error, message):
+    with pytest.raises(error, match=message):
+        data.traffic_lights("test", **kwargs)
+
+
+def test_traffic_lights_smallest_size_shows_the_lit_lamp():
+    """At the smallest size the lit lamp still shows: red images are redder on top."""
+    x, y = data.traffic_lights("test", size=data.TRAFFIC_LIGHT_MIN_SIZE)
+    assert x.shape[-2:] == (8, 8)
+    top, bottom = x[:, :, :4], x[:, :, 4:]
+    red, green = y == 0, y == 2
+    assert top[red, 0].mean() > top[green, 0].mean()
+    assert bottom[green, 1].mean() > bottom[red, 1].mean()

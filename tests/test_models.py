@@ -95,3 +95,39 @@ def test_architectures_return_logits(name):
     x = torch.rand(3, 3, 32, 32) if name.startswith("traffic") else torch.rand(3, 1, 8, 8)
     out = m(x)
     assert out.shape == (3, 3 if name.startswith("traffic") else 10)
+
+
+def test_manifest_that_is_not_json(fake_weights):
+    (fake_weights / "manifest.json").write_text('{"digits-mlp": {"file": ')
+    with pytest.raises(ValueError, match=r"zoo manifest .*manifest\.json is not valid JSON"):
+        models.pretrained("digits-mlp")
+    (fake_weights / "manifest.json").write_text("[1, 2]")
+    with pytest.raises(ValueError, match=r"manifest\.json must hold a JSON object"):
+        models.manifest()
+
+
+def _edit_manifest(weights, name: str, **fields) -> None:
+    """Change (or, with None, delete) fields of one manifest entry."""
+    man = json.loads((weights / "manifest.json").read_text())
+    man[name].update(fields)
+    man[name] = {k: v for k, v in man[name].items() if v is not None}
+    (weights / "manifest.json").write_text(json.dumps(man))
+
+
+@pytest.mark.parametrize("field", ["sha256", "file"])
+def test_manifest_entry_lacking_a_field(fake_weights, field):
+    _edit_manifest(fake_weights, "digits-cnn", **{field: None})
+    with pytest.raises(ValueError, match=rf"manifest\.json, entry 'digits-cnn' lacks '{field}'"):
+        models.pretrained("digits-cnn")
+    models.pretrained("digits-mlp")  # the other entries still load
+
+
+@pytest.mark.parametrize("file", ["../digits-cnn.pt", "sub/../../x.pt", "..\\x.pt", "/etc/passwd",
+                                  "C:\\weights\\x.pt"])
+def test_manifest_file_escaping_weights_is_refused(fake_weights, file):
+    """Even with a matching checksum: the manifest may only point inside weights/."""
+    outside = fake_weights.parent / "digits-cnn.pt"
+    outside.write_bytes((fake_weights / "digits-cnn.pt").read_bytes())
+    _edit_manifest(fake_weights, "digits-cnn", file=file)
+    with pytest.raises(ValueError, match="escapes weights/: refusing it"):
+        models.pretrained("digits-cnn")

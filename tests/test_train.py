@@ -60,3 +60,70 @@ def test_fit_bad_arguments():
         fit(models.MLP(), data.digits("test"), epochs=0)
     with pytest.raises(TypeError, match="data must be"):
         fit(models.MLP(), 3, epochs=1)
+
+
+def _digits_batches(n: int = 64, size: int = 32):
+    x, y = data.digits("test")
+    return [(x[i:i + size], y[i:i + size]) for i in range(0, n, size)]
+
+
+@pytest.mark.parametrize("empty", [
+    [],
+    (torch.zeros(0, 1, 8, 8), torch.zeros(0, dtype=torch.long)),
+], ids=["empty list", "empty tensors"])
+def test_fit_refuses_empty_data(empty):
+    with pytest.raises(ValueError, match="data is empty"):
+        fit(models.MLP(), empty, epochs=1, progress=False)
+
+
+def test_fit_refuses_one_shot_generator():
+    batches = (b for b in _digits_batches())
+    with pytest.raises(ValueError, match="no batches in epoch 2.*re-iterable"):
+        fit(models.MLP(), batches, epochs=2, progress=False)
+    # a list of the same batches is re-iterable: both epochs train
+    hist = fit(models.MLP(), _digits_batches(), epochs=2, progress=False)
+    assert len(hist) == 2 and all(h["loss"] > 0 for h in hist)
+
+
+def test_fit_stops_on_non_finite_loss():
+    batches = _digits_batches(n=96)
+    x, y = batches[1]
+    batches[1] = (x.clone().fill_(float("nan")), y)  # NaN input in the second batch
+    with pytest.raises(FloatingPointError, match="epoch 1, batch 2"):
+        fit(models.MLP(), batches, epochs=3, progress=False)
+    model = models.MLP()  # SGD with lr = 1e10 overflows within a few steps
+    with pytest.raises(FloatingPointError, match=r"not finite at epoch \d+, batch \d+"):
+        fit(model, _digits_batches(), epochs=5, progress=False,
+            optimizer=torch.optim.SGD(model.parameters(), lr=1e10))
+
+
+def test_fit_averages_objective_logs():
+    def objective(model, x, y):
+        loss = cross_entropy(model, x, y)
+        return loss, {"twice": 2 * loss.detach(), "size": float(len(x))}
+
+    x, y = data.digits("test")
+    hist = fit(models.MLP(), (x[:48], y[:48]), epochs=2, objective=objective, batch_size=32,
+               progress=False)
+    for row in hist:
+        assert row["twice"] == pytest.approx(2 * row["loss"], rel=1e-5)
+        assert row["size"] == pytest.approx((32 * 32 + 16 * 16) / 48)  # example-weighted
+    with pytest.raises(ValueError, match="may not use the names.*'loss'"):
+        fit(models.MLP(), (x[:48], y[:48]), epochs=1, progress=False,
+            objective=lambda m, x, y: (cross_entropy(m, x, y), {"loss": 1.0}))
+    with pytest.raises(TypeError, match="objective log 'note' must be a number, got str"):
+        fit(models.MLP(), (x[:48], y[:48]), epochs=1, progress=False,
+            objective=lambda m, x, y: (cross_entropy(m, x, y), {"note": "hi"}))
+
+
+def test_fit_reads_losses_once_per_epoch(monkeypatch):
+    """GPU readiness: no loss.item() per batch; the running sums are read once per epoch."""
+    reads = []
+    real_tolist, real_item = torch.Tensor.tolist, torch.Tensor.item
+    monkeypatch.setattr(torch.Tensor, "tolist", lambda t: reads.append("tolist") or real_tolist(t))
+    monkeypatch.setattr(torch.Tensor, "item", lambda t: reads.append("item") or real_item(t))
+    model = models.MLP()
+    # SGD: Adam itself reads its step counter with .item() on the CPU
+    fit(model, _digits_batches(n=160), epochs=2, progress=False,
+        optimizer=torch.optim.SGD(model.parameters(), lr=0.1))
+    assert reads == ["tolist", "tolist"]
