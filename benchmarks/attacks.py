@@ -92,15 +92,15 @@ def cases(args) -> list[Case]:
              lambda ta, m: ta.DeepFool(m, steps=50, overshoot=0.02),
              "success", "l2", n=args.n_slow, repeats=1, match_dist=True),
         Case("Square (Linf)",
+             # black-box attacks return (x_adv, queries): the table compares x_adv
              lambda m, x, y, seed: square(m, x, y, eps=EPS_LINF, max_queries=queries,
-                                                        p_init=0.8, generator=_seeded(seed)),
+                                          p_init=0.8, generator=_seeded(seed))[0],
              lambda ta, m: ta.Square(m, norm="Linf", eps=EPS_LINF, n_queries=queries, p_init=0.8,
                                      loss="margin", seed=0),
              "acc", "linf", repeats=1),
         Case("OnePixel",
              lambda m, x, y, seed: one_pixel(m, x, y, pixels=1, popsize=args.popsize,
-                                                              max_iter=args.de_iter,
-                                                              generator=_seeded(seed)),
+                                             max_iter=args.de_iter, generator=_seeded(seed))[0],
              lambda ta, m: ta.OnePixel(m, pixels=1, steps=args.de_iter, popsize=args.popsize),
              "success", "l0", n=args.n_slow, repeats=1),
     ]

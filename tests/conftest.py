@@ -107,14 +107,20 @@ def check_conventions(attack, x, y, *, ball=None, model=None, **kw):
 
     - output: same shape, dtype, device as x; inside [0, 1]; inside the ball ``(eps, norm)``,
       which defaults to ``(kw["eps"], kw.get("norm", "linf"))`` when the attack takes eps
+    - a black-box attack returns ``(x_adv, queries)``, queries (N,) long counts on x's device
     - x, parameters, buffers, .grad, requires_grad and train/eval mode all unchanged
     - works inside torch.no_grad()
-    Returns x_adv.
+    Returns what the attack returned: x_adv, or ``(x_adv, queries)``.
     """
     model = messy_model() if model is None else model
     x0, before = x.clone(), snapshot(model)
     with torch.no_grad():
-        x_adv = attack(model, x, y, **kw)
+        out = attack(model, x, y, **kw)
+    x_adv = out
+    if isinstance(out, tuple):
+        x_adv, queries = out
+        assert queries.shape == (len(x),) and queries.dtype == torch.long
+        assert queries.device == x.device and (queries >= 0).all()
     assert x_adv.shape == x.shape and x_adv.dtype == x.dtype and x_adv.device == x.device
     assert not x_adv.requires_grad
     assert torch.equal(x, x0), "attack changed its input in place"
@@ -126,7 +132,7 @@ def check_conventions(attack, x, y, *, ball=None, model=None, **kw):
         dist = flat_norm(x_adv - x, norm)
         assert (dist <= eps * (1 + 1e-5) + 1e-6).all(), f"x_adv leaves the {norm} ball: {dist.max()}"
     assert_unchanged(model, before)
-    return x_adv
+    return out
 
 
 @pytest.fixture

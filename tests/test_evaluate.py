@@ -194,8 +194,7 @@ def test_compare_with_the_other_attacks(digits_cnn, small):
     x, y = small[0][:16], small[1][:16]
     attacks = {"cw": lambda m, x, y: cw(m, x, y, steps=100, binary_steps=5), "deepfool": deepfool,
                "square": lambda m, x, y: square(m, x, y, eps=0.2, max_queries=200,
-                                                generator=torch.Generator().manual_seed(0),
-                                                return_queries=True)}
+                                                generator=torch.Generator().manual_seed(0))}
     rows = {r["attack"]: r for r in compare_attacks(digits_cnn, x, y, attacks).rows}
     for name in attacks:
         assert rows[name]["success_rate"] > 0.5, name
@@ -223,3 +222,11 @@ def test_bad_arguments(digits_cnn, small, call, match):
     x, y = small
     with pytest.raises((ValueError, TypeError), match=match):
         call(digits_cnn, x, y)
+
+
+def test_robust_accuracy_takes_a_black_box_attack(digits_cnn, small):
+    """Black-box attacks return (x_adv, queries); robust_accuracy uses x_adv."""
+    x, y = small[0][:8], small[1][:8]
+    curve = robust_accuracy(digits_cnn, x, y, square, eps_list=[0.0, 0.2], max_queries=100,
+                            generator=torch.Generator().manual_seed(0))
+    assert curve.accuracy[1] < curve.accuracy[0]

@@ -2,7 +2,8 @@
 
 One module per attack or family: gradient (FGSM, PGD), cw, deepfool, lbfgs, spatial (stAdv),
 universal (UAP, GUAP), adaptive (EOT, BPDA), pixel (one-pixel), and the black-box attacks zoo,
-square and hop_skip_jump, which reach the model through the query interface of oracle.
+square and hop_skip_jump, which reach the model through the query interface of oracle. Every
+black-box attack (one_pixel too) returns ``(x_adv, queries)``; the others return x_adv.
 """
 
 from .adaptive import BPDA, EOT

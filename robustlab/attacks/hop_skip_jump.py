@@ -99,7 +99,7 @@ def _jump(ledger, b, v, idx, eps, targeted):
 def hop_skip_jump(model: nn.Module | Oracle, x: torch.Tensor, y: torch.Tensor, *, norm: str = "l2",
                   max_queries: int = 10_000, targeted: bool = False, x_init: torch.Tensor | None = None,
                   steps: int = 64, gamma: float = 1.0, init_evals: int = 100, max_evals: int = 10_000,
-                  generator: torch.Generator | None = None, return_queries: bool = False):
+                  generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """HopSkipJumpAttack: a minimum-distortion attack that sees only the top-1 label.
 
     Chen, Jordan and Wainwright, "HopSkipJumpAttack: a query-efficient decision-based attack"
@@ -109,7 +109,8 @@ def hop_skip_jump(model: nn.Module | Oracle, x: torch.Tensor, y: torch.Tensor, *
     sqrt(d) theta ||x_t - x||_2 (L2) or d theta ||x_t - x||_inf (L-inf), 0.1 at t = 1, with
     theta = gamma / d^{3/2} (L2) or gamma / d^2 (L-inf); steps along it (its sign for L-inf) by
     xi_t = ||x_t - x|| / sqrt(t), halved until adversarial; and bisects back to the boundary.
-    Returns the least-distorted adversarial point of each example, or x where none was found.
+    Returns ``(x_adv, queries)``: the least-distorted adversarial point of each example, or x
+    where none was found, and the queries (N,) long each example cost in this call.
 
     Arguments:
         norm: "l2" or "linf"; max_queries: budget per example; steps: iterations at most.
@@ -151,4 +152,4 @@ def hop_skip_jump(model: nn.Module | Oracle, x: torch.Tensor, y: torch.Tensor, *
         better = found & (dist < best_dist)
         best = torch.where(per_example(better, adv), adv, best)  # no boolean-index sync
         best_dist = torch.where(better, dist, best_dist)
-    return ledger.result(best, return_queries)
+    return ledger.result(best)

@@ -1,9 +1,10 @@
 """The black-box query interface: an Oracle that counts queries, and a per-call QueryLedger.
 
 Black-box attacks (ZOO, Square, HopSkipJump, the one-pixel attack) see the model only through
-an Oracle. Each spends at most `max_queries` model evaluations per example and, with
-``return_queries=True``, returns ``(x_adv, queries)``, queries (N,) long being what each
-example of the batch cost.
+an Oracle and spend at most `max_queries` model evaluations per example. Every one of them
+returns ``(x_adv, queries)``: x_adv as any attack's (shape, dtype and device of x), and queries
+an (N,) long tensor on x's device with what each example of the batch cost in this call (not
+what an Oracle passed in had counted before). ``QueryLedger.result`` builds that pair.
 """
 
 from __future__ import annotations
@@ -156,8 +157,10 @@ class QueryLedger:
         out = self.ask(images, idx)
         return is_fooled(out if out.dim() == 1 else out.argmax(1), self.y[idx], targeted)
 
-    def result(self, x_adv: torch.Tensor, return_queries: bool):
-        return (x_adv, self.used()) if return_queries else x_adv
+    def result(self, x_adv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """What every black-box attack returns: ``(x_adv, queries)``, queries (N,) long on
+        x's device, what each example cost in this call."""
+        return x_adv, self.used()
 
 
 def log_scores(p: torch.Tensor) -> torch.Tensor:

@@ -101,7 +101,7 @@ def _mutants(pop: torch.Tensor, h: int, w: int, f: float, generator) -> torch.Te
 @torch.no_grad()
 def one_pixel(model: nn.Module | Oracle, x: torch.Tensor, y: torch.Tensor, *, pixels: int = 1,
               popsize: int = 400, max_iter: int = 100, targeted: bool = False,
-              generator: torch.Generator | None = None, return_queries: bool = False):
+              generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """One-pixel attack by differential evolution, from confidence scores only.
 
     Su, Vargas and Sakurai, "One pixel attack for fooling deep neural networks" (IEEE TEVC
@@ -113,8 +113,8 @@ def one_pixel(model: nn.Module | Oracle, x: torch.Tensor, y: torch.Tensor, *, pi
     soon as a candidate fools the model; each generation costs `popsize` queries, so at most
     popsize (max_iter + 1).
 
-    Returns ``x_adv`` (the fooling candidate of least fitness, else x), and with
-    `return_queries` the queries used per example.
+    Returns ``(x_adv, queries)``: the fooling candidate of least fitness (else x) and the
+    queries (N,) long each example cost in this call.
     """
     for value, name in ((pixels, "pixels"), (popsize, "popsize"), (max_iter, "max_iter")):
         check_positive(value, name, integer=True)
@@ -156,4 +156,4 @@ def one_pixel(model: nn.Module | Oracle, x: torch.Tensor, y: torch.Tensor, *, pi
     pick = fit.masked_fill(~hit, torch.inf).argmin(1)
     x_adv = x.clone()
     x_adv[won] = _paint(x[won], pop[won, pick[won]][:, None])[:, 0]
-    return ledger.result(x_adv, return_queries)
+    return ledger.result(x_adv)

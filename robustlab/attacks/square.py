@@ -102,7 +102,8 @@ def _l2_square(x: torch.Tensor, delta: torch.Tensor, eps: float, p: float, gener
 @torch.no_grad()
 def square(model: nn.Module | Oracle, x: torch.Tensor, y: torch.Tensor, *, eps: float,
            norm: str = "linf", max_queries: int = 5000, p_init: float = 0.8, targeted: bool = False,
-           loss: str = "margin", generator: torch.Generator | None = None, return_queries: bool = False):
+           loss: str = "margin",
+           generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Square Attack: random search over square-shaped updates at the corners of the eps-ball.
 
     Andriushchenko, Croce, Flammarion and Hein, "Square Attack: a query-efficient black-box
@@ -112,6 +113,10 @@ def square(model: nn.Module | Oracle, x: torch.Tensor, y: torch.Tensor, *, eps: 
     keeps it when the loss L(f(x'), y) drops. L is the margin log F_y - max_{k!=y} log F_k
     (= the logit margin) or log F_y ("ce"); targeted: max_{k!=t} log F_k - log F_t or -log F_t.
     p starts at `p_init` and halves on the paper's schedule; an example stops when fooled.
+
+    Returns ``(x_adv, queries)``: the point of least loss found for each example (one that
+    fools the model wherever the attack succeeded) and the queries (N,) long each example cost
+    in this call.
 
     Arguments:
         eps: radius of the ball; norm: "linf" or "l2"; max_queries: budget per example.
@@ -147,4 +152,4 @@ def square(model: nn.Module | Oracle, x: torch.Tensor, y: torch.Tensor, *, eps: 
         # torch.where on the active rows: a boolean index would sync with the GPU each query
         x_best[act] = torch.where(per_example(keep, cand), cand, x_best[act])
         cur[act], done[act] = torch.where(keep, val, cur[act]), torch.where(keep, won, done[act])
-    return ledger.result(x_best, return_queries)
+    return ledger.result(x_best)

@@ -35,8 +35,8 @@ def _zoo_probe(ledger, x0, xk, idx, i, h, c, kappa, targeted):
 def zoo(model: nn.Module | Oracle, x: torch.Tensor, y: torch.Tensor, *, targeted: bool = False,
         c: float = 1.0, kappa: float = 0.0, h: float = 1e-4, lr: float = 0.01,
         coords_per_step: int = 128, max_queries: int = 10_000, solver: str = "adam",
-        beta1: float = 0.9, beta2: float = 0.999, generator: torch.Generator | None = None,
-        return_queries: bool = False):
+        beta1: float = 0.9, beta2: float = 0.999,
+        generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """ZOO: the Carlini-Wagner L2 attack with gradients estimated from confidence scores.
 
     Chen, Zhang, Sharma, Yi and Hsieh, "ZOO: Zeroth order optimization based black-box attacks
@@ -48,7 +48,8 @@ def zoo(model: nn.Module | Oracle, x: torch.Tensor, y: torch.Tensor, *, targeted
         d2g/dx_i^2 ~ (g(x + h e_i) - 2 g(x) + g(x - h e_i)) / h^2,
     and the ZOO-ADAM (Algorithm 2) or ZOO-Newton (Algorithm 3) update, projected onto the box.
     Each step costs 2 * coords_per_step + 1 queries (x itself tells whether x is adversarial).
-    Returns the least-distorted adversarial iterate of each example, or x where none was found.
+    Returns ``(x_adv, queries)``: the least-distorted adversarial iterate of each example, or x
+    where none was found, and the queries (N,) long each example cost in this call.
 
     Arguments:
         c: weight of the attack loss (the paper tunes it by bisection; here it is fixed).
@@ -93,4 +94,4 @@ def zoo(model: nn.Module | Oracle, x: torch.Tensor, y: torch.Tensor, *, targeted
             newton = (curv > 0) & (down > 0) & (up < 1)
             step = torch.where(newton, -lr * grad / curv, -lr * grad)
         xk[ai, i] = (xk[ai, i] + step).clamp(0, 1)
-    return ledger.result(best.view_as(x), return_queries)
+    return ledger.result(best.view_as(x))

@@ -8,9 +8,10 @@ it as it is. Models are evaluated in eval mode and left as found.
 An attack given to these functions is a callable. `robust_accuracy` calls
 ``attack(model, x, y, eps=eps, **attack_kwargs)`` for each budget; `worst_case` and
 `compare_attacks` call ``attack(model, x, y)`` (bind the budget with a lambda or
-``functools.partial``); they also accept attacks that return ``(x_adv, queries)``, as
-black-box attacks do with ``return_queries=True``. An attack that returns NaN is refused
-with an error naming it.
+``functools.partial``). Every black-box attack returns ``(x_adv, queries)``
+(`robustlab.attacks.oracle`); all three accept that pair as well as a bare x_adv, and
+`compare_attacks` reports the queries. An attack that returns NaN is refused with an error
+naming it.
 """
 
 from .accuracy import Attack, RobustCurve, check_adversarial, robust_accuracy, robust_mask

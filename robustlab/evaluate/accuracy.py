@@ -13,7 +13,8 @@ from .._model import check_attack_inputs, correct, eval_mode
 from ..norms import flat_norm
 from .tables import Tabular, markdown_table
 
-Attack = Callable[..., torch.Tensor]
+# x_adv, or (x_adv, queries) for a black-box attack
+Attack = Callable[..., "torch.Tensor | tuple[torch.Tensor, torch.Tensor]"]
 
 # An attack's output may overshoot its ball by float rounding only.
 BALL_RTOL, BALL_ATOL = 1e-5, 1e-6
@@ -22,6 +23,14 @@ BALL_RTOL, BALL_ATOL = 1e-5, 1e-6
 def check_callable(attack, name: str = "attack") -> None:
     if not callable(attack):
         raise TypeError(f"{name} must be callable, got {type(attack).__name__}")
+
+
+def split_queries(out) -> tuple[object, torch.Tensor | None]:
+    """An attack's output as ``(x_adv, queries)``: black-box attacks return that pair, the
+    others x_adv alone (queries None). Anything else is left for `check_adversarial` to refuse."""
+    if isinstance(out, tuple) and len(out) == 2:
+        return out
+    return out, None
 
 
 def check_adversarial(x: torch.Tensor, x_adv, who: str, eps: float | None = None,
@@ -57,7 +66,7 @@ def robust_mask(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: Atta
     for chunk in clean.nonzero()[:, 0].split(batch_size):
         if not len(chunk):  # nothing classified right: nothing to attack
             continue
-        x_adv = attack(model, x[chunk], y[chunk], eps=eps, **attack_kwargs)
+        x_adv, _ = split_queries(attack(model, x[chunk], y[chunk], eps=eps, **attack_kwargs))
         x_adv = check_adversarial(x[chunk], x_adv, who, eps if check_ball else None, ball_norm)
         robust[chunk] = correct(model, x_adv, y[chunk], batch_size=batch_size)
     return robust
@@ -106,7 +115,8 @@ def robust_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: 
     evaluated (and attacked) in eval mode, and every submodule's mode is restored afterwards.
 
     Arguments:
-        attack: called as ``attack(model, x, y, eps=eps, **attack_kwargs)``; to make a step
+        attack: called as ``attack(model, x, y, eps=eps, **attack_kwargs)``, returning x_adv
+            or, as black-box attacks do, ``(x_adv, queries)``; to make a step
             size follow eps, pass e.g. ``lambda m, x, y, eps: pgd(m, x, y, eps=eps,
             alpha=eps / 4, steps=20)``.
         eps_list: the budgets, each a finite number >= 0.

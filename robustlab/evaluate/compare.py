@@ -11,7 +11,7 @@ from torch import nn
 
 from .._model import check_attack_inputs, correct, eval_mode, model_device, predict
 from ..losses import is_fooled
-from .accuracy import Attack, check_adversarial
+from .accuracy import Attack, check_adversarial, split_queries
 from .ensemble import check_attacks, sync
 from .stats import distortion_stats, query_stats
 from .tables import Tabular, markdown_table
@@ -40,11 +40,12 @@ def compare_attacks(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
     attack chapter: for each attack, the success rate over the examples the model classifies
     correctly (the only ones an untargeted attack can break), the mean L0, L2 and L-inf
     distortion of its successful examples (`distortion_stats`), wall-clock seconds and, for
-    attacks that return ``(x_adv, queries)``, the mean queries of successful examples. The
-    model runs in eval mode; every submodule's mode is restored afterwards.
+    black-box attacks (which return ``(x_adv, queries)``), the mean queries of successful
+    examples. The model runs in eval mode; every submodule's mode is restored afterwards.
 
     Arguments:
-        attacks: dict of name -> ``attack(model, x, y)`` returning x_adv or (x_adv, queries).
+        attacks: dict of name -> ``attack(model, x, y)`` returning x_adv or, black-box, ``(x_adv,
+            queries)``.
         targeted: `y` holds target classes; success means reaching them, over all examples.
     Returns a `Comparison` with ``.rows`` (dicts) and ``.table()``.
     """
@@ -61,12 +62,9 @@ def compare_attacks(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
         for name, attack in attacks.items():
             sync(device)
             start = time.perf_counter()
-            out = attack(model, x, y)
+            out, queries = split_queries(attack(model, x, y))
             sync(device)
             seconds = time.perf_counter() - start
-            queries = None
-            if isinstance(out, tuple):
-                out, queries = out
             out = check_adversarial(x, out, f"attacks[{name!r}]")
             success = is_fooled(predict(model, out).argmax(1), y, targeted)
             row = {"attack": name, **distortion_stats(x, out, success), "seconds": seconds}

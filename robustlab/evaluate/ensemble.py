@@ -13,7 +13,7 @@ from torch import nn
 from .._checks import check_eps, check_norm, check_positive
 from .._model import check_attack_inputs, correct, eval_mode, model_device, predict
 from ..attacks import pgd, square
-from .accuracy import Attack, check_adversarial, check_callable
+from .accuracy import Attack, check_adversarial, check_callable, split_queries
 from .tables import Tabular, markdown_table
 
 
@@ -56,13 +56,14 @@ def _targeted_top_k(eps: float, norm: str, steps: int, alpha: float, top_k: int,
 def default_attacks(*, eps: float, norm: str = "linf", steps: int = 50, top_k: int = 3,
                     square_queries: int = 5000,
                     generator: torch.Generator | None = None) -> dict[str, Attack]:
-    """The ordered members of the `worst_case` ensemble, each ``attack(model, x, y) -> x_adv``.
+    """The ordered members of the `worst_case` ensemble, each ``attack(model, x, y)``.
 
     After AutoAttack (Croce and Hein, ICML 2020), with PGD standing in for APGD:
     "pgd-ce" (untargeted PGD on cross-entropy, random start), "pgd-dlr" (PGD on the
     scale-invariant difference-of-logits ratio), "pgd-targeted" (targeted PGD on the margin
     towards each of the `top_k` most likely wrong classes), and "square" (the score-based
-    Square attack, `square_queries` queries; L-inf and L2 only).
+    Square attack, `square_queries` queries; L-inf and L2 only). The PGD members return x_adv;
+    "square", like every black-box attack, returns ``(x_adv, queries)``.
 
     Arguments:
         steps: PGD iterations; the step is 2.5 * eps / steps (Madry et al.).
@@ -126,8 +127,9 @@ def worst_case(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float
 
     Arguments:
         eps, norm: the threat model; every member's output is checked to lie in this ball.
-        attacks: ordered dict of name -> ``attack(model, x, y) -> x_adv`` (or ``(x_adv,
-            queries)``); by default ``default_attacks(eps=eps, norm=norm, generator=generator)``.
+        attacks: ordered dict of name -> ``attack(model, x, y)`` returning x_adv or, as
+            black-box members do, ``(x_adv, queries)``; by default
+            ``default_attacks(eps=eps, norm=norm, generator=generator)``.
         generator: seeds the default members.
     Returns a `WorstCase`: ``x_adv`` (the breaking example where one was found, else x),
     ``robust`` (N,) bool, ``clean_accuracy``, ``robust_accuracy`` and ``stages``, one dict per
@@ -147,8 +149,7 @@ def worst_case(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float
             start = time.perf_counter()
             broken = torch.zeros(0, dtype=torch.bool, device=x.device)
             if len(i):
-                xa = attack(model, x[i], y[i])
-                xa = xa[0] if isinstance(xa, tuple) else xa  # black-box: (x_adv, queries)
+                xa, _ = split_queries(attack(model, x[i], y[i]))
                 xa = check_adversarial(x[i], xa, f"attacks[{name!r}]", eps, norm)
                 broken = ~correct(model, xa, y[i])
                 x_adv[i[broken]] = xa[broken]

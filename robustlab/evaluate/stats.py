@@ -66,7 +66,8 @@ def query_stats(queries: torch.Tensor, success: torch.Tensor) -> dict[str, float
     over the examples broken, since failures just exhaust the budget.
 
     Arguments:
-        queries: (N,) queries spent per example (as ``return_queries=True`` gives).
+        queries: (N,) queries spent per example, the second item of what every black-box
+            attack returns, ``(x_adv, queries)``.
         success: (N,) bool, which examples the attack broke.
     Returns a dict: ``success_rate``, ``n_success``, ``queries_mean``, ``queries_median``.
     """

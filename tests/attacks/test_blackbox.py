@@ -39,9 +39,9 @@ def test_conventions_and_determinism(batch, name):
     attack, kw = ATTACKS[name]
     x, y = batch
     x, y = x[:6], y[:6]
-    a = check_conventions(attack, x, y, generator=gen(1), **kw)
-    b = attack(messy_model(), x, y, generator=gen(1), **kw)
-    assert torch.equal(a, b), "a fixed generator must give the same output twice"
+    a, qa = check_conventions(attack, x, y, generator=gen(1), **kw)
+    b, qb = attack(messy_model(), x, y, generator=gen(1), **kw)
+    assert torch.equal(a, b) and torch.equal(qa, qb), "a fixed generator must give the same output twice"
 
 
 @pytest.mark.parametrize("name", ATTACKS)
@@ -51,7 +51,7 @@ def test_queries_are_counted_and_within_budget(digits_cnn, digits_test, name):
     x, y = x[:6], y[:6]
     model = CountingModel(digits_cnn)
     before = snapshot(model)
-    adv, q = attack(model, x, y, generator=gen(), return_queries=True, **kw)
+    adv, q = attack(model, x, y, generator=gen(), **kw)
     assert q.dtype == torch.long and q.shape == (6,)
     assert q.sum().item() == model.images, "reported queries differ from what the model saw"
     assert (q <= kw["max_queries"]).all() and (q > 0).all()
@@ -59,13 +59,13 @@ def test_queries_are_counted_and_within_budget(digits_cnn, digits_test, name):
     # a caller's Oracle with a smaller budget caps the attack, which must not overrun it
     oracle = Oracle(model, output="label" if attack is hop_skip_jump else "scores", budget=40)
     oracle(x[:1])  # example 0 has already used one query
-    _, q = attack(oracle, x, y, generator=gen(), return_queries=True, **kw)
+    _, q = attack(oracle, x, y, generator=gen(), **kw)
     assert (oracle.queries <= 40).all() and q[0] <= 39
     assert torch.equal(q + torch.tensor([1, 0, 0, 0, 0, 0]), oracle.queries)
     # an example with nothing left to spend is left alone, without an error
     spent = Oracle(model, output=oracle.output, budget=40)
     spent(x[:1].expand(40, -1, -1, -1), torch.zeros(40, dtype=torch.long))
-    adv, q = attack(spent, x, y, generator=gen(), return_queries=True, **kw)
+    adv, q = attack(spent, x, y, generator=gen(), **kw)
     assert q[0] == 0 and torch.equal(adv[0], x[0]) and (q[1:] > 0).all()
 
 
@@ -102,7 +102,7 @@ def test_oracle_hygiene():
 def test_hard_label_oracle_is_enough_for_hsj_but_not_for_score_attacks(digits_cnn, batch):
     x, y = batch
     label = Oracle(digits_cnn, output="label", budget=50)
-    adv, q = hop_skip_jump(label, x[:3], y[:3], max_queries=50, generator=gen(), return_queries=True)
+    adv, q = hop_skip_jump(label, x[:3], y[:3], max_queries=50, generator=gen())
     assert (q <= 50).all()
     for attack, kw in ((square, dict(eps=0.1)), (zoo, {})):
         with pytest.raises(ValueError, match="scores"):
@@ -112,7 +112,7 @@ def test_hard_label_oracle_is_enough_for_hsj_but_not_for_score_attacks(digits_cn
 def test_square_linf_breaks_digits_cnn(digits_cnn, digits_test):
     x, y = digits_test
     x, y = x[:20], y[:20]
-    adv, q = square(digits_cnn, x, y, eps=0.2, max_queries=1000, generator=gen(), return_queries=True)
+    adv, q = square(digits_cnn, x, y, eps=0.2, max_queries=1000, generator=gen())
     fooled = digits_cnn(adv).argmax(1) != y
     assert fooled.float().mean() >= 0.9
     assert flat_norm(adv - x, "linf").max() <= 0.2 + 1e-6
@@ -123,7 +123,7 @@ def test_square_linf_breaks_digits_cnn(digits_cnn, digits_test):
 def test_square_l2_breaks_digits_cnn(digits_cnn, digits_test):
     x, y = digits_test
     x, y = x[:20], y[:20]
-    adv = square(digits_cnn, x, y, eps=1.5, norm="l2", max_queries=500, generator=gen())
+    adv, _ = square(digits_cnn, x, y, eps=1.5, norm="l2", max_queries=500, generator=gen())
     assert (digits_cnn(adv).argmax(1) != y).float().mean() >= 0.9
     assert flat_norm(adv - x, "l2").max() <= 1.5 * (1 + 1e-5)
 
@@ -131,7 +131,7 @@ def test_square_l2_breaks_digits_cnn(digits_cnn, digits_test):
 def test_targeted_square_reaches_target(digits_cnn, digits_test):
     x, y = digits_test
     x, t = x[:10], (y[:10] + 1) % 10
-    adv = square(digits_cnn, x, t, eps=0.3, targeted=True, max_queries=1000, generator=gen())
+    adv, _ = square(digits_cnn, x, t, eps=0.3, targeted=True, max_queries=1000, generator=gen())
     assert (digits_cnn(adv).argmax(1) == t).float().mean() >= 0.9
 
 
@@ -139,7 +139,7 @@ def test_targeted_square_reaches_target(digits_cnn, digits_test):
 def test_zoo_finds_small_adversarial_examples(digits_cnn, digits_test, solver):
     x, y = digits_test
     x, y = x[:10], y[:10]
-    adv = zoo(digits_cnn, x, y, solver=solver, max_queries=2000, generator=gen())
+    adv, _ = zoo(digits_cnn, x, y, solver=solver, max_queries=2000, generator=gen())
     pred = digits_cnn(adv).argmax(1)
     changed = (adv != x).flatten(1).any(1)
     assert ((pred != y) | ~changed).all(), "ZOO returns x where it found nothing"
@@ -151,7 +151,7 @@ def test_zoo_finds_small_adversarial_examples(digits_cnn, digits_test, solver):
 def test_targeted_zoo(digits_cnn, digits_test):
     x, y = digits_test
     x, t = x[:5], (y[:5] + 1) % 10
-    adv = zoo(digits_cnn, x, t, targeted=True, c=10.0, lr=0.05, max_queries=2000,
+    adv, _ = zoo(digits_cnn, x, t, targeted=True, c=10.0, lr=0.05, max_queries=2000,
               generator=gen())
     assert (digits_cnn(adv).argmax(1) == t).float().mean() >= 0.8
 
@@ -161,8 +161,8 @@ def test_hop_skip_jump_shrinks_the_distortion(digits_cnn, digits_test, norm):
     x, y = digits_test
     x, y = x[:10], y[:10]
     # 60 queries pay for the start and the first binary search, not for one gradient estimate
-    start = hop_skip_jump(digits_cnn, x, y, norm=norm, max_queries=60, generator=gen())
-    adv = hop_skip_jump(digits_cnn, x, y, norm=norm, max_queries=1500, generator=gen())
+    start, _ = hop_skip_jump(digits_cnn, x, y, norm=norm, max_queries=60, generator=gen())
+    adv, _ = hop_skip_jump(digits_cnn, x, y, norm=norm, max_queries=1500, generator=gen())
     assert (digits_cnn(start).argmax(1) != y).all() and (digits_cnn(adv).argmax(1) != y).all()
     d0, d1 = flat_norm(start - x, norm), flat_norm(adv - x, norm)
     assert d1.mean() < 0.5 * d0.mean()
@@ -176,7 +176,8 @@ def test_targeted_hop_skip_jump_from_x_init(digits_cnn, digits_test):
     pool = digits_test[0][100:]
     labels = digits_cnn(pool).argmax(1)
     x_init = torch.stack([pool[(labels == k).nonzero()[0, 0]] for k in t.tolist()])
-    adv = hop_skip_jump(digits_cnn, x, t, targeted=True, x_init=x_init, max_queries=1500, generator=gen())
+    adv, _ = hop_skip_jump(digits_cnn, x, t, targeted=True, x_init=x_init, max_queries=1500,
+                           generator=gen())
     assert (digits_cnn(adv).argmax(1) == t).all()
     assert (flat_norm(adv - x, "l2") < 0.6 * flat_norm(x_init - x, "l2")).all()
 
@@ -207,12 +208,12 @@ def test_zoo_update_rules_on_a_linear_model():
     inside = (x0 > 0) & (x0 < 1)
     c = 3 * (2 * f0 / flat_norm(u, "l2") ** 2).max().item()  # x0 - c u / 2 crosses the boundary
     assert c * u.abs().max() / 2 < 0.45  # the interior steps stay inside the box
-    adv = zoo(model, x0, y, solver="newton", lr=1.0, c=c, coords_per_step=64, max_queries=2 * 129)
+    adv, _ = zoo(model, x0, y, solver="newton", lr=1.0, c=c, coords_per_step=64, max_queries=2 * 129)
     newton = torch.where(inside, x0 - c * u / 2, x0 - c * u).clamp(0, 1)
     assert torch.allclose(adv[inside], newton[inside], atol=1e-6)
     assert torch.allclose(adv, newton, atol=1e-3)  # one-sided quotients err by O(h) on the faces
     lr = 3 * (f0 / flat_norm(u, "l1")).max().item()
-    adv = zoo(model, x0, y, solver="adam", lr=lr, coords_per_step=64, max_queries=2 * 129)
+    adv, _ = zoo(model, x0, y, solver="adam", lr=lr, coords_per_step=64, max_queries=2 * 129)
     assert torch.allclose(adv, (x0 - lr * u.sign()).clamp(0, 1), atol=1e-5)
 
 
@@ -220,7 +221,7 @@ def test_zoo_update_rules_on_a_linear_model():
 def test_hop_skip_jump_finds_the_closest_point_of_a_linear_boundary(norm, dual):
     model, x0, y, u, f0 = linear_problem()
     best = f0 / flat_norm(u, dual)
-    adv = hop_skip_jump(model, x0, y, norm=norm, max_queries=1500, generator=gen())
+    adv, _ = hop_skip_jump(model, x0, y, norm=norm, max_queries=1500, generator=gen())
     ratio = flat_norm(adv - x0, norm) / best
     assert (ratio >= 1 - 1e-6).all() and (ratio < 1.2).all(), ratio
 
@@ -228,7 +229,7 @@ def test_hop_skip_jump_finds_the_closest_point_of_a_linear_boundary(norm, dual):
 def test_square_finds_the_linf_corner_of_a_linear_model():
     model, x0, y, u, f0 = linear_problem()
     eps = 1.1 * (f0 / flat_norm(u, "l1")).max().item()  # only corners near x0 - eps sign(u) work
-    adv = square(model, x0, y, eps=eps, max_queries=1000, generator=gen())
+    adv, _ = square(model, x0, y, eps=eps, max_queries=1000, generator=gen())
     assert (model(adv).argmax(1) != y).all()
 
 
