@@ -58,6 +58,42 @@ def messy_model(seed: int = 0) -> nn.Module:
     return m
 
 
+def nested_modes() -> tuple[nn.Module, nn.Module]:
+    """``(wrapped, net)``: a messy network in train mode inside a wrapper in eval mode, a mix
+    that only a per-submodule save and restore of the modes leaves as found."""
+    net = messy_model()
+    wrapped = nn.Sequential(net)
+    wrapped.eval()
+    net.train()
+    return wrapped, net
+
+
+class Sqrt(nn.Module):
+    """A model with an infinite input gradient at 0: sqrt(x) feeds a linear layer."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.lin = nn.Linear(64, 10)
+
+    def forward(self, x):
+        return self.lin(x.flatten(1).sqrt())
+
+
+class CountingModel(nn.Module):
+    """Counts the images it sees, and refuses to run where autograd could record the model."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model, self.images = model, 0
+
+    def forward(self, x):
+        if torch.is_grad_enabled():
+            raise AssertionError("the model was called with gradients enabled")
+        self.images += len(x)
+        return self.model(x)
+
+
 def linear_classifier(k: int = 10, d: int = 64, seed: int = 0) -> nn.Module:
     """An affine classifier z = W x + b on (N, 1, 8, 8) inputs, for exact analytic answers."""
     torch.manual_seed(seed)
@@ -139,3 +175,9 @@ def check_conventions(attack, x, y, *, ball=None, model=None, **kw):
 def batch(digits_test):
     x, y = digits_test
     return x[:16].clone(), y[:16].clone()
+
+
+@pytest.fixture
+def eight(digits_test):
+    x, y = digits_test
+    return x[:8].clone(), y[:8].clone()

@@ -3,6 +3,7 @@ import math
 import pytest
 import torch
 
+from robustlab import models
 from robustlab.attacks import cw, deepfool, fgsm, pgd, square
 from robustlab.evaluate import (
     compare_attacks,
@@ -13,7 +14,9 @@ from robustlab.evaluate import (
     worst_case,
 )
 from robustlab.norms import flat_norm
-from robustlab.train import evaluate
+from robustlab.train import evaluate, predict
+
+from .conftest import leaves_as_found
 
 
 @pytest.fixture(scope="module")
@@ -230,3 +233,68 @@ def test_robust_accuracy_takes_a_black_box_attack(digits_cnn, small):
     curve = robust_accuracy(digits_cnn, x, y, square, eps_list=[0.0, 0.2], max_queries=100,
                             generator=torch.Generator().manual_seed(0))
     assert curve.accuracy[1] < curve.accuracy[0]
+
+
+def fgsm_at(m, x, y, eps):
+    return fgsm(m, x, y, eps=eps)
+
+
+@pytest.fixture
+def resnet_in_train_mode():
+    m = models.pretrained("digits-resnet")
+    m.train()
+    return m
+
+
+EVALUATORS = {
+    "robust_accuracy": lambda m, x, y: robust_accuracy(m, x, y, fgsm_at, eps_list=[0.0, 0.1]),
+    "worst_case": lambda m, x, y: worst_case(m, x, y, eps=0.1, attacks={"fgsm": lambda m, x, y:
+                                                                         fgsm(m, x, y, eps=0.1)}),
+    "compare_attacks": lambda m, x, y: compare_attacks(m, x, y, {"fgsm": lambda m, x, y:
+                                                                 fgsm(m, x, y, eps=0.1)}),
+}
+
+
+# issue 7: in train mode, batch norm used batch statistics and updated its running statistics
+@pytest.mark.parametrize("name", EVALUATORS)
+def test_evaluators_use_eval_mode_and_leave_the_model_as_found(name, resnet_in_train_mode, eight):
+    """In train mode, batch norm used batch statistics (clean accuracy 0.75 instead of 1.0)
+    and updated its running statistics."""
+    x, y = eight
+    m = resnet_in_train_mode
+    leaves_as_found(lambda: EVALUATORS[name](m, x, y), m, x, y)
+    if name == "robust_accuracy":
+        assert robust_accuracy(m, x, y, fgsm_at, eps_list=[0.0]).accuracy[0] == 1.0
+
+
+# issue 7: robust_accuracy raised "x is empty" when every clean prediction was wrong
+def test_robust_accuracy_when_every_example_is_misclassified(digits_cnn, eight):
+    x, y = eight
+    wrong = (predict(digits_cnn, x).argmax(1) + 1) % 10
+    curve = robust_accuracy(digits_cnn, x, wrong, fgsm_at, eps_list=[0.0, 0.1])
+    assert curve.accuracy == [0.0, 0.0]
+
+
+# issue 7: labels outside [0, K) were silently counted as misclassified
+@pytest.mark.parametrize("name", EVALUATORS)
+@pytest.mark.parametrize("label,match", [(12, r"outside \[0, 10\)"), (-1, "negative label")])
+def test_evaluators_check_labels_against_the_classes(name, label, match, digits_cnn, eight):
+    x, y = eight
+    with pytest.raises(ValueError, match=match):
+        EVALUATORS[name](digits_cnn, x, torch.full_like(y, label))
+
+
+# issue 7: a NaN adversarial input passed the ball check and counted as a successful attack
+@pytest.mark.parametrize("name", ["robust_accuracy", "worst_case", "compare_attacks"])
+def test_evaluators_refuse_nan_naming_the_attack(name, digits_cnn, eight):
+    x, y = eight
+
+    def nan_attack(m, x, y, eps=0.1):
+        out = x.clone()
+        out[0, 0, 0, 0] = float("nan")
+        return out
+    calls = {"robust_accuracy": lambda: robust_accuracy(digits_cnn, x, y, nan_attack, eps_list=[0.1]),
+             "worst_case": lambda: worst_case(digits_cnn, x, y, eps=0.1, attacks={"bad": nan_attack}),
+             "compare_attacks": lambda: compare_attacks(digits_cnn, x, y, {"bad": nan_attack})}
+    with pytest.raises(ValueError, match=r"(nan_attack|'bad').*NaN"):
+        calls[name]()

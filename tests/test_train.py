@@ -5,6 +5,8 @@ from torch import nn
 from robustlab import data, models, seed_everything
 from robustlab.train import cross_entropy, evaluate, fit, predict
 
+from .conftest import leaves_as_found, nested_modes
+
 
 def test_fit_learns_and_is_reproducible():
     train, test = data.digits("train"), data.digits("test")
@@ -127,3 +129,11 @@ def test_fit_reads_losses_once_per_epoch(monkeypatch):
     fit(model, _digits_batches(n=160), epochs=2, progress=False,
         optimizer=torch.optim.SGD(model.parameters(), lr=0.1))
     assert reads == ["tolist", "tolist"]
+
+
+# issue 7: train.evaluate restored only the top-level train/eval mode
+def test_evaluate_restores_nested_modes(eight):
+    x, y = eight
+    wrapped, net = nested_modes()
+    leaves_as_found(lambda: evaluate(wrapped, (x, y)), wrapped, x, y)
+    assert net.training and not wrapped.training

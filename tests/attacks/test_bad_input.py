@@ -114,3 +114,18 @@ def test_device_mismatch(attack, batch, digits_cnn):
     x, y = batch
     with pytest.raises(ValueError, match="model is on meta"):
         attack(copy.deepcopy(digits_cnn).to("meta"), x[:2], y[:2])
+
+
+# issue 7: float16 gave NaN (guap) or "images contains NaN" (zoo) instead of a clear refusal
+@pytest.mark.parametrize("name", ["guap", "zoo", "fgsm"])
+def test_half_precision_is_refused_clearly(name, digits_cnn, eight):
+    x, y = eight
+    with pytest.raises(TypeError, match="float16.*float32 or float64"):
+        ATTACKS[name](copy.deepcopy(digits_cnn).half(), x.half(), y)
+
+
+# issue 7: a dtype mismatch gave torch's "Input type (double) and bias type (float)"
+def test_dtype_mismatch_between_x_and_model(digits_cnn, eight):
+    x, y = eight
+    with pytest.raises(TypeError, match="x has dtype torch.float64 but the model's parameters"):
+        A.fgsm(digits_cnn, x.double(), y, eps=0.1)

@@ -141,3 +141,10 @@ def test_already_fooled_returned_unchanged_l2(digits_cnn, digits_test):
     wrong = (digits_cnn(x).argmax(1) + 1) % 10  # pretend labels the model already gets wrong
     adv = cw(digits_cnn, x, wrong)
     assert flat_norm(adv - x, "l2").max() < 1e-3
+
+
+# issue 7: an input that requires grad raised "can't optimize a non-leaf Tensor"
+def test_cw_accepts_an_input_that_requires_grad(digits_cnn, eight):
+    x, y = eight
+    x_adv = cw(digits_cnn, x.clone().requires_grad_(True), y, steps=5, binary_steps=1)
+    assert x_adv.shape == x.shape and not x_adv.requires_grad

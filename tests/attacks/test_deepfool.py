@@ -4,7 +4,7 @@ import torch
 from robustlab.attacks.deepfool import deepfool
 from robustlab.norms import flat_norm
 
-from ..conftest import check_conventions, linear_classifier, messy_model
+from ..conftest import Sqrt, check_conventions, linear_classifier, messy_model
 
 
 def linear_setup(k, norm, n=8, seed=1):
@@ -89,3 +89,10 @@ def test_num_classes_restricts_candidates():
         adv = deepfool(model, x, y, num_classes=num_classes, overshoot=1e-3)
         assert model(adv).argmax(1).item() == target
         assert abs(flat_norm(adv - x, "l2").item() / dist - 1) < 0.01
+
+
+# issue 7: DeepFool returned NaN pixels where the input gradient is infinite
+def test_infinite_gradient_gives_no_nan(eight):
+    x, y = eight  # digits have many pixels at exactly 0, where sqrt' is infinite
+    assert (x == 0).any()
+    assert not deepfool(Sqrt(), x, y, steps=3).isnan().any()

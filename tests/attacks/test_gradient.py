@@ -5,7 +5,7 @@ from robustlab.attacks import fgsm, pgd
 from robustlab.norms import flat_norm, project_l1, random_in_ball
 from robustlab.train import evaluate
 
-from ..conftest import check_conventions, linear_classifier, messy_model
+from ..conftest import Sqrt, check_conventions, linear_classifier, messy_model
 
 
 @pytest.mark.parametrize("norm", ["linf", "l2"])
@@ -92,3 +92,25 @@ def test_random_start_inside_ball(norm):
     d = random_in_ball(x, 0.7, norm, torch.Generator().manual_seed(0))
     n = flat_norm(d, norm)
     assert (n <= 0.7 + 1e-5).all() and n.min() > 0
+
+
+NAN_PRONE = {
+    "fgm": lambda m, x, y: fgsm(m, x, y, eps=0.5, norm="l2"),
+    "pgd-l2": lambda m, x, y: pgd(m, x, y, eps=0.5, alpha=0.1, steps=3, norm="l2", random_start=False),
+}
+
+
+# issue 7: FGM and PGD-L2 returned NaN pixels where the input gradient is infinite
+@pytest.mark.parametrize("name", NAN_PRONE)
+def test_infinite_gradient_gives_no_nan(name, eight):
+    x, y = eight  # digits have many pixels at exactly 0, where sqrt' is infinite
+    assert (x == 0).any()
+    x_adv = NAN_PRONE[name](Sqrt(), x, y)
+    assert not x_adv.isnan().any()
+
+
+# issue 7: norm=True was accepted as L1
+def test_norm_true_is_not_l1(digits_cnn, eight):
+    x, y = eight
+    with pytest.raises(ValueError, match="norm"):
+        pgd(digits_cnn, x, y, eps=0.1, alpha=0.01, steps=1, norm=True)

@@ -6,8 +6,16 @@ from robustlab.attacks import Oracle
 from robustlab.attacks.pixel import _mutants, one_pixel, single_pixel_search
 from robustlab.norms import flat_norm
 
-from ..conftest import assert_unchanged, check_conventions, messy_model, snapshot
-from .test_blackbox import CountingModel, gen
+from ..conftest import (
+    CountingModel,
+    assert_unchanged,
+    check_conventions,
+    leaves_as_found,
+    messy_model,
+    nested_modes,
+    snapshot,
+)
+from ..conftest import seeded as gen
 
 
 def changed_pixels(adv, x):
@@ -111,3 +119,11 @@ def test_one_pixel_needs_scores(digits_cnn, batch):
     x, y = batch
     with pytest.raises(ValueError, match="scores"):
         one_pixel(Oracle(digits_cnn, output="label"), x, y)
+
+
+# issue 7: single_pixel_search restored only the top-level train/eval mode
+def test_single_pixel_search_restores_nested_modes(eight):
+    x, y = eight
+    wrapped, net = nested_modes()
+    leaves_as_found(lambda: single_pixel_search(wrapped, x[:1], y[:1]), wrapped, x, y)
+    assert net.training and not wrapped.training

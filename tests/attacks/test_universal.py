@@ -110,3 +110,16 @@ def test_apply_guap_checks_the_flow(batch):
     x, y = batch
     with pytest.raises(ValueError, match="flow"):
         apply_guap(x, torch.zeros(1, 2, 4, 4), torch.zeros(1, 1, 8, 8))
+
+
+# issue 7: fooling_rate checked no arguments (N = 0 divided by zero, float labels, 0-255 pixels)
+@pytest.mark.parametrize("args,error,match", [
+    (lambda x, y: (x[:0], y[:0]), ValueError, "empty"),
+    (lambda x, y: (x, y[:3]), ValueError, "y must have shape"),
+    (lambda x, y: (x, y.float()), TypeError, "integer class indices"),
+    (lambda x, y: (x * 255, y), ValueError, r"\[0, 1\]"),
+    (lambda x, y: (x, torch.full_like(y, 10)), ValueError, "labels outside"),
+])
+def test_fooling_rate_checks_its_arguments(args, error, match, digits_cnn, eight):
+    with pytest.raises(error, match=match):
+        fooling_rate(digits_cnn, *args(*eight))

@@ -1,0 +1,80 @@
+import pytest
+import torch
+from torch import nn
+
+from robustlab.attacks import Oracle, QueryBudgetError, hop_skip_jump, square, zoo
+
+from ..conftest import CountingModel, assert_unchanged, messy_model, snapshot
+from ..conftest import seeded as gen
+
+
+def test_oracle_budget_and_outputs(digits_cnn, digits_test):
+    x, y = digits_test
+    x = x[:4]
+    model = CountingModel(digits_cnn)
+    scores = Oracle(model, budget=2)
+    p = scores(x)
+    assert p.shape == (4, 10) and torch.allclose(p.sum(1), torch.ones(4))
+    scores(x[:2], torch.tensor([0, 3]))
+    assert scores.queries.tolist() == [2, 1, 1, 2] and scores.remaining(4).tolist() == [0, 1, 1, 0]
+    with pytest.raises(QueryBudgetError, match=r"budget of 2 .* example\(s\) \[0\]"):
+        scores(x[:2])
+    assert model.images == 6, "a refused query must not reach the model"
+    scores.reset()
+    scores(x[:2])
+    label = Oracle(model, output="label")
+    out = label(x)
+    assert out.dtype == torch.long and out.shape == (4,)
+    assert torch.equal(out, digits_cnn(x).argmax(1))
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        label(x * 2)
+
+
+def test_oracle_hygiene():
+    model = messy_model()
+    before = snapshot(model)
+    out = Oracle(model)(torch.rand(5, 1, 8, 8))
+    assert not out.requires_grad
+    assert_unchanged(model, before)
+
+
+def test_hard_label_oracle_is_enough_for_hsj_but_not_for_score_attacks(digits_cnn, batch):
+    x, y = batch
+    label = Oracle(digits_cnn, output="label", budget=50)
+    adv, q = hop_skip_jump(label, x[:3], y[:3], max_queries=50, generator=gen())
+    assert (q <= 50).all()
+    for attack, kw in ((square, dict(eps=0.1)), (zoo, {})):
+        with pytest.raises(ValueError, match="scores"):
+            attack(label, x, y, **kw)
+
+
+def test_bad_oracle_arguments(digits_cnn, batch):
+    x, y = batch
+    with pytest.raises(ValueError, match="budget"):
+        Oracle(digits_cnn, budget=0)
+    with pytest.raises(ValueError, match="output"):
+        Oracle(digits_cnn, output="logits")
+    with pytest.raises(TypeError, match="model"):
+        Oracle("not a model")
+    with pytest.raises(ValueError, match="y holds label"):
+        square(digits_cnn, x, torch.full_like(y, 12), eps=0.1, max_queries=5)
+
+
+# issue 7: a negative idx gave a raw bincount error, a float idx was silently truncated
+@pytest.mark.parametrize("idx,error,match", [
+    (torch.tensor([0, -1]), ValueError, "negative"),
+    (torch.tensor([0.0, 1.7]), TypeError, "integer"),
+])
+def test_oracle_idx_is_checked(idx, error, match, digits_cnn, eight):
+    x, _ = eight
+    with pytest.raises(error, match=match):
+        Oracle(digits_cnn)(x[:2], idx)
+
+
+# issue 7: device, dtype and num_classes were set as a side effect of the first call
+def test_oracle_states_what_it_knows_up_front(digits_cnn):
+    oracle = Oracle(digits_cnn)
+    assert (oracle.num_classes, oracle.device, oracle.dtype) == (10, torch.device("cpu"), torch.float32)
+    assert len(oracle.queries) == 0
+    with pytest.raises(ValueError, match="num_classes"):
+        Oracle(nn.Flatten())
