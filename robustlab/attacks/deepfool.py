@@ -51,6 +51,8 @@ def deepfool(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: str = 
         r_tot, x_adv = torch.zeros_like(x), x.clone()
         active = z0.argmax(1) == y
         for _ in range(steps):
+            # the one host sync of a step: gradients only for the rows still on y's side, and
+            # none left means done; the bookkeeping below stays on the device
             i = active.nonzero()[:, 0]
             if len(i) == 0:
                 break
@@ -67,7 +69,7 @@ def deepfool(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: str = 
             f_l, w_l, wn_l = f[rows, l].detach(), w[rows, l], wn[rows, l]
             scale = per_example((f_l.abs() + 1e-4) / wn_l**q, x)
             r = scale * (w_l if q == 2 else w_l.sign())
-            r_tot[i] += r
-            x_adv[i] = (x[i] + (1 + overshoot) * r_tot[i]).clamp(0, 1)
-            active[i] = logits_of(model, x_adv[i]).argmax(1) == y[i]
+            r_tot = r_tot.index_add(0, i, r)
+            x_adv = torch.where(per_example(active, x), (x + (1 + overshoot) * r_tot).clamp(0, 1), x_adv)
+            active = active.index_copy(0, i, logits_of(model, x_adv[i]).argmax(1) == y[i])
     return x_adv.detach()
