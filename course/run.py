@@ -10,6 +10,7 @@ cell of any lesson, about 12 s in full mode), so a hanging cell cannot block `ma
     python course/run.py --full     # the full mode learners see
     python course/run.py --inplace  # re-execute in full mode and store outputs in lessons/
     python course/run.py --timeout 60   # fail any cell that runs longer than 60 s
+    python course/run.py --seed 1       # another seed for every random draw of the lessons
 """
 
 from __future__ import annotations
@@ -23,6 +24,11 @@ ROOT = Path(__file__).resolve().parent.parent
 LESSONS = ROOT / "lessons"
 FIGURES_MIME = "application/vnd.robustlab.figures+json"
 CELL_TIMEOUT = 600  # seconds; the slowest cell of any lesson takes about 12 s in full mode
+# The kernel's own log is noise a learner cannot act on: a warning that the local TCP socket is
+# unencrypted, and "KeyboardInterrupt caught in kernel" when jupyter_client's shutdown (which
+# always sends SIGINT first) lands while the kernel handles a message. What a cell prints,
+# warnings included, still reaches the notebook, and a failing cell still fails the run.
+KERNEL_ARGS = ["--IPKernelApp.log_level=CRITICAL"]
 
 
 def key_figures(nb) -> dict:
@@ -44,9 +50,26 @@ def timed_out_cell(nb) -> str:
     return f"cell index {started[-1]} ({first_line[:60]!r})"
 
 
+def execute(path: Path, target: Path, parameters: dict, timeout: int = CELL_TIMEOUT):
+    """Run a notebook headless with papermill, from lessons/, and save it to `target`.
+
+    The one way the course runner and the tests execute a lesson: same working folder, kernel,
+    per-cell timeout and quiet kernel log. The kernel inherits this process's environment, so a
+    caller imitates another CPU by setting ATEN_CPU_CAPABILITY and friends before the call.
+    """
+    import papermill as pm
+
+    return pm.execute_notebook(str(path), str(target), parameters=parameters, cwd=str(LESSONS),
+                               kernel_name="python3", progress_bar=False,
+                               execution_timeout=timeout, extra_arguments=list(KERNEL_ARGS))
+
+
 def run_lesson(path: Path, out_dir: Path, fast: bool, inplace: bool,
-               timeout: int = CELL_TIMEOUT) -> dict:
-    """Execute one lesson and return its summary row; `timeout` bounds each cell, in seconds."""
+               timeout: int = CELL_TIMEOUT, seed: int | None = None) -> dict:
+    """Execute one lesson and return its summary row; `timeout` bounds each cell, in seconds.
+
+    `seed`, when given, replaces the lesson's SEED parameter (every random draw it makes).
+    """
     import nbformat
     import papermill as pm
     from nbclient.exceptions import CellTimeoutError
@@ -58,9 +81,9 @@ def run_lesson(path: Path, out_dir: Path, fast: bool, inplace: bool,
     try:
         # in place, the stored notebook keeps its own defaults: no injected-parameters cell
         params = {} if inplace else {"FAST": fast}
-        nb = pm.execute_notebook(str(path), str(target), parameters=params,
-                                 cwd=str(LESSONS), kernel_name="python3", progress_bar=False,
-                                 execution_timeout=timeout)
+        if seed is not None:
+            params["SEED"] = seed
+        nb = execute(path, target, params, timeout)
     except pm.PapermillExecutionError as e:
         row["status"] = "FAILED"
         row["error"] = f"cell {e.exec_count} (index {e.cell_index}): {e.ename}: {e.evalue}"
@@ -113,6 +136,8 @@ def main(argv=None) -> int:
     p.add_argument("--timeout", type=positive_seconds, default=CELL_TIMEOUT,
                    help=f"fail a cell that runs longer than this, in seconds "
                         f"(default {CELL_TIMEOUT})")
+    p.add_argument("--seed", type=int, default=None,
+                   help="run the lessons with this SEED instead of their own (0)")
     args = p.parse_args(argv)
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -124,7 +149,8 @@ def main(argv=None) -> int:
     for path in paths:
         print(f"running {path.name} ...", flush=True)
         rows.append(run_lesson(path, out_dir, fast=not (args.full or args.inplace),
-                               inplace=args.inplace, timeout=args.timeout))
+                               inplace=args.inplace, timeout=args.timeout,
+                               seed=args.seed))
         if rows[-1]["status"] != "ok":
             print(f"  {path.name} FAILED at {rows[-1]['error']}", flush=True)
     summary = table(rows)
