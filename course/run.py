@@ -107,11 +107,13 @@ def run_lesson(path: Path, out_dir: Path, fast: bool, inplace: bool,
 
 
 def table(rows) -> str:
-    head = "| lesson | status | seconds | key figures |\n| --- | --- | ---: | --- |"
-    lines = [f"| {r['lesson']} | {r['status']} | {r['seconds']:.1f} | "
-             + (", ".join(f"{k} = {v}" for k, v in r["figures"].items()) or r["error"]) + " |"
-             for r in rows]
-    return "\n".join([head, *lines])
+    """The summary: one markdown row per lesson, with the library's one table helper."""
+    from robustlab.evaluate import markdown_table
+
+    return markdown_table(["lesson", "status", "seconds", "key figures"],
+                          [(r["lesson"], r["status"], f"{r['seconds']:.1f}",
+                            ", ".join(f"{k} = {v}" for k, v in r["figures"].items()) or r["error"])
+                           for r in rows])
 
 
 def positive_seconds(text: str) -> int:
