@@ -130,3 +130,41 @@ def test_real_lessons_student_copies_parse_and_keep_no_solution():
                     ast.parse(student.python_source(cell.source))
                 except SyntaxError as e:
                     raise AssertionError(f"{path.name} cell {index} does not parse: {e}") from e
+
+
+def expected_stop(copy, first: int) -> int:
+    """Where a student copy must stop: the exercise cell itself when its stub is at top level,
+    otherwise (a function body) the next code cell, the check that calls it."""
+    if any(line == "raise NotImplementedError()" for line in copy.cells[first].source.splitlines()):
+        return first
+    return next(i for i in range(first + 1, len(copy.cells)) if copy.cells[i].cell_type == "code")
+
+
+@pytest.mark.lessons
+@pytest.mark.parametrize("path", LESSON_PATHS, ids=[p.stem for p in LESSON_PATHS])
+def test_student_copy_runs_to_its_first_exercise(path, tmp_path):
+    """Fast mode, from the top: every cell runs until the first exercise, which stops with
+    NotImplementedError (never a SyntaxError or NameError) in the exercise or its check cell."""
+    import papermill as pm
+
+    lesson = nbformat.read(str(path), as_version=4)
+    first = student.solution_cells(lesson)[0]
+    copy = student.student_copy(lesson, name=path.name)
+    source, target = tmp_path / path.name, tmp_path / f"out-{path.name}"
+    nbformat.write(copy, str(source))
+    with pytest.raises(pm.PapermillExecutionError) as info:
+        run.execute(source, target, {"FAST": True}, timeout=300)
+    error = info.value
+    # the executed copy without papermill's own cells (injected parameters, error banner)
+    executed = nbformat.read(str(target), as_version=4)
+    cells = [c for c in executed.cells
+             if not {"injected-parameters", "papermill-error-cell-tag"} & set(c.metadata.get("tags", []))]
+    assert [c.source for c in cells] == [c.source for c in copy.cells]
+    errored = [i for i, c in enumerate(cells)
+               if any(o.get("output_type") == "error" for o in c.get("outputs", []))]
+    stop = expected_stop(copy, first)
+    assert errored and errored[0] >= first, (
+        f"{path.name}: cell {errored[:1]} fails before the first exercise (cell {first}) with "
+        f"{error.ename}: {error.evalue}; the lesson itself does not run that far in fast mode")
+    assert error.ename == "NotImplementedError", f"cell {errored}: {error.ename}: {error.evalue}"
+    assert errored == [stop], f"{path.name}: cells {errored} errored, expected only cell {stop}"
