@@ -4,6 +4,7 @@ import importlib.util
 from pathlib import Path
 
 import nbformat
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 spec = importlib.util.spec_from_file_location("course_run", ROOT / "course" / "run.py")
@@ -49,8 +50,6 @@ def test_runner_fails_a_cell_that_times_out(tmp_path):
 
 
 def test_runner_timeout_option(capsys):
-    import pytest
-
     for bad in ("0", "-5", "1.5", "soon"):
         with pytest.raises(SystemExit) as exit_info:
             run.main(["--timeout", bad, "--only", "no-such-lesson"])
@@ -71,21 +70,101 @@ def test_student_copy_strips_solutions_and_outputs():
     nb.cells[1].outputs = [nbformat.v4.new_output("stream", text="hi")]
     nb.cells[1].execution_count = 3
     copy = student.student_copy(nb)
-    assert copy.cells[1].source == "def f(x):\n    # YOUR CODE HERE\n"
+    # nbgrader's stub at the indentation of the BEGIN marker: the function stays valid
+    assert copy.cells[1].source == "def f(x):\n    # YOUR CODE HERE\n    raise NotImplementedError()\n"
     assert copy.cells[1].outputs == [] and copy.cells[1].execution_count is None
     assert copy.cells[2].source == "assert f(2) == 4"
     assert "y = x * 2" in nb.cells[1].source  # the instructor's notebook is untouched
 
 
-def test_student_copy_rejects_unbalanced_markers():
-    import pytest
+def test_stripped_function_bodies_are_valid_and_raise_not_implemented():
+    method = ("import math\n\nclass Straight:\n    def forward(self, x):\n"
+              "        ### BEGIN SOLUTION\n        return x + 1\n        ### END SOLUTION\n\n"
+              "def norms(d):\n    ### BEGIN SOLUTION\n    a = 1\n    ### END SOLUTION\n    return a\n")
+    out = student.strip_solutions(method)
+    assert out == ("import math\n\nclass Straight:\n    def forward(self, x):\n"
+                   "        # YOUR CODE HERE\n        raise NotImplementedError()\n\n"
+                   "def norms(d):\n    # YOUR CODE HERE\n    raise NotImplementedError()\n    return a\n")
+    namespace = {}
+    exec(compile(out, "<student>", "exec"), namespace)  # defining the functions works
+    with pytest.raises(NotImplementedError):
+        namespace["Straight"]().forward(1)
+    with pytest.raises(NotImplementedError):
+        namespace["norms"](0)
+    # a top-level region: the cell itself stops at the stub, before any line that would need it
+    top = "x = 2\n### BEGIN SOLUTION\ny = x * 2\n### END SOLUTION\nprint(y)"
+    assert student.strip_solutions(top) == "x = 2\n# YOUR CODE HERE\nraise NotImplementedError()\nprint(y)"
+    with pytest.raises(NotImplementedError):
+        exec(compile(student.strip_solutions(top), "<student>", "exec"), {})
 
+
+def test_student_copy_rejects_a_cell_that_would_not_parse():
+    nb = notebook("FAST = False", "x = 1", "values = [\n    ### BEGIN SOLUTION\n    1, 2,\n"
+                                           "    ### END SOLUTION\n]")
+    with pytest.raises(ValueError, match=r"lesson\.ipynb cell 2: .*does not parse"):
+        student.student_copy(nb, name="lesson.ipynb")
+
+
+def test_student_copy_rejects_unbalanced_markers():
     with pytest.raises(ValueError, match="unbalanced"):
         student.strip_solutions("### BEGIN SOLUTION\nx = 1\n")
 
 
-def test_real_lessons_have_no_solution_left():
-    for path in sorted((ROOT / "lessons").glob("*.ipynb")):
-        copy = student.student_copy(nbformat.read(str(path), as_version=4))
-        text = "\n".join(c.source for c in copy.cells if c.cell_type == "code")
-        assert "SOLUTION" not in text
+LESSON_PATHS = sorted((ROOT / "lessons").glob("*.ipynb"))
+
+
+def test_real_lessons_student_copies_parse_and_keep_no_solution():
+    import ast
+
+    assert LESSON_PATHS
+    for path in LESSON_PATHS:
+        lesson = nbformat.read(str(path), as_version=4)
+        copy = student.student_copy(lesson, name=path.name)
+        code = [c.source for c in copy.cells if c.cell_type == "code"]
+        assert "SOLUTION" not in "\n".join(code), path.name
+        for index in student.solution_cells(lesson):
+            assert "raise NotImplementedError()" in copy.cells[index].source, (path.name, index)
+        for index, cell in enumerate(copy.cells):
+            if cell.cell_type == "code":
+                try:
+                    ast.parse(student.python_source(cell.source))
+                except SyntaxError as e:
+                    raise AssertionError(f"{path.name} cell {index} does not parse: {e}") from e
+
+
+def expected_stop(copy, first: int) -> int:
+    """Where a student copy must stop: the exercise cell itself when its stub is at top level,
+    otherwise (a function body) the next code cell, the check that calls it."""
+    if any(line == "raise NotImplementedError()" for line in copy.cells[first].source.splitlines()):
+        return first
+    return next(i for i in range(first + 1, len(copy.cells)) if copy.cells[i].cell_type == "code")
+
+
+@pytest.mark.lessons
+@pytest.mark.parametrize("path", LESSON_PATHS, ids=[p.stem for p in LESSON_PATHS])
+def test_student_copy_runs_to_its_first_exercise(path, tmp_path):
+    """Fast mode, from the top: every cell runs until the first exercise, which stops with
+    NotImplementedError (never a SyntaxError or NameError) in the exercise or its check cell."""
+    import papermill as pm
+
+    lesson = nbformat.read(str(path), as_version=4)
+    first = student.solution_cells(lesson)[0]
+    copy = student.student_copy(lesson, name=path.name)
+    source, target = tmp_path / path.name, tmp_path / f"out-{path.name}"
+    nbformat.write(copy, str(source))
+    with pytest.raises(pm.PapermillExecutionError) as info:
+        run.execute(source, target, {"FAST": True}, timeout=300)
+    error = info.value
+    # the executed copy without papermill's own cells (injected parameters, error banner)
+    executed = nbformat.read(str(target), as_version=4)
+    cells = [c for c in executed.cells
+             if not {"injected-parameters", "papermill-error-cell-tag"} & set(c.metadata.get("tags", []))]
+    assert [c.source for c in cells] == [c.source for c in copy.cells]
+    errored = [i for i, c in enumerate(cells)
+               if any(o.get("output_type") == "error" for o in c.get("outputs", []))]
+    stop = expected_stop(copy, first)
+    assert errored and errored[0] >= first, (
+        f"{path.name}: cell {errored[:1]} fails before the first exercise (cell {first}) with "
+        f"{error.ename}: {error.evalue}; the lesson itself does not run that far in fast mode")
+    assert error.ename == "NotImplementedError", f"cell {errored}: {error.ename}: {error.evalue}"
+    assert errored == [stop], f"{path.name}: cells {errored} errored, expected only cell {stop}"
