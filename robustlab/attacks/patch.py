@@ -122,8 +122,8 @@ def patch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, size: int, step
           target: int | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
     """A universal square adversarial patch, learned over many images at random positions.
 
-    Brown, Mané, Roy, Abadi and Gilmer, "Adversarial Patch" (2017), equation (2), expectation
-    over transformation (Athalye et al.) of the patch's location:
+    Brown, Mané, Roy, Abadi and Gilmer, "Adversarial Patch" (2017), the objective of section 2,
+    an expectation over transformation (Athalye et al.) of the patch's location:
         p* = argmax_p  E_{(x, y) ~ X, l ~ L} [ log Pr(target | A(p, x, l)) ]      (targeted)
         p* = argmax_p  E_{(x, y) ~ X, l ~ L} [ CE(model(A(p, x, l)), y) ]        (untargeted)
     where A(p, x, l) pastes p with its top-left corner at l (`apply_patch`) and L is uniform
@@ -180,8 +180,8 @@ def patch_success(model: nn.Module, x: torch.Tensor, y: torch.Tensor, patch: tor
                   batch_size: int = 512, generator: torch.Generator | None = None) -> float:
     """Success rate of a patch on images at random positions: the measure of Brown et al.
 
-    Brown et al., "Adversarial Patch" (2017), Figure 3: the fraction of images whose label the
-    patch changes, averaged over random placements. Exactly, with `trials` independent
+    Brown et al., "Adversarial Patch" (2017), section 3: the fraction of images whose label the
+    patch changes (or sets to the target), averaged over random placements. Exactly, with `trials` independent
     positions l_t drawn uniformly per image and per trial (`apply_patch`), and f the model's
     label:
         untargeted:  mean over t and over {i : f(x_i) = y_i} of [f(A(p, x_i, l_t)) != y_i]
