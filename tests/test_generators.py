@@ -27,6 +27,8 @@ DRAWING = {
     "one_pixel": lambda m, x, y, g: A.one_pixel(m, x, y, popsize=5, max_iter=2, generator=g),
     "uap": lambda m, x, y, g: A.uap(m, x, y, eps=0.1, max_passes=1, generator=g),
     "guap": lambda m, x, y, g: A.guap(m, x, y, eps=0.1, steps=2, generator=g)[1],
+    "patch": lambda m, x, y, g: A.patch(m, x, y, size=3, steps=2, generator=g),
+    "apply_patch": lambda m, x, y, g: A.apply_patch(x, x[0, :, :3, :3], generator=g),
     "random_resize_pad": lambda m, x, y, g: RandomResizePad(generator=g)(x),
 }
 

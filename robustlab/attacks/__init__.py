@@ -1,9 +1,10 @@
 """Adversarial attacks: plain functions ``attack(model, x, y, *, eps, norm, targeted, ...)``.
 
 One module per attack or family: gradient (FGSM, PGD), cw, deepfool, lbfgs, spatial (stAdv),
-universal (UAP, GUAP), adaptive (EOT, BPDA), pixel (one-pixel), and the black-box attacks zoo,
-square and hop_skip_jump, which reach the model through the query interface of oracle. Every
-black-box attack (one_pixel too) returns ``(x_adv, queries)``; the others return x_adv.
+universal (UAP, GUAP), patch (the adversarial patch), adaptive (EOT, BPDA), pixel (one-pixel),
+and the black-box attacks zoo, square and hop_skip_jump, which reach the model through the query
+interface of oracle. Every black-box attack (one_pixel too) returns ``(x_adv, queries)``; the
+others return x_adv; `patch` returns the patch, pasted with `apply_patch`.
 """
 
 from .adaptive import BPDA, EOT
@@ -13,13 +14,14 @@ from .gradient import fgsm, pgd
 from .hop_skip_jump import hop_skip_jump
 from .lbfgs import lbfgs
 from .oracle import Oracle, QueryBudgetError, QueryLedger
+from .patch import apply_patch, patch, patch_success
 from .pixel import one_pixel, single_pixel_search
 from .spatial import flow_loss, flow_warp, stadv
 from .square import square
 from .universal import apply_guap, fooling_rate, guap, guap_flow_norm, uap
 from .zoo import zoo
 
-__all__ = ["BPDA", "EOT", "Oracle", "QueryBudgetError", "QueryLedger", "apply_guap", "cw",
-           "deepfool", "fgsm", "flow_loss", "flow_warp", "fooling_rate", "guap", "guap_flow_norm",
-           "hop_skip_jump", "lbfgs", "one_pixel", "pgd", "single_pixel_search", "square", "stadv",
-           "uap", "zoo"]
+__all__ = ["BPDA", "EOT", "Oracle", "QueryBudgetError", "QueryLedger", "apply_guap", "apply_patch",
+           "cw", "deepfool", "fgsm", "flow_loss", "flow_warp", "fooling_rate", "guap", "guap_flow_norm",
+           "hop_skip_jump", "lbfgs", "one_pixel", "patch", "patch_success", "pgd", "single_pixel_search",
+           "square", "stadv", "uap", "zoo"]

@@ -1,5 +1,6 @@
 """Measuring attacks and robustness: robust-accuracy curves, an AutoAttack-style ensemble,
-distortion and query statistics, and one comparison table of many attacks.
+distortion and query statistics, one comparison table of many attacks, and the transfer
+matrix of an attack between models.
 
 Everything here is a plain function over pixel-space batches ``(x, y)`` and returns a small
 result object with a ``.table()`` (markdown text, from `markdown_table`) so a lesson can print
@@ -20,7 +21,10 @@ from .ensemble import WorstCase, default_attacks, worst_case
 from .presets import PRESETS
 from .stats import distortion_stats, query_stats
 from .tables import Tabular, markdown_table
+from .transfer import TransferResult, transfer_matrix
 
-__all__ = ["PRESETS", "Attack", "Comparison", "RobustCurve", "Tabular", "WorstCase",
+__all__ = ["PRESETS", "Attack", "Comparison", "RobustCurve", "Tabular", "TransferResult",
+           "WorstCase",
            "check_adversarial", "compare_attacks", "default_attacks", "distortion_stats",
-           "markdown_table", "query_stats", "robust_accuracy", "robust_mask", "worst_case"]
+           "markdown_table", "query_stats", "robust_accuracy", "robust_mask", "transfer_matrix",
+           "worst_case"]

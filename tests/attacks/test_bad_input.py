@@ -21,6 +21,7 @@ ATTACKS = {
     "stadv": lambda m, x, y: A.stadv(m, x, y, steps=2),
     "uap": lambda m, x, y: A.uap(m, x, y, eps=0.1, max_passes=1),
     "guap": lambda m, x, y: A.guap(m, x, y, eps=0.1, steps=2),
+    "patch": lambda m, x, y: A.patch(m, x, y, size=3, steps=2),
     "zoo": lambda m, x, y: A.zoo(m, x, y, coords_per_step=4, max_queries=20),
     "square": lambda m, x, y: A.square(m, x, y, eps=0.1, max_queries=5),
     "hop_skip_jump": lambda m, x, y: A.hop_skip_jump(m, x, y, max_queries=20),
