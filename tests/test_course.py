@@ -49,6 +49,17 @@ def test_runner_fails_a_cell_that_times_out(tmp_path):
     assert "| slow | FAILED |" in run.table([row])
 
 
+def test_a_cell_that_hangs_once_is_run_again(tmp_path):
+    """nbclient can lose a kernel reply and wait forever (jupyter/nbclient#312): execute()
+    reruns a lesson whose cell timed out, once; the first run here hangs, the second does not."""
+    marker = tmp_path / "first-run-done"
+    flaky = tmp_path / "flaky.ipynb"
+    nbformat.write(notebook("FAST = False", f"import pathlib, time\nm = pathlib.Path({str(marker)!r})\n"
+                            "if not m.exists():\n    m.touch()\n    time.sleep(60)\nprint('ran')"), flaky)
+    nb = run.execute(flaky, tmp_path / "out.ipynb", {"FAST": True}, timeout=3)
+    assert nb.cells[-1].outputs[0]["text"] == "ran\n"
+
+
 def test_runner_timeout_option(capsys):
     for bad in ("0", "-5", "1.5", "soon"):
         with pytest.raises(SystemExit) as exit_info:

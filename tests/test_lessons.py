@@ -28,6 +28,9 @@ _spec.loader.exec_module(course_run)
 # torch's generic kernels, oneDNN's and MKL's oldest code paths: the arithmetic of another CPU
 GENERIC_CPU = {"ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "SSE41",
                "MKL_ENABLE_INSTRUCTIONS": "SSE4_2"}
+# the slowest fast-mode cell takes about 10 s alone; a hung cell fails (after one retry) well
+# before CI's own limit
+LESSON_CELL_TIMEOUT = 180
 # (CPU, SEED) settings every lesson's fast mode must pass under
 RUNS = [("native", 0), ("generic", 0), ("native", 1), ("generic", 2)]
 
@@ -101,7 +104,8 @@ def run_fast_mode(path, cpu, seed, tmp_path, monkeypatch):
     if cpu == "generic":  # the kernel inherits this environment
         for key, value in GENERIC_CPU.items():
             monkeypatch.setenv(key, value)
-    nb = course_run.execute(path, tmp_path / path.name, {"FAST": True, "SEED": seed})
+    nb = course_run.execute(path, tmp_path / path.name, {"FAST": True, "SEED": seed},
+                            timeout=LESSON_CELL_TIMEOUT)
     errors = [o for c in nb.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
     assert not errors
     if path.stem != "00-start-here":
