@@ -1,0 +1,90 @@
+"""What the verifier tests share: small random networks of every layer the reader takes, points
+drawn from a ball, and PGD pushing one logit (or margin) up or down."""
+
+import torch
+from torch import nn
+
+from robustlab.attacks import pgd
+from robustlab.models import Normalize
+from robustlab.norms import clip_box, random_in_ball
+
+
+def randomise_batch_norm(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Give every BatchNorm non-trivial eval statistics and affine parameters; eval mode."""
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            n = m.num_features
+            m.running_mean.copy_(torch.randn(n, generator=g) * 0.3)
+            m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
+            m.weight.data.copy_(torch.randn(n, generator=g))
+            m.bias.data.copy_(torch.randn(n, generator=g) * 0.2)
+    return model.eval()
+
+
+def small_nets() -> dict:
+    """Random digits-sized (1, 8, 8) networks covering the layers the reader takes."""
+    torch.manual_seed(0)
+    nets = {
+        "conv-bn-avgpool": nn.Sequential(
+            Normalize([0.3], [0.2]), nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
+            nn.AvgPool2d(2), nn.Conv2d(4, 6, 3, stride=2, padding=1), nn.ReLU(), nn.Flatten(),
+            nn.Linear(24, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 5)),
+        "maxpool-overlap": nn.Sequential(
+            nn.Conv2d(1, 3, 3, stride=2), nn.ReLU(), nn.MaxPool2d(2, stride=1),
+            nn.Conv2d(3, 4, 2, dilation=1), nn.ReLU(), nn.MaxPool2d(3, stride=2, padding=1),
+            nn.Flatten(), nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 3)),
+        "mlp-bn-nested": nn.Sequential(
+            nn.Flatten(), nn.Sequential(nn.Linear(64, 20), nn.BatchNorm1d(20), nn.ReLU(), nn.Dropout(0.5)),
+            nn.Linear(20, 20), nn.ReLU(), nn.Identity(), nn.Linear(20, 4)),
+        "groups-adaptive": nn.Sequential(
+            nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3, padding=2, dilation=2, groups=4),
+            nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(16, 5)),
+    }
+    return {k: randomise_batch_norm(m, i) for i, (k, m) in enumerate(nets.items())}
+
+
+def ball_points(x: torch.Tensor, eps: float, norm: str, n: int, seed: int = 0) -> torch.Tensor:
+    """`n` points (n, N, C, H, W) of the ball around each x, inside [0, 1]: random draws and,
+    for L-inf, random corners."""
+    g = torch.Generator().manual_seed(seed)
+    pts = []
+    for i in range(n):
+        if norm == "linf" and i % 2:
+            d = (torch.randint(0, 2, x.shape, generator=g) * 2 - 1).to(x) * eps
+        else:
+            d = random_in_ball(x, eps, norm, g)
+        pts.append(x + clip_box(x, d))
+    return torch.stack(pts)
+
+
+class Pushed(nn.Module):
+    """Logits (0, sign * (C @ model(x))[s]): targeted PGD towards class 1 pushes row s of
+    C @ logits up (sign = 1) or down (sign = -1)."""
+
+    def __init__(self, model, row, sign, C=None):
+        super().__init__()
+        self.model, self.row, self.sign, self.C = model, row, sign, C
+
+    def forward(self, x):
+        z = self.model(x)
+        if self.C is not None:
+            z = torch.einsum("nsk,nk->ns", self.C, z)
+        z = self.sign * z[:, self.row:self.row + 1]
+        return torch.cat([torch.zeros_like(z), z], 1)
+
+
+def pgd_extremes(model, x, eps, norm, C=None, steps=20):
+    """The (min, max) of every row of the logits (or C @ logits) that PGD finds, (N, S) each."""
+    with torch.no_grad():
+        s = (model(x) if C is None else torch.einsum("nsk,nk->ns", C, model(x))).shape[1]
+    one = torch.ones(len(x), dtype=torch.long)
+    out = {1: [], -1: []}
+    for sign in (1, -1):
+        for row in range(s):
+            adv = pgd(Pushed(model, row, sign, C), x, one, eps=eps, alpha=eps / 4, steps=steps,
+                      norm=norm, targeted=True, generator=torch.Generator().manual_seed(row))
+            with torch.no_grad():
+                z = model(adv) if C is None else torch.einsum("nsk,nk->ns", C, model(adv))
+            out[sign].append(z[:, row])
+    return torch.stack(out[-1], 1), torch.stack(out[1], 1)
