@@ -46,7 +46,7 @@ from .._checks import (
 )
 from .._model import check_model_input, eval_mode, plain
 from .._random import draw_device
-from ..evaluate.tables import Tabular, markdown_table
+from ..tables import Tabular, markdown_table
 
 __all__ = ["ABSTAIN", "CertifiedAccuracy", "certified_accuracy", "certify", "gaussian_noise",
            "lower_confidence_bound", "predict", "sample_counts", "two_sided_pvalue"]

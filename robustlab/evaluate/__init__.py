@@ -15,12 +15,12 @@ An attack given to these functions is a callable. `robust_accuracy` calls
 naming it.
 """
 
+from ..tables import Tabular, markdown_table
 from .accuracy import Attack, RobustCurve, check_adversarial, robust_accuracy, robust_mask
 from .compare import Comparison, compare_attacks
 from .ensemble import WorstCase, default_attacks, worst_case
 from .presets import PRESETS
 from .stats import distortion_stats, query_stats
-from .tables import Tabular, markdown_table
 from .transfer import TransferResult, transfer_matrix
 
 __all__ = ["PRESETS", "Attack", "Comparison", "RobustCurve", "Tabular", "TransferResult",

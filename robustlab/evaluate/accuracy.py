@@ -11,7 +11,7 @@ from torch import nn
 from .._checks import check_eps, check_norm, check_positive
 from .._model import check_attack_inputs, correct, eval_mode
 from ..norms import flat_norm
-from .tables import Tabular, markdown_table
+from ..tables import Tabular, markdown_table
 
 # x_adv, or (x_adv, queries) for a black-box attack
 Attack = Callable[..., "torch.Tensor | tuple[torch.Tensor, torch.Tensor]"]

@@ -11,10 +11,10 @@ from torch import nn
 
 from .._model import check_attack_inputs, correct, eval_mode, model_device, predict
 from ..losses import is_fooled
+from ..tables import Tabular, markdown_table
 from .accuracy import Attack, check_adversarial, split_queries
 from .ensemble import check_attacks, sync
 from .stats import distortion_stats, query_stats
-from .tables import Tabular, markdown_table
 
 
 @dataclass

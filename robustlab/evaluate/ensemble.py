@@ -13,8 +13,8 @@ from torch import nn
 from .._checks import check_eps, check_norm, check_positive
 from .._model import check_attack_inputs, correct, eval_mode, model_device, predict
 from ..attacks import pgd, square
+from ..tables import Tabular, markdown_table
 from .accuracy import Attack, check_adversarial, check_callable, split_queries
-from .tables import Tabular, markdown_table
 
 
 def check_attacks(attacks, name: str = "attacks") -> dict[str, Attack]:

@@ -16,8 +16,8 @@ from torch import nn
 
 from .._checks import check_norm, check_positive
 from .._model import check_attack_inputs, correct, eval_mode, predict
+from ..tables import Tabular, markdown_table
 from .accuracy import Attack, check_adversarial, check_callable, split_queries
-from .tables import Tabular, markdown_table
 
 
 @dataclass
