@@ -9,13 +9,16 @@ in here.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from . import checkpoint as _ckpt
 from ._checks import check_logits, check_positive
 from ._model import correct, eval_mode, model_device, predict
 from .data import loader
@@ -111,7 +114,8 @@ def fit(model: nn.Module, data, *, epochs: int, objective: Objective = cross_ent
         optimizer: torch.optim.Optimizer | None = None, lr: float = 1e-3,
         weight_decay: float = 0.0, scheduler=None, batch_size: int = 64,
         device: str | torch.device | None = None, eval_data=None, seed: int = 0,
-        progress: bool = True) -> list[dict]:
+        progress: bool = True, checkpoint: str | os.PathLike | None = None,
+        resume: bool | str | os.PathLike = False) -> list[dict]:
     """Train `model` on `data` for `epochs`, minimising `objective`; return the history.
 
     Arguments:
@@ -124,6 +128,17 @@ def fit(model: nn.Module, data, *, epochs: int, objective: Objective = cross_ent
         scheduler: optional learning-rate scheduler, stepped once per epoch.
         device: where to train; CUDA when available if None. The model is moved there.
         eval_data: if given, test accuracy is measured after every epoch.
+        checkpoint: a file to save the run to after every epoch, atomically (see
+            `robustlab.checkpoint`): the model's state dict, the optimizer's and scheduler's
+            states, the history, the epoch and every RNG state (torch CPU and CUDA, NumPy,
+            Python, the loader's shuffling generator), loadable with weights_only=True, with
+            its sha256 in ``<checkpoint>.sha256.json``.
+        resume: True to continue from `checkpoint` if it exists (from scratch if not), or the
+            path of a checkpoint to continue from (which must exist; saving then goes to
+            `checkpoint`, or to that path if `checkpoint` is None). The checkpoint is checked
+            against its sha256 and must come from the same model, optimizer and scheduler;
+            training continues at the epoch after it up to `epochs` in all, and the model
+            and history equal those of an uninterrupted run with the same seed and data.
     Returns a list with one dict per epoch: ``epoch``, ``loss`` (mean), the mean of each log
     and ``test_acc``. Running sums stay on the device and are read once per epoch, so a GPU is
     not stalled every batch; a non-finite loss is therefore caught at the end of its epoch,
@@ -136,9 +151,13 @@ def fit(model: nn.Module, data, *, epochs: int, objective: Objective = cross_ent
     model.to(device)
     if optimizer is None:
         optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    save_to, resume_from = _checkpoint_paths(checkpoint, resume)
     batches = _batches(data, batch_size, shuffle=True, seed=seed)
-    history = []
-    bar = tqdm(range(epochs), desc="fit", disable=not progress, leave=False)
+    history, start = [], 0
+    if resume_from is not None:
+        history, start = _resume(resume_from, model, optimizer, scheduler, batches, epochs)
+    bar = tqdm(range(start, epochs), desc="fit", disable=not progress, leave=False,
+               initial=start, total=epochs)
     for epoch in bar:
         model.train()
         row = {"epoch": epoch + 1,
@@ -148,9 +167,67 @@ def fit(model: nn.Module, data, *, epochs: int, objective: Objective = cross_ent
         if eval_data is not None:
             row["test_acc"] = evaluate(model, eval_data, device=device)
         history.append(row)
+        if save_to is not None:
+            _ckpt.save(save_to, {
+                "format": _ckpt.FORMAT, "epoch": epoch + 1, "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": None if scheduler is None else scheduler.state_dict(),
+                "history": history, "rng": _ckpt.capture_rng(batches)})
         bar.set_postfix({k: round(v, 4) for k, v in row.items() if k != "epoch"})
     model.eval()
     return history
+
+
+def _checkpoint_paths(checkpoint, resume) -> tuple[Path | None, Path | None]:
+    """Where `fit` saves to and resumes from (None: nowhere), or an error naming the argument."""
+    def as_path(value, name):
+        if not isinstance(value, (str, os.PathLike)):
+            raise TypeError(f"{name} must be a path (str or os.PathLike), got "
+                            f"{type(value).__name__}")
+        path = Path(value)
+        if path.is_dir():
+            raise ValueError(f"{name} must be a file, got the folder {path}")
+        if not path.parent.is_dir():
+            raise ValueError(f"{name}'s folder {path.parent} does not exist")
+        return path
+
+    save_to = None if checkpoint is None else as_path(checkpoint, "checkpoint")
+    if resume is False:
+        return save_to, None
+    if resume is True:
+        if save_to is None:
+            raise ValueError("resume=True needs checkpoint=path: the file to resume from")
+        return save_to, save_to if _ckpt.exists(save_to) else None
+    resume_from = as_path(resume, "resume")
+    if not _ckpt.exists(resume_from):
+        raise FileNotFoundError(f"resume: no checkpoint at {resume_from} (use resume=True with "
+                                f"checkpoint=path to start from scratch when it is missing)")
+    return save_to or resume_from, resume_from
+
+
+def _resume(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler, batches,
+            epochs: int) -> tuple[list[dict], int]:
+    """Restore a run from the checkpoint at `path`; its history and the epochs already done."""
+    state = _ckpt.load(path)
+    done = state["epoch"]
+    if done > epochs:
+        raise ValueError(f"epochs={epochs} is fewer than the {done} epochs already done in the "
+                         f"checkpoint {path}")
+    _ckpt.check_same_model(model, state["model"], path)
+    model.load_state_dict(state["model"])
+    try:
+        optimizer.load_state_dict(state["optimizer"])
+    except (ValueError, KeyError) as err:
+        raise ValueError(f"resume: the optimizer does not match the checkpoint {path}'s: "
+                         f"{err}") from None
+    if (scheduler is None) != (state["scheduler"] is None):
+        has = "has" if state["scheduler"] is not None else "has no"
+        raise ValueError(f"resume: the checkpoint {path} {has} scheduler state, and fit was "
+                         f"given scheduler={'None' if scheduler is None else 'a scheduler'}")
+    if scheduler is not None:
+        scheduler.load_state_dict(state["scheduler"])
+    _ckpt.restore_rng(state["rng"], batches)
+    return list(state["history"]), done
 
 
 def evaluate(model: nn.Module, data, *, device: str | torch.device | None = None,

@@ -1,0 +1,214 @@
+"""Training checkpoints that survive a crash and refuse tampering: the core of ``fit(checkpoint=)``.
+
+A checkpoint is one file written by `torch.save` that holds only tensors and plain containers,
+so it loads with ``torch.load(weights_only=True)`` (no pickled code runs on load), and a JSON
+sidecar ``<file>.sha256.json`` with its sha256. Saving is a two-step commit, each step atomic:
+
+1. the new checkpoint goes to ``<file>.tmp`` in the same folder and is fsync'ed;
+2. the sidecar, naming the new sha256, replaces the old one (temporary file, fsync,
+   `os.replace`);
+3. ``<file>.tmp`` replaces ``<file>`` (`os.replace`).
+
+A crash before step 2 leaves the previous checkpoint and its sidecar as they were (a leftover
+temporary file is ignored and overwritten next time). A crash between steps 2 and 3 leaves a
+sidecar naming ``<file>.tmp``'s sha256: `load` then finishes the commit. Any other mismatch is
+refused as a corrupt or tampered file, naming it.
+
+RNG states are stored as tensors and lists: torch's CPU (and CUDA) states, NumPy's and
+Python's ``random``, and the states of the generators of the data loader that shuffles, so a
+resumed run draws exactly what the uninterrupted run would have drawn.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .models import sha256
+
+__all__ = ["FORMAT", "capture_rng", "check_same_model", "exists", "load", "restore_rng", "save",
+           "sidecar_path"]
+
+FORMAT = "robustlab.fit/1"
+
+
+def sidecar_path(path: str | os.PathLike) -> Path:
+    """Where the sha256 of the checkpoint at `path` is kept."""
+    path = Path(path)
+    return path.with_name(path.name + ".sha256.json")
+
+
+def _temp_path(path: Path) -> Path:
+    return path.with_name(path.name + ".tmp")
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make a rename in `folder` durable (POSIX; a no-op where folders cannot be opened)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _write_atomic(path: Path, write) -> None:
+    """Call ``write(file)`` on a temporary file next to `path`, fsync, then replace `path`."""
+    temp = _temp_path(path)
+    try:
+        with open(temp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    _fsync_folder(path.parent)
+
+
+def save(path: str | os.PathLike, state: dict) -> str:
+    """Save `state` (tensors and plain containers only) to `path` atomically; its sha256.
+
+    The previous checkpoint at `path`, if any, stays intact and loadable until the new one is
+    complete on disk; no temporary file is left behind, whether saving succeeds or fails.
+    """
+    path = Path(path)
+    temp = _temp_path(path)
+    committed = False  # once the sidecar names the new file, `load` can finish the rename
+    try:
+        with open(temp, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        digest = sha256(temp.read_bytes())
+        record = {"file": path.name, "sha256": digest, "format": FORMAT}
+        _write_atomic(sidecar_path(path),
+                      lambda f: f.write((json.dumps(record, indent=1) + "\n").encode()))
+        committed = True
+        os.replace(temp, path)
+    except BaseException:
+        if not committed:
+            temp.unlink(missing_ok=True)
+        raise
+    _fsync_folder(path.parent)
+    return digest
+
+
+def exists(path: str | os.PathLike) -> bool:
+    """Whether a checkpoint (or a save that only needs finishing) is at `path`."""
+    path = Path(path)
+    return path.exists() or sidecar_path(path).exists()
+
+
+def load(path: str | os.PathLike) -> dict:
+    """The checkpoint at `path`, checked against its sha256 and loaded with weights_only=True.
+
+    Raises FileNotFoundError when the checkpoint or its sidecar is missing, and ValueError when
+    the sha256 does not match (a corrupt or tampered file) or the file holds anything but
+    tensors and plain containers (a pickled object, which weights_only refuses to run).
+    """
+    path = Path(path)
+    side = sidecar_path(path)
+    if not side.exists():
+        raise FileNotFoundError(f"checkpoint {path} has no checksum file {side.name}: refusing "
+                                f"to load an unverified checkpoint")
+    try:
+        expected = json.loads(side.read_text())["sha256"]
+    except (ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"checksum file {side} is unreadable: {err}") from None
+    temp = _temp_path(path)
+    data = path.read_bytes() if path.exists() else None
+    if (data is None or sha256(data) != expected) and temp.exists():
+        pending = temp.read_bytes()  # a crash between the sidecar and the rename: finish it
+        if sha256(pending) == expected:
+            os.replace(temp, path)
+            _fsync_folder(path.parent)
+            data = pending
+    if data is None:
+        raise FileNotFoundError(f"checkpoint {path} is missing (its checksum file {side.name} "
+                                f"is there)")
+    if sha256(data) != expected:
+        raise ValueError(f"checkpoint {path} fails its sha256 check (corrupt or tampered); "
+                         f"expected {expected} from {side.name}")
+    try:
+        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as err:  # UnpicklingError for anything weights_only does not allow
+        raise ValueError(f"checkpoint {path} does not load with weights_only=True (it holds "
+                         f"more than tensors and plain containers): {err}") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise ValueError(f"checkpoint {path} is not a robustlab fit checkpoint (format "
+                         f"{FORMAT!r})")
+    return state
+
+
+# ---- RNG states as tensors and plain containers (weights_only-loadable) ----
+
+def _loader_generators(batches) -> list[torch.Generator]:
+    """The distinct torch generators a DataLoader draws its shuffling (and worker seeds) from."""
+    found = []
+    for gen in (getattr(batches, "generator", None),
+                getattr(getattr(batches, "sampler", None), "generator", None)):
+        if isinstance(gen, torch.Generator) and all(gen is not g for g in found):
+            found.append(gen)
+    return found
+
+
+def capture_rng(batches=None) -> dict:
+    """Every RNG state a training run draws from, as tensors and plain containers."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    version, mt, gauss_next = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": {"name": str(name), "keys": torch.from_numpy(np.asarray(keys, np.int64)),
+                  "pos": int(pos), "has_gauss": int(has_gauss), "cached": float(cached)},
+        "python": {"version": int(version), "state": torch.tensor(mt, dtype=torch.int64),
+                   "gauss_next": gauss_next},
+        "loader": [g.get_state() for g in _loader_generators(batches)],
+    }
+
+
+def restore_rng(rng: dict, batches=None) -> None:
+    """Set every RNG back to the states `capture_rng` returned."""
+    torch.set_rng_state(rng["torch"])
+    if rng["cuda"] and torch.cuda.is_available():
+        count = min(len(rng["cuda"]), torch.cuda.device_count())
+        for device, state in enumerate(rng["cuda"][:count]):
+            torch.cuda.set_rng_state(state, device)
+    n = rng["numpy"]
+    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"],
+                         n["has_gauss"], n["cached"]))
+    p = rng["python"]
+    random.setstate((p["version"], tuple(p["state"].tolist()), p["gauss_next"]))
+    generators = _loader_generators(batches)
+    if len(generators) != len(rng["loader"]):
+        raise ValueError(f"the data loader has {len(generators)} shuffling generator(s), the "
+                         f"checkpoint {len(rng['loader'])}: resume with data of the same kind")
+    for gen, state in zip(generators, rng["loader"]):
+        gen.set_state(state)
+
+
+def check_same_model(model: nn.Module, state_dict: dict, where) -> None:
+    """Refuse a state dict of another model, naming the differing keys or shapes."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state_dict))
+    extra = sorted(set(state_dict) - set(own))
+    shapes = [f"{k}: {tuple(state_dict[k].shape)} in the checkpoint, {tuple(own[k].shape)} in "
+              f"the model" for k in own if k in state_dict and state_dict[k].shape != own[k].shape]
+    if missing or extra or shapes:
+        parts = ([f"missing {missing[:5]}"] if missing else []) + \
+                ([f"unexpected {extra[:5]}"] if extra else []) + shapes[:5]
+        raise ValueError(f"resume: checkpoint {where} is from another model ("
+                         f"{'; '.join(parts)})")
