@@ -82,7 +82,9 @@ def save(path: str | os.PathLike, state: dict) -> str:
     """Save `state` (tensors and plain containers only) to `path` atomically; its sha256.
 
     The previous checkpoint at `path`, if any, stays intact and loadable until the new one is
-    complete on disk; no temporary file is left behind, whether saving succeeds or fails.
+    complete on disk; no temporary file is left behind, whether saving succeeds or fails. What
+    was written is read back with weights_only=True before it is committed: a state holding
+    any other object raises a ValueError here rather than at resume time.
     """
     path = Path(path)
     temp = _temp_path(path)
@@ -92,7 +94,15 @@ def save(path: str | os.PathLike, state: dict) -> str:
             torch.save(state, f)
             f.flush()
             os.fsync(f.fileno())
-        digest = sha256(temp.read_bytes())
+        blob = temp.read_bytes()
+        try:  # refuse now, not at resume time, what could not be loaded back
+            torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
+        except Exception as err:
+            raise ValueError(f"checkpoint {path}: the state holds more than tensors and plain "
+                             f"containers, so it would not load with weights_only=True (a "
+                             f"scheduler or objective keeping objects in its state?): "
+                             f"{err}") from None
+        digest = sha256(blob)
         record = {"file": path.name, "sha256": digest, "format": FORMAT}
         _write_atomic(sidecar_path(path),
                       lambda f: f.write((json.dumps(record, indent=1) + "\n").encode()))

@@ -138,6 +138,16 @@ def test_checkpoint_with_pickled_object_is_refused(tmp_path):
         ckpt.load(path)
 
 
+def test_state_that_would_not_load_is_refused_when_saving(tmp_path):
+    path = tmp_path / "run.pt"
+    ckpt.save(path, {"format": ckpt.FORMAT, "epoch": 1})
+    before = path.read_bytes()
+    with pytest.raises(ValueError, match=r"run\.pt: the state holds more than tensors"):
+        ckpt.save(path, {"format": ckpt.FORMAT, "epoch": 2, "scheduler": {"hook": Payload()}})
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.pt", "run.pt.sha256.json"]
+
+
 def test_checkpoint_of_another_model_is_refused(digits, tmp_path):
     path = tmp_path / "run.pt"
     run(*digits, 1, checkpoint=path)
