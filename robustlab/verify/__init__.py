@@ -1,12 +1,15 @@
 """Verification: bounds on a network's outputs over a norm ball, and complete verifiers.
 
 types (Bounds, Verdict, margin_spec), network (read_network: the one chain of layers every
-verifier reads), interval (IBP), crown (CROWN / DeepPoly back-substitution).
+verifier reads), interval (IBP), crown (CROWN / DeepPoly back-substitution), milp
+(the exact big-M MILP, solved with HiGHS).
 """
 
 from .crown import crown
 from .interval import interval
+from .milp import milp
 from .network import Network, read_network
 from .types import Bounds, Verdict, margin_spec
 
-__all__ = ["Bounds", "Network", "Verdict", "crown", "interval", "margin_spec", "read_network"]
+__all__ = ["Bounds", "Network", "Verdict", "crown", "interval", "margin_spec", "milp",
+           "read_network"]
