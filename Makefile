@@ -15,8 +15,10 @@ $(STAMP): pyproject.toml requirements/constraints.txt
 	$(PIP_INSTALL) -e ".[course,test]"
 	touch $(STAMP)
 
+# The lessons' models are tiny: one thread each, since threads waiting on a busy core cost a lesson
+# ten times its time (02a took 9 minutes instead of 30 s beside other work on two cores).
 course: $(STAMP)  ## run every lesson headless (fast mode), HTML under build/, summary table
-	$(PY) course/run.py
+	OMP_NUM_THREADS=1 $(PY) course/run.py
 
 # One worker per core, each single-threaded: the models are tiny, and threads of two workers
 # (or of a worker and a notebook kernel) fighting over the cores cost far more than they give.
@@ -28,7 +30,7 @@ lab: $(STAMP)  ## open JupyterLab on the lessons
 	$(VENV)/bin/jupyter lab lessons/
 
 lessons: $(STAMP)  ## re-execute the lessons in full mode and store their outputs
-	$(PY) course/run.py --inplace
+	OMP_NUM_THREADS=1 $(PY) course/run.py --inplace
 
 student: $(STAMP)  ## student copies of the lessons (solutions removed) in build/student/
 	$(PY) course/student.py
