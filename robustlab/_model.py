@@ -15,7 +15,6 @@ from torch import nn
 
 from ._checks import check_eps, check_images, check_label_range, check_labels, check_logits, check_norm
 from .losses import LOSSES
-from .norms import finite_direction
 
 
 def model_device(model: nn.Module) -> torch.device | None:
@@ -135,8 +134,9 @@ def input_grad(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, loss: str 
                targeted: bool = False, check: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """Gradient of the summed per-example loss wrt the input, and the logits at `x`.
 
-    Run inside `frozen`. The gradient is made finite (`finite_direction`), so an infinite or
-    undefined input gradient cannot turn into NaN pixels. `check=False` skips the logits and
+    Run inside `frozen`. The gradient may hold inf or NaN (a model applying sqrt to its input);
+    `norms.steepest` turns it into a finite direction, so no attack step is NaN. `check=False`
+    skips the logits and
     label checks: iterative attacks check on their first step only (the label check syncs).
     """
     if loss not in LOSSES:
@@ -144,4 +144,4 @@ def input_grad(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, loss: str 
     x = x.detach().requires_grad_(True)
     z = logits_of(model, x, y) if check else model(x)
     (g,) = torch.autograd.grad(LOSSES[loss](z, y, targeted).sum(), x)
-    return finite_direction(g), z.detach()
+    return g, z.detach()

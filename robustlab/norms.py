@@ -49,16 +49,22 @@ def finite_direction(g: torch.Tensor) -> torch.Tensor:
 
 def steepest(g: torch.Tensor, norm: str, x_adv: torch.Tensor | None = None,
              l1_top: float = 0.05) -> torch.Tensor:
-    """Unit-norm steepest-ascent direction for gradient `g` under `norm`.
+    """Unit-norm steepest-ascent direction for gradient `g` under `norm`, never NaN.
 
     L-inf: sign(g). L2: g / ||g||_2. L1: the sparse direction of Tramer & Boneh (NeurIPS 2019,
     "SLIDE"): sign(g) on the top `l1_top` fraction of |g| (at least one coordinate), skipping
     coordinates that `x_adv` cannot move further inside [0, 1], scaled to unit L1 norm.
     """
-    if norm == "linf":
-        return g.sign()
+    if norm == "linf":  # sign(+-inf) = +-1 already; only NaN needs a value
+        return g.sign().nan_to_num(nan=0.0)
     if norm == "l2":
+        # One pass instead of finite_direction's several (PGD-L2 runs this every step): an
+        # infinite entry becomes a finite one so large that it dominates its row's norm (its
+        # square summed over the row still fits the dtype), NaN becomes 0.
+        big = torch.finfo(g.dtype).max ** 0.5 / g[0].numel()
+        g = g.nan_to_num(nan=0.0, posinf=big, neginf=-big)
         return g / per_example(flat_norm(g, "l2").clamp_min(1e-12), g)
+    g = finite_direction(g)
     a = g.abs()
     if x_adv is not None:  # a pixel at 0 cannot go down, one at 1 cannot go up
         a = a.masked_fill(((x_adv <= 0) & (g < 0)) | ((x_adv >= 1) & (g > 0)), 0)
