@@ -143,10 +143,11 @@ def _inner(model: nn.Module, attack_mode: str) -> Iterator[nn.Module]:
 
 
 def _input_grad(model: nn.Module, x: torch.Tensor, loss_fn) -> torch.Tensor:
-    """Gradient wrt `x` of the summed per-example ``loss_fn(logits)``, made finite."""
+    """Gradient wrt `x` of the summed per-example ``loss_fn(logits)``; may hold inf or NaN
+    (`steepest` makes it finite; a caller that uses it raw applies `finite_direction`)."""
     x = x.detach().requires_grad_(True)
     (g,) = torch.autograd.grad(loss_fn(model(x)).sum(), x)
-    return finite_direction(g)
+    return g
 
 
 def _ascend(model: nn.Module, x: torch.Tensor, delta: torch.Tensor, loss_fn, *, eps: float,
@@ -449,9 +450,9 @@ def wrm(*, gamma: float = 0.385, steps: int = 15, attack_mode: str = "train") ->
     def objective(model: nn.Module, x: torch.Tensor, y: torch.Tensor):
         x = x.detach()
         with _inner(model, attack_mode):
-            x_adv = (x + scale * _input_grad(model, x, lambda z: ce_loss(z, y))).clamp(0, 1)
+            x_adv = (x + scale * finite_direction(_input_grad(model, x, lambda z: ce_loss(z, y)))).clamp(0, 1)
             for t in range(steps):
-                g = scale * _input_grad(model, x_adv, lambda z: ce_loss(z, y)) - (x_adv - x)
+                g = scale * finite_direction(_input_grad(model, x_adv, lambda z: ce_loss(z, y))) - (x_adv - x)
                 x_adv = (x_adv + g / (t + 2) ** 0.5).clamp(0, 1)
         x_adv = x_adv.detach()
         loss, z = _ce(model, x_adv, y)
