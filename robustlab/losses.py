@@ -17,7 +17,8 @@ def is_fooled(pred: torch.Tensor, y: torch.Tensor, targeted: bool) -> torch.Tens
 
 def other_max(z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """max_{j != y} z_j for each row."""
-    return z.masked_fill(F.one_hot(y, z.shape[1]).bool(), -torch.inf).amax(1)
+    # scatter, not one_hot: one_hot checks the labels' range on the host at every call
+    return z.scatter(1, y[:, None], -torch.inf).amax(1)
 
 
 def ce_loss(z: torch.Tensor, y: torch.Tensor, targeted: bool = False) -> torch.Tensor:

@@ -81,7 +81,9 @@ class Oracle:
             self.queries = torch.cat([self.queries, self.queries.new_zeros(n - len(self.queries))])
 
     def _check_idx(self, idx, n: int) -> torch.Tensor:
+        """`idx` as CPU longs, checked, with the query counts grown to cover it."""
         if idx is None:
+            self._grow(n)
             return torch.arange(n)
         if not isinstance(idx, torch.Tensor) or idx.is_floating_point() or idx.dtype == torch.bool:
             raise TypeError(f"idx must be an integer tensor of example indices, got "
@@ -89,8 +91,11 @@ class Oracle:
         if idx.shape != (n,):
             raise ValueError(f"idx must have shape ({n},), got {tuple(idx.shape)}")
         idx = idx.cpu().long()
-        if n and idx.min() < 0:
-            raise ValueError(f"idx holds a negative example index: {idx.min().item()}")
+        if n:
+            lo, hi = (t.item() for t in torch.aminmax(idx))
+            if lo < 0:
+                raise ValueError(f"idx holds a negative example index: {lo}")
+            self._grow(hi + 1)
         return idx
 
     def check_inputs(self, x, y, *, eps=None, norm="linf", norms=("linf", "l2")):
@@ -108,7 +113,6 @@ class Oracle:
     def __call__(self, images: torch.Tensor, idx: torch.Tensor | None = None) -> torch.Tensor:
         images = check_images(images, "images")
         idx = self._check_idx(idx, len(images))
-        self._grow(int(idx.max()) + 1 if len(idx) else 0)
         charge = torch.bincount(idx, minlength=len(self.queries))
         over = self.queries + charge > (math.inf if self.budget is None else self.budget)
         if over.any():

@@ -10,7 +10,7 @@ from torch import nn
 from .._checks import check_choice, check_in_range
 from .._random import draw_device
 from ..losses import LOSSES, is_fooled
-from ..norms import clip_box, flat_norm, per_example
+from ..norms import flat_norm, per_example
 from .oracle import Oracle, QueryLedger, as_oracle, log_scores
 
 
@@ -57,30 +57,33 @@ def _l2_init(x: torch.Tensor, eps: float, generator) -> torch.Tensor:
     return delta / flat_norm(delta, "l2").clamp_min(1e-12).view(-1, 1, 1, 1) * eps
 
 
-def _linf_square(x: torch.Tensor, delta: torch.Tensor, eps: float, p: float, generator) -> torch.Tensor:
-    """Algorithm 2: one random s x s window per image set to +-eps per channel."""
+def _linf_square(x: torch.Tensor, x_cur: torch.Tensor, eps: float, p: float,
+                 generator) -> torch.Tensor:
+    """Algorithm 2: the candidate with one random s x s window per image set to x +- eps per channel."""
     n, c, h, w = x.shape
     s = min(max(round(math.sqrt(p * h * w)), 1), min(h, w) - 1)
     dev = draw_device(generator, x.device)
     r = torch.randint(0, h - s + 1, (n, 1, 1, 1), generator=generator, device=dev).to(x.device)
     q = torch.randint(0, w - s + 1, (n, 1, 1, 1), generator=generator, device=dev).to(x.device)
     rows, cols = torch.arange(h, device=x.device)[:, None], torch.arange(w, device=x.device)
-    win = (rows >= r) & (rows < r + s) & (cols >= q) & (cols < q + s)
+    win = ((rows >= r) & (rows < r + s)) & ((cols >= q) & (cols < q + s))
     # A window the box leaves unchanged would waste a query; the authors redraw its signs until
     # it moves. Flipping every sign always moves it (x - eps and x + eps cannot clip to the same
     # value inside [0, 1]), so one flip replaces the redraw loop.
     signs = eps * _signs((n, c, 1, 1), generator, x)
-    new = torch.where(win, signs, delta)
-    still = (((x + new).clamp(0, 1) - (x + delta)) * win).abs().flatten(1).sum(1) < 1e-7
-    return torch.where(win & still.view(n, 1, 1, 1), -signs, new)
+    moved = ((x + signs).clamp(0, 1).ne(x_cur) & win).flatten(1).any(1)
+    signs = torch.where(moved.view(n, 1, 1, 1), signs, -signs)
+    return torch.where(win, (x + signs).clamp(0, 1), x_cur)
 
 
-def _l2_square(x: torch.Tensor, delta: torch.Tensor, eps: float, p: float, generator) -> torch.Tensor:
+def _l2_square(x: torch.Tensor, x_cur: torch.Tensor, eps: float, p: float,
+               generator) -> torch.Tensor:
     """Algorithm 3: move the mass of windows W1 and W2 into W1, plus a new pattern, at norm eps.
 
     As in the authors' code, the two windows are shared by the batch at each iteration.
     """
     n, c, h, w = x.shape
+    delta = x_cur - x
     s = max(round(math.sqrt(p * h * w)), 3)
     s = min(s + (s % 2 == 0), min(h, w) - 1)
     dev = draw_device(generator)  # four scalars: drawn where the generator is, read on the host
@@ -96,7 +99,7 @@ def _l2_square(x: torch.Tensor, delta: torch.Tensor, eps: float, p: float, gener
     new = new / new.pow(2).sum((2, 3), keepdim=True).sqrt().clamp_min(1e-12) * room.sqrt()
     out = delta.clone()
     out[w2], out[w1] = 0, new
-    return out / flat_norm(out, "l2").clamp_min(1e-12).view(-1, 1, 1, 1) * eps
+    return (x + out / flat_norm(out, "l2").clamp_min(1e-12).view(-1, 1, 1, 1) * eps).clamp(0, 1)
 
 
 @torch.no_grad()
@@ -137,19 +140,19 @@ def square(model: nn.Module | Oracle, x: torch.Tensor, y: torch.Tensor, *, eps: 
     x_best, done = x.clone(), torch.zeros(len(x), dtype=torch.bool, device=x.device)
     cur = torch.full((len(x),), torch.inf, dtype=torch.float64, device=x.device)
     if len(idx := (ledger.left() >= 1).nonzero()[:, 0]):  # a spent Oracle may leave some nothing
-        x_best[idx] = x[idx] + clip_box(x[idx], start[idx])
+        x_best[idx] = (x[idx] + start[idx]).clamp(0, 1)
         cur[idx], done[idx] = judge(x_best[idx], idx)
+    update = _linf_square if norm == "linf" else _l2_square
     for i in range(max_queries - 1):
         act = (~done & (ledger.left() >= 1)).nonzero()[:, 0]
         if not len(act):
             break
-        update = _linf_square if norm == "linf" else _l2_square
-        xa = x[act]
-        new = update(xa, x_best[act] - xa, eps, _p_schedule(p_init, i, max_queries), generator)
-        cand = xa + clip_box(xa, new)
+        x_cur, cur_act = x_best[act], cur[act]
+        cand = update(x[act], x_cur, eps, _p_schedule(p_init, i, max_queries), generator)
         val, won = judge(cand, act)
-        keep = (val < cur[act]) | won
-        # torch.where on the active rows: a boolean index would sync with the GPU each query
-        x_best[act] = torch.where(per_example(keep, cand), cand, x_best[act])
-        cur[act], done[act] = torch.where(keep, val, cur[act]), torch.where(keep, won, done[act])
+        keep = (val < cur_act) | won
+        # torch.where on the active rows: a boolean index would sync with the GPU each query.
+        # done[act] is False on every active row, so it becomes `won`.
+        x_best[act] = torch.where(per_example(keep, cand), cand, x_cur)
+        cur[act], done[act] = torch.where(keep, val, cur_act), won
     return ledger.result(x_best)
