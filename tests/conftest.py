@@ -27,6 +27,16 @@ def digits_mlp():
     return models.pretrained("digits-mlp")
 
 
+@pytest.fixture(scope="session")
+def digits_train():
+    return data.digits("train")
+
+
+@pytest.fixture(scope="session")
+def digits_resnet():
+    return models.pretrained("digits-resnet")
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _one_thread():
     """The models here are tiny: intra-op threads gain nothing and, when the two cores of a CI

@@ -8,7 +8,6 @@ import pytest
 import torch
 from torch import nn
 
-from robustlab import models
 from robustlab.attacks import fgsm, pgd
 from robustlab.evaluate import TransferResult, robust_accuracy, transfer_matrix
 
@@ -16,11 +15,6 @@ from .conftest import leaves_as_found, messy_model, nested_modes, seeded
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 PGD = dict(eps=0.2, alpha=0.05, steps=5, random_start=False)
-
-
-@pytest.fixture(scope="module")
-def digits_resnet():
-    return models.pretrained("digits-resnet")
 
 
 def by_definition(models, x, y, attack, **kw):

@@ -4,16 +4,10 @@ that fools unseen digits at unseen positions clearly more often than a random on
 import pytest
 import torch
 
-from robustlab import data
 from robustlab.attacks import apply_patch, patch, patch_success
 from robustlab.attacks.patch import random_positions
 
 from ..conftest import check_conventions, leaves_as_found, messy_model, nested_modes, seeded
-
-
-@pytest.fixture(scope="module")
-def digits_train():
-    return data.digits("train")
 
 
 def pasted_by_hand(x, p, positions):

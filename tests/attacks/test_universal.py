@@ -1,22 +1,10 @@
 import pytest
 import torch
 
-from robustlab import data, models
 from robustlab.attacks.universal import apply_guap, fooling_rate, guap, guap_flow_norm, uap
 from robustlab.norms import flat_norm
 
 from ..conftest import check_conventions, messy_model, seeded
-
-
-@pytest.fixture(scope="module")
-def digits_train():
-    return data.digits("train")
-
-
-@pytest.fixture(scope="module")
-def digits_resnet():
-    return models.pretrained("digits-resnet")
-
 
 
 def sign_noise_rate(model, x, y, eps, reps=5):
