@@ -32,10 +32,16 @@ def model_dtype(model: nn.Module) -> torch.dtype | None:
     return None
 
 
-def check_model_input(model: nn.Module, x: torch.Tensor, name: str = "x") -> None:
-    """`x` must be on the model's device and of its dtype: say which, before torch does."""
+def check_model(model) -> nn.Module:
+    """`model` must be a torch module: say so before anything calls it."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    return model
+
+
+def check_model_input(model: nn.Module, x: torch.Tensor, name: str = "x") -> None:
+    """`x` must be on the model's device and of its dtype: say which, before torch does."""
+    check_model(model)
     dev, dtype = model_device(model), model_dtype(model)
     if dev is not None and dev != x.device:
         raise ValueError(f"{name} is on {x.device} but the model is on {dev}; move one of them")
@@ -47,8 +53,7 @@ def check_model_input(model: nn.Module, x: torch.Tensor, name: str = "x") -> Non
 def check_attack_inputs(model: nn.Module, x, y, *, eps=None, norm="linf",
                         norms=("linf", "l2")) -> tuple[torch.Tensor, torch.Tensor, float | None, str]:
     """Validate the common arguments of an attack or evaluator; return ``(x, y, eps, norm)``."""
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    check_model(model)
     x = plain(check_images(x))
     check_model_input(model, x)
     y = check_labels(y, x) if y is not None else None

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from .._checks import check_choice, check_eps, check_images, check_labels, check_norm, check_positive
-from .._model import eval_mode, logits_of, model_device, model_dtype, plain
+from .._model import check_model, eval_mode, logits_of, model_device, model_dtype, plain
 from ..losses import is_fooled
 
 OUTPUTS = ("scores", "label")
@@ -56,8 +56,7 @@ class Oracle:
 
     def __init__(self, model: nn.Module, *, output: str = "scores", budget: int | None = None,
                  batch_size: int = 1024, num_classes: int | None = None):
-        if not isinstance(model, nn.Module):
-            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        check_model(model)
         self.output = check_choice(output, OUTPUTS, "output")
         self.budget = None if budget is None else check_positive(budget, "budget", integer=True)
         self.batch_size = check_positive(batch_size, "batch_size", integer=True)

@@ -44,7 +44,7 @@ from .._checks import (
     check_nonnegative,
     check_positive,
 )
-from .._model import check_model_input, eval_mode, plain
+from .._model import check_model, check_model_input, eval_mode, plain
 from .._random import draw_device
 from ..tables import Tabular, markdown_table
 
@@ -86,8 +86,7 @@ def gaussian_noise(*, sigma: float, generator: torch.Generator | None = None):
 
 
 def _check_common(model, x, sigma, alpha, batch_size, generator):
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    check_model(model)
     x = plain(check_images(x))
     check_model_input(model, x)
     sigma = check_positive(sigma, "sigma")
