@@ -41,6 +41,8 @@ zoo: $(STAMP)  ## retrain the model zoo from its recipes (writes robustlab/weigh
 bench: $(STAMP)  ## benchmarks against reference libraries (installs the bench extra)
 	$(PY) -m pip install --quiet --no-deps torchattacks
 	$(PY) benchmarks/attacks.py
+	$(PY) -m pip install --quiet --no-deps adversarial-robustness-toolbox
+	$(PY) benchmarks/defences.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check robustlab tests benchmarks course

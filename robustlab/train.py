@@ -28,6 +28,8 @@ __all__ = ["Objective", "cross_entropy", "evaluate", "fit", "predict"]
 
 Objective = Callable[[nn.Module, torch.Tensor, torch.Tensor],
                      torch.Tensor | tuple[torch.Tensor, dict]]
+Step = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.optim.Optimizer],
+                torch.Tensor | tuple[torch.Tensor, dict]]
 
 
 def cross_entropy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -65,7 +67,8 @@ def _loss_and_logs(out: torch.Tensor | tuple) -> tuple[torch.Tensor, dict]:
 
 
 def _epoch(model: nn.Module, batches: Iterable, objective: Objective,
-           optimizer: torch.optim.Optimizer, device: torch.device, epoch: int) -> dict[str, float]:
+           optimizer: torch.optim.Optimizer, device: torch.device, epoch: int,
+           step: Step | None = None) -> dict[str, float]:
     """One pass over `batches`; the example-weighted mean loss and logs of the epoch.
 
     Sums stay on the device and are read once at the end (one host sync per epoch, not per
@@ -77,10 +80,13 @@ def _epoch(model: nn.Module, batches: Iterable, objective: Objective,
     batch = -1
     for batch, (x, y) in enumerate(batches):
         x, y = x.to(device), y.to(device)
-        loss, logs = _loss_and_logs(objective(model, x, y))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        if step is not None:  # a loop defence: its own backward passes and optimiser steps
+            loss, logs = _loss_and_logs(step(model, x, y, optimizer))
+        else:
+            loss, logs = _loss_and_logs(objective(model, x, y))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
         first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss.detach()), batch, first_bad)
         for key, value in {"loss": loss, **logs}.items():
             # tensors stay tensors (no sync); plain floats stay on the host (no copy to the device)
@@ -115,7 +121,8 @@ def fit(model: nn.Module, data, *, epochs: int, objective: Objective = cross_ent
         weight_decay: float = 0.0, scheduler=None, batch_size: int = 64,
         device: str | torch.device | None = None, eval_data=None, seed: int = 0,
         progress: bool = True, checkpoint: str | os.PathLike | None = None,
-        resume: bool | str | os.PathLike = False) -> list[dict]:
+        resume: bool | str | os.PathLike = False, step: Step | None = None,
+        after_epoch: Callable[[nn.Module, dict], bool | None] | None = None) -> list[dict]:
     """Train `model` on `data` for `epochs`, minimising `objective`; return the history.
 
     Arguments:
@@ -139,6 +146,12 @@ def fit(model: nn.Module, data, *, epochs: int, objective: Objective = cross_ent
             against its sha256 and must come from the same model, optimizer and scheduler;
             training continues at the epoch after it up to `epochs` in all, and the model
             and history equal those of an uninterrupted run with the same seed and data.
+        step: instead of `objective`, a whole training step ``step(model, x, y, optimizer)
+            -> loss | (loss, logs)`` that runs its own backward passes and optimiser steps
+            (the defences of `robustlab.defences.loops`); the loss it returns is only logged.
+        after_epoch: ``after_epoch(model, row)``, called after each epoch's row is complete
+            (before it is checkpointed); it may add entries to `row`, and returning True stops
+            training after this epoch (early stopping). Its own state is not checkpointed.
     Returns a list with one dict per epoch: ``epoch``, ``loss`` (mean), the mean of each log
     and ``test_acc``. Running sums stay on the device and are read once per epoch, so a GPU is
     not stalled every batch; a non-finite loss is therefore caught at the end of its epoch,
@@ -147,6 +160,8 @@ def fit(model: nn.Module, data, *, epochs: int, objective: Objective = cross_ent
     raises a ValueError.
     """
     check_positive(epochs, "epochs", integer=True)
+    if step is not None and objective is not cross_entropy:
+        raise ValueError("fit takes an objective or a step, not both")
     device = default_device(device)
     model.to(device)
     if optimizer is None:
@@ -161,11 +176,12 @@ def fit(model: nn.Module, data, *, epochs: int, objective: Objective = cross_ent
     for epoch in bar:
         model.train()
         row = {"epoch": epoch + 1,
-               **_epoch(model, batches, objective, optimizer, device, epoch + 1)}
+               **_epoch(model, batches, objective, optimizer, device, epoch + 1, step)}
         if scheduler is not None:
             scheduler.step()
         if eval_data is not None:
             row["test_acc"] = evaluate(model, eval_data, device=device)
+        stop = after_epoch is not None and after_epoch(model, row) is True
         history.append(row)
         if save_to is not None:
             _ckpt.save(save_to, {
@@ -174,6 +190,8 @@ def fit(model: nn.Module, data, *, epochs: int, objective: Objective = cross_ent
                 "scheduler": None if scheduler is None else scheduler.state_dict(),
                 "history": history, "rng": _ckpt.capture_rng(batches)})
         bar.set_postfix({k: round(v, 4) for k, v in row.items() if k != "epoch"})
+        if stop:
+            break
     model.eval()
     return history
 

@@ -137,3 +137,33 @@ def test_evaluate_restores_nested_modes(eight):
     wrapped, net = nested_modes()
     leaves_as_found(lambda: evaluate(wrapped, (x, y)), wrapped, x, y)
     assert net.training and not wrapped.training
+
+
+# issue 9: loop defences hand fit a whole training step; callbacks run after each epoch
+def test_fit_step_replaces_objective_and_after_epoch_can_stop():
+    batches = _digits_batches(n=64)
+    model = models.MLP()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    calls, steps = [], []
+    opt.register_step_post_hook(lambda *_: steps.append(1))
+
+    def step(model, x, y, optimizer):
+        calls.append(optimizer)
+        for _ in range(2):  # two optimiser steps per batch: only a step can do that
+            optimizer.zero_grad()
+            loss = cross_entropy(model, x, y)
+            loss.backward()
+            optimizer.step()
+        return loss.detach(), {"twice": 2 * loss.detach()}
+
+    def after(model, row):
+        row["seen"] = len(calls)
+        return row["epoch"] == 2  # stop after the second of five epochs
+
+    hist = fit(model, batches, epochs=5, step=step, optimizer=opt, progress=False,
+               after_epoch=after)
+    assert [r["epoch"] for r in hist] == [1, 2] and [r["seen"] for r in hist] == [2, 4]
+    assert all(o is opt for o in calls) and len(steps) == 2 * 2 * 2  # epochs x batches x 2
+    assert hist[1]["twice"] == pytest.approx(2 * hist[1]["loss"])
+    with pytest.raises(ValueError, match="objective or a step"):
+        fit(model, batches, epochs=1, step=step, objective=lambda m, x, y: m(x).sum())

@@ -1,5 +1,7 @@
-"""Training objectives that change only the loss: adversarial training and distributionally
-robust optimisation, each an `Objective` for `robustlab.train.fit`.
+"""Training objectives that change only the loss: adversarial training here, distributionally
+robust optimisation (TRADES, VAT, WRM) in `robustlab.defences.dro`; each an `Objective` for
+`robustlab.train.fit`. The rules below hold for both modules (their shared machinery is
+`robustlab.defences._inner`).
 
 Every function here is a factory: it takes the method's hyperparameters (keyword-only, the
 paper's defaults where the paper has one), checks them at once, and returns
@@ -12,9 +14,9 @@ averages per epoch. Nothing reads a value back to the host, so a GPU is never st
 | `fgsm_at` | Goodfellow et al. 2015 | w CE(x) + (1 - w) CE(x + eps sign grad) |
 | `pgd_at` | Madry et al. 2018 | CE(x*), x* from PGD in the eps-ball (Danskin) |
 | `fast_at` | Wong et al. 2020 | CE(x*), x* one FGSM step of 1.25 eps from a random start |
-| `trades` | Zhang et al. 2019 | CE(f(x), y) + beta KL(f(x) || f(x*)), x* from PGD on the KL |
-| `vat` | Miyato et al. 2018 | CE on labelled + weight KL(p(x) || p(x + r_adv)) on all |
-| `wrm` | Sinha et al. 2018 | CE(x*), x* = argmax CE(x') - gamma ||x' - x||_2^2 |
+| `dro.trades` | Zhang et al. 2019 | CE(f(x), y) + beta KL(f(x) || f(x*)), x* from PGD on the KL |
+| `dro.vat` | Miyato et al. 2018 | CE on labelled + weight KL(p(x) || p(x + r_adv)) on all |
+| `dro.wrm` | Sinha et al. 2018 | CE(x*), x* = argmax CE(x') - gamma ||x' - x||_2^2 |
 
 The inner maximisation (the attack)
 -----------------------------------
@@ -49,127 +51,27 @@ optimiser step instead (the paper's choice), and must then *not* be given to `fi
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-
 import torch
-import torch.nn.functional as F
 from torch import nn
-from torch.nn.modules.batchnorm import _NormBase
 
-from .._checks import (
-    check_choice,
-    check_eps,
-    check_in_range,
-    check_logits,
-    check_nonnegative,
-    check_norm,
-    check_positive,
+from .._checks import check_eps, check_in_range, check_nonnegative, check_norm, check_positive
+from ..losses import ce_loss
+from ..norms import clip_box, random_in_ball, steepest
+from ._inner import (
+    ATTACK_MODES,
+    ObjectiveFn,
+    _acc,
+    _ascend,
+    _ce,
+    _check_generator,
+    _check_inner_pgd,
+    _check_mode,
+    _inner,
+    _input_grad,
+    _pgd_point,
 )
-from .._model import eval_mode
-from .._random import draw_device
-from ..losses import ce_loss, kl_loss
-from ..norms import clip_box, finite_direction, flat_norm, per_example, project, random_in_ball, steepest
 
-__all__ = ["ATTACK_MODES", "cyclic_lr", "fast_at", "fgsm_at", "pgd_at", "trades",
-           "vat", "vat_direction", "wrm"]
-
-ATTACK_MODES = ("train", "eval")
-
-Logs = dict[str, torch.Tensor]
-ObjectiveFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], tuple[torch.Tensor, Logs]]
-
-
-# --------------------------------------------------------------------------- shared machinery
-
-def _check_generator(generator) -> torch.Generator | None:
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise TypeError(f"generator must be a torch.Generator or None, got "
-                        f"{type(generator).__name__}")
-    return generator
-
-
-def _check_mode(attack_mode: str) -> str:
-    return check_choice(attack_mode, ATTACK_MODES, "attack_mode")
-
-
-def _check_inner_pgd(eps, alpha, steps, norm, norms=("linf", "l2")) -> tuple[float, str]:
-    """The inner PGD's settings: eps >= 0, alpha > 0, steps a positive int, a known norm."""
-    check_positive(alpha, "alpha")
-    check_positive(steps, "steps", integer=True)
-    return check_eps(eps), check_norm(norm, norms)
-
-
-def _gaussian(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    """Standard normal noise shaped like `x`, drawn on the generator's device."""
-    return torch.randn(x.shape, generator=generator,
-                       device=draw_device(generator, x.device)).to(x)
-
-
-@contextmanager
-def _running_stats_frozen(model: nn.Module) -> Iterator[nn.Module]:
-    """Forward passes that leave batch-norm running statistics alone: norm layers in training
-    mode keep normalising with batch statistics but do not update their running ones."""
-    norms = [m for m in model.modules()
-             if isinstance(m, _NormBase) and m.training and m.track_running_stats]
-    for m in norms:
-        m.track_running_stats = False
-    try:
-        yield model
-    finally:
-        for m in norms:
-            m.track_running_stats = True
-
-
-@contextmanager
-def _inner(model: nn.Module, attack_mode: str) -> Iterator[nn.Module]:
-    """The model as the inner maximisation sees it: parameters frozen (their ``.grad`` and
-    ``requires_grad`` flags are restored as found), gradients on, in eval mode (``"eval"``) or
-    as found with batch-norm running statistics not updated (``"train"``)."""
-    if torch.is_inference_mode_enabled():
-        raise RuntimeError("adversarial training objectives cannot run inside "
-                           "torch.inference_mode(): the inner attack needs input gradients")
-    params = list(model.parameters())
-    flags = [p.requires_grad for p in params]
-    for p in params:
-        p.requires_grad_(False)
-    try:
-        mode = eval_mode(model) if attack_mode == "eval" else _running_stats_frozen(model)
-        with mode, torch.enable_grad():
-            yield model
-    finally:
-        for p, flag in zip(params, flags):
-            p.requires_grad_(flag)
-
-
-def _input_grad(model: nn.Module, x: torch.Tensor, loss_fn) -> torch.Tensor:
-    """Gradient wrt `x` of the summed per-example ``loss_fn(logits)``; may hold inf or NaN
-    (`steepest` makes it finite; a caller that uses it raw applies `finite_direction`)."""
-    x = x.detach().requires_grad_(True)
-    (g,) = torch.autograd.grad(loss_fn(model(x)).sum(), x)
-    return g
-
-
-def _ascend(model: nn.Module, x: torch.Tensor, delta: torch.Tensor, loss_fn, *, eps: float,
-            alpha: float, steps: int, norm: str) -> torch.Tensor:
-    """Projected steepest ascent of ``loss_fn`` from ``x + delta`` in the `norm` ball of
-    radius `eps` intersected with [0, 1]; returns the adversarial input (detached)."""
-    for _ in range(steps):
-        x_adv = x + delta
-        g = _input_grad(model, x_adv, loss_fn)
-        delta = delta + alpha * steepest(g, norm, x_adv)
-        delta = clip_box(x, project(delta, eps, norm))
-    return (x + delta).detach()
-
-
-def _ce(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean cross-entropy of the model on `x` (a training forward pass) and the logits."""
-    z = check_logits(model(x), len(x))
-    return F.cross_entropy(z, y), z
-
-
-def _acc(z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    return (z.detach().argmax(1) == y).float().mean()
+__all__ = ["ATTACK_MODES", "cyclic_lr", "fast_at", "fgsm_at", "pgd_at"]
 
 
 # --------------------------------------------------------------------------- adversarial training
@@ -222,13 +124,9 @@ def pgd_at(*, eps: float, alpha: float, steps: int, norm: str = "linf",
     generator = _check_generator(generator)
 
     def objective(model: nn.Module, x: torch.Tensor, y: torch.Tensor):
-        x = x.detach()
-        delta = torch.zeros_like(x)
-        if random_start:
-            delta = clip_box(x, random_in_ball(x, eps, norm, generator))
-        with _inner(model, attack_mode):
-            x_adv = _ascend(model, x, delta, lambda z: ce_loss(z, y), eps=eps, alpha=alpha,
-                            steps=steps, norm=norm)
+        x_adv = _pgd_point(model, x, y, eps=eps, alpha=alpha, steps=steps, norm=norm,
+                           random_start=random_start, attack_mode=attack_mode,
+                           generator=generator)
         loss, z = _ce(model, x_adv, y)
         return loss, {"adv_loss": loss.detach(), "adv_acc": _acc(z, y)}
 
@@ -309,154 +207,3 @@ def cyclic_lr(optimizer: torch.optim.Optimizer, *, epochs: int, steps_per_epoch:
     if per_batch:
         scheduler.hook = optimizer.register_step_post_hook(lambda *_: scheduler.step())
     return scheduler
-
-
-# --------------------------------------------------------------------------- distributionally robust
-
-def trades(*, eps: float, alpha: float, steps: int, beta: float = 6.0, norm: str = "linf",
-           attack_mode: str = "eval", generator: torch.Generator | None = None) -> ObjectiveFn:
-    """TRADES, Zhang et al., "Theoretically principled trade-off between robustness and accuracy"
-    (ICML 2019):
-
-        CE(f(x), y) + beta * max_{x' in B(x, eps)} KL(f(x) || f(x'))
-
-    The inner max is PGD on the KL (f(x) held fixed) from ``x + 0.001 N(0, I)``, as in the
-    reference code, which runs it with the model in eval mode (``attack_mode="eval"``). The
-    outer loss differentiates through both f(x) and f(x'). ``beta=6`` (1/lambda) is the paper's
-    choice; its MNIST setting is eps=0.1, alpha=0.01, steps=40, CIFAR-10 eps=0.031,
-    alpha=0.007, steps=10. ``beta=0`` is plain cross-entropy. Logs: ``clean_loss``,
-    ``clean_acc``, ``kl``, ``adv_acc``.
-    """
-    eps, norm = _check_inner_pgd(eps, alpha, steps, norm)
-    beta = check_nonnegative(beta, "beta")
-    attack_mode = _check_mode(attack_mode)
-    generator = _check_generator(generator)
-
-    def objective(model: nn.Module, x: torch.Tensor, y: torch.Tensor):
-        x = x.detach()
-        delta = clip_box(x, project(0.001 * _gaussian(x, generator), eps, norm))
-        with _inner(model, attack_mode):
-            with torch.no_grad():
-                z_ref = model(x)
-            x_adv = _ascend(model, x, delta, lambda z: kl_loss(z, z_ref), eps=eps, alpha=alpha,
-                            steps=steps, norm=norm)
-        clean_loss, z = _ce(model, x, y)
-        z_adv = check_logits(model(x_adv), len(x))
-        kl = kl_loss(z_adv, z).mean()
-        loss = clean_loss + beta * kl
-        return loss, {"clean_loss": clean_loss.detach(), "clean_acc": _acc(z, y),
-                      "kl": kl.detach(), "adv_acc": _acc(z_adv, y)}
-
-    return objective
-
-
-def vat_direction(model: nn.Module, x: torch.Tensor, *, xi: float = 1e-6,
-                  power_iterations: int = 1, logits: torch.Tensor | None = None,
-                  generator: torch.Generator | None = None) -> torch.Tensor:
-    """The virtual adversarial direction of Miyato et al. (TPAMI 2018), unit L2 norm per example.
-
-    Power iteration on the Hessian H of d -> KL(p(x) || p(x + d)) at d = 0: from a random unit
-    d, repeat ``d <- normalise(grad_d KL(p(x) || p(x + xi d)))`` (= H d up to O(xi)), so d
-    tends to H's dominant eigenvector. `logits` are the model's logits at `x` (computed here
-    when None). Runs the model as found; call it inside the caller's chosen mode.
-    """
-    check_positive(xi, "xi")
-    check_positive(power_iterations, "power_iterations", integer=True)
-    x = x.detach()
-    if logits is None:
-        with torch.no_grad():
-            logits = model(x)
-    logits = logits.detach()
-    d = _gaussian(x, _check_generator(generator))
-    for _ in range(power_iterations):
-        d = _unit(d)
-        d = d.requires_grad_(True)
-        with torch.enable_grad():
-            (g,) = torch.autograd.grad(kl_loss(model(x + xi * d), logits).sum(), d)
-        d = finite_direction(g)
-    return _unit(d)
-
-
-def _unit(d: torch.Tensor) -> torch.Tensor:
-    """`d` scaled to unit L2 norm per example. The power iteration's gradient is O(xi^2)
-    (1e-12 and less with the paper's xi): only an exact zero is left as zero."""
-    return d / per_example(flat_norm(d, "l2").clamp_min(torch.finfo(d.dtype).tiny), d)
-
-
-def vat(*, eps: float, xi: float = 1e-6, power_iterations: int = 1, weight: float = 1.0,
-        attack_mode: str = "train", generator: torch.Generator | None = None) -> ObjectiveFn:
-    """Virtual adversarial training, Miyato, Maeda, Koyama and Ishii (TPAMI 2018):
-
-        mean_{labelled} CE(x, y) + weight * mean_{all} KL(p(.|x; theta^) || p(.|x + r_vadv; theta))
-
-    with ``r_vadv = eps * vat_direction(...)`` (L2 radius `eps`, ``xi=1e-6`` and one power
-    iteration as in the paper) and p(.|x; theta^) the current prediction held constant.
-    ``weight`` is the paper's alpha (1 in all their experiments); eps is per dataset (their
-    MNIST: 2.0). Semi-supervised: labels equal to -1 mark unlabelled examples, which enter only
-    the KL term (the CE is averaged over the labelled ones; 0 when a batch has none). x + r_vadv
-    is clipped to [0, 1]. Logs: ``clean_loss``, ``clean_acc`` (labelled examples), ``lds``.
-    """
-    eps = check_eps(eps)
-    check_positive(xi, "xi")
-    check_positive(power_iterations, "power_iterations", integer=True)
-    weight = check_nonnegative(weight, "weight")
-    attack_mode = _check_mode(attack_mode)
-    generator = _check_generator(generator)
-
-    def objective(model: nn.Module, x: torch.Tensor, y: torch.Tensor):
-        x = x.detach()
-        z = check_logits(model(x), len(x))
-        labelled = y != -1
-        count = labelled.sum().clamp_min(1)
-        ce = F.cross_entropy(z, torch.where(labelled, y, 0), reduction="none")
-        clean_loss = (ce * labelled).sum() / count
-        with _inner(model, attack_mode):
-            d = vat_direction(model, x, xi=xi, power_iterations=power_iterations, logits=z,
-                              generator=generator)
-            x_adv = (x + clip_box(x, eps * d)).detach()
-        if attack_mode == "train":  # as in Miyato et al.'s code, the LDS forward pass
-            with _running_stats_frozen(model):  # leaves the running statistics alone too
-                z_adv = check_logits(model(x_adv), len(x))
-        else:
-            z_adv = check_logits(model(x_adv), len(x))
-        lds = kl_loss(z_adv, z.detach()).mean()
-        loss = clean_loss + weight * lds
-        hits = ((z.detach().argmax(1) == y) & labelled).sum() / count
-        return loss, {"clean_loss": clean_loss.detach(), "clean_acc": hits.float(),
-                      "lds": lds.detach()}
-
-    return objective
-
-
-def wrm(*, gamma: float = 0.385, steps: int = 15, attack_mode: str = "train") -> ObjectiveFn:
-    """WRM, Sinha, Namkoong and Duchi, "Certifying some distributional robustness with principled
-    adversarial training" (ICLR 2018): the Lagrangian relaxation of a Wasserstein ball,
-
-        min_theta E[ max_{x'} CE(f(x'), y) - gamma ||x' - x||_2^2 ],
-
-    with the inner problem (strongly concave once gamma exceeds the loss's smoothness) solved
-    as in the reference code: start at ``x + grad CE(x) / (2 gamma)``, then `steps` steps of
-    gradient ascent on ``CE(x') / (2 gamma) - ||x' - x||^2 / 2`` with step size 1/sqrt(t + 2),
-    here projected on [0, 1]. The outer gradient is taken at the maximiser (Danskin).
-    ``gamma=0.385`` and 15 steps are the reference code's MNIST setting (its ``eps = 0.5 /
-    gamma = 1.3``); a huge gamma gives plain cross-entropy. Logs: ``adv_loss``, ``adv_acc``,
-    ``cost`` (mean ||x' - x||_2^2, the transport cost).
-    """
-    gamma = check_positive(gamma, "gamma")
-    check_positive(steps, "steps", integer=True)
-    attack_mode = _check_mode(attack_mode)
-    scale = 0.5 / gamma
-
-    def objective(model: nn.Module, x: torch.Tensor, y: torch.Tensor):
-        x = x.detach()
-        with _inner(model, attack_mode):
-            x_adv = (x + scale * finite_direction(_input_grad(model, x, lambda z: ce_loss(z, y)))).clamp(0, 1)
-            for t in range(steps):
-                g = scale * finite_direction(_input_grad(model, x_adv, lambda z: ce_loss(z, y))) - (x_adv - x)
-                x_adv = (x_adv + g / (t + 2) ** 0.5).clamp(0, 1)
-        x_adv = x_adv.detach()
-        loss, z = _ce(model, x_adv, y)
-        cost = flat_norm(x_adv - x, "l2").square().mean()
-        return loss, {"adv_loss": loss.detach(), "adv_acc": _acc(z, y), "cost": cost}
-
-    return objective
