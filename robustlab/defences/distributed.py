@@ -11,23 +11,22 @@ and global batches that split evenly over the ranks, W ranks take exactly the st
 takes on the global batches (up to the order of floating-point sums): the mean of the ranks'
 mean gradients is the gradient of the global mean.
 
-Launch one process per rank with torchrun,
+Launch one process per rank with torchrun (gloo on CPU, NCCL on GPUs), e.g. the example
+script ``examples/ddp_pgd_at.py``,
 
-    torchrun --nproc-per-node 2 -m robustlab.defences.distributed --epochs 10 --checkpoint run.pt
+    torchrun --nproc-per-node 2 examples/ddp_pgd_at.py --epochs 10 --checkpoint run.pt
     torchrun --nnodes 2 --node-rank 0 --master-addr HOST --master-port 29500 \\
-        --nproc-per-node 4 -m robustlab.defences.distributed ...
+        --nproc-per-node 4 examples/ddp_pgd_at.py ...
 
-(gloo on CPU, NCCL on GPUs), or from Python with `launch`, which spawns the ranks on this
-machine. Each rank writes its own checkpoint (`rank_path`): ranks hold different RNG states,
-and a resumed run needs each rank's own.
+or from Python with `launch`, which spawns the ranks on this machine. Each rank writes its own
+checkpoint (`rank_path`): ranks hold different RNG states, and a resumed run needs each rank's
+own.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import socket
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -178,53 +177,3 @@ def launch(fn: Callable, world_size: int, *args, backend: str | None = None) -> 
         backend = "nccl" if torch.cuda.device_count() >= world_size else "gloo"
     mp.spawn(_run_rank, args=(fn, world_size, _free_port(), backend, args), nprocs=world_size,
              join=True)
-
-
-def main(argv=None) -> int:
-    """PGD-AT of the digits CNN on every rank torchrun (or ``--nproc``) starts."""
-    p = argparse.ArgumentParser(prog="python -m robustlab.defences.distributed",
-                                description=main.__doc__)
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--batch-size", type=int, default=64, help="the global batch")
-    p.add_argument("--eps", type=float, default=0.15)
-    p.add_argument("--steps", type=int, default=7)
-    p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--checkpoint", help="save every epoch here (rank r > 0: <file>.rank<r>)")
-    p.add_argument("--resume", action="store_true", help="continue from --checkpoint")
-    p.add_argument("--nproc", type=int, default=0,
-                   help="spawn this many local ranks instead of running under torchrun")
-    args = p.parse_args(argv)
-    if args.nproc:
-        launch(_train_rank, args.nproc, args)
-    else:
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-        try:
-            _train_rank(dist.get_rank(), dist.get_world_size(), args)
-        finally:
-            dist.destroy_process_group()
-    return 0
-
-
-def _train_rank(rank: int, world_size: int, args) -> None:
-    from .. import data, models
-    from ..train import evaluate
-    from ..utils import seed_everything
-    from .objectives import pgd_at
-
-    seed_everything(args.seed)  # the same initial weights everywhere (DDP copies rank 0's anyway)
-    model = models.SmallCNN(1, 10, width=16, image_size=8)
-    seed_everything(args.seed + rank)  # independent random starts per rank
-    x, y = data.digits("train")
-    history = ddp_fit(model, x, y, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
-                      objective=pgd_at(eps=args.eps, alpha=2.5 * args.eps / args.steps,
-                                       steps=args.steps),
-                      lr=args.lr, checkpoint=args.checkpoint, resume=args.resume)
-    if rank == 0:
-        accuracy = evaluate(model, data.digits("test"))
-        print(f"{world_size} ranks, {len(history)} epochs: last loss {history[-1]['loss']:.4f}, "
-              f"test accuracy {accuracy:.4f}", flush=True)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
