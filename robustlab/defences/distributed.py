@@ -39,6 +39,7 @@ from torch.utils.data import BatchSampler, DataLoader, RandomSampler, Sampler, T
 
 from .. import checkpoint as _ckpt
 from .._checks import check_positive
+from ..train import fit
 
 __all__ = ["RankSlices", "ddp_fit", "launch", "rank_path", "shard_batches"]
 
@@ -131,8 +132,6 @@ def ddp_fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int, 
     independent random starts; the shuffling is shared through `seed`.
     """
     rank, world_size = _world()
-    from ..train import fit  # train is the core; imported here to keep this module's top light
-
     if torch.cuda.is_available():
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)))
         torch.cuda.set_device(device)
