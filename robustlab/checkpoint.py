@@ -15,12 +15,15 @@ sidecar naming ``<file>.tmp``'s sha256: `load` then finishes the commit. Any oth
 refused as a corrupt or tampered file, naming it.
 
 RNG states are stored as tensors and lists: torch's CPU (and CUDA) states, NumPy's and
-Python's ``random``, and the states of the generators of the data loader that shuffles, so a
-resumed run draws exactly what the uninterrupted run would have drawn.
+Python's ``random``, the states of the generators of the data loader that shuffles, and those
+of the torch generators the objective closes over (``pgd_at(generator=g)`` and every other
+factory of ``robustlab.defences`` keep theirs in a closure), so a resumed run draws exactly
+what the uninterrupted run would have drawn.
 """
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import os
@@ -33,8 +36,8 @@ from torch import nn
 
 from .models import sha256
 
-__all__ = ["FORMAT", "capture_rng", "check_same_model", "exists", "load", "restore_rng", "save",
-           "sidecar_path"]
+__all__ = ["FORMAT", "capture_rng", "check_same_model", "exists", "load", "objective_generators",
+           "restore_rng", "save", "sidecar_path"]
 
 FORMAT = "robustlab.fit/1"
 
@@ -175,7 +178,38 @@ def _loader_generators(batches) -> list[torch.Generator]:
     return found
 
 
-def capture_rng(batches=None) -> dict:
+def objective_generators(objective, depth: int = 4) -> list[torch.Generator]:
+    """The distinct torch generators an objective draws from: those in its closure or among the
+    module globals its code names (an objective wrapping another defined at a script's top
+    level), in those of the functions found there, and in the arguments of a
+    ``functools.partial``, up to `depth` levels deep."""
+    found: list[torch.Generator] = []
+
+    def walk(obj, level: int) -> None:
+        if isinstance(obj, torch.Generator):
+            if all(obj is not g for g in found):
+                found.append(obj)
+            return
+        if level == 0:
+            return
+        if isinstance(obj, functools.partial):
+            for item in (obj.func, *obj.args, *obj.keywords.values()):
+                walk(item, level - 1)
+        for cell in getattr(obj, "__closure__", None) or ():
+            try:
+                walk(cell.cell_contents, level - 1)
+            except ValueError:  # an empty cell
+                pass
+        code, names = getattr(obj, "__code__", None), getattr(obj, "__globals__", {})
+        for name in getattr(code, "co_names", ()):
+            if name in names:
+                walk(names[name], level - 1)
+
+    walk(objective, depth)
+    return found
+
+
+def capture_rng(batches=None, objective=None) -> dict:
     """Every RNG state a training run draws from, as tensors and plain containers."""
     name, keys, pos, has_gauss, cached = np.random.get_state()
     version, mt, gauss_next = random.getstate()
@@ -187,10 +221,11 @@ def capture_rng(batches=None) -> dict:
         "python": {"version": int(version), "state": torch.tensor(mt, dtype=torch.int64),
                    "gauss_next": gauss_next},
         "loader": [g.get_state() for g in _loader_generators(batches)],
+        "objective": [g.get_state() for g in objective_generators(objective)],
     }
 
 
-def restore_rng(rng: dict, batches=None) -> None:
+def restore_rng(rng: dict, batches=None, objective=None) -> None:
     """Set every RNG back to the states `capture_rng` returned."""
     torch.set_rng_state(rng["torch"])
     if rng["cuda"] and torch.cuda.is_available():
@@ -208,6 +243,14 @@ def restore_rng(rng: dict, batches=None) -> None:
                          f"checkpoint {len(rng['loader'])}: resume with data of the same kind")
     for gen, state in zip(generators, rng["loader"]):
         gen.set_state(state)
+    if "objective" in rng:  # absent from checkpoints written before it was saved
+        generators = objective_generators(objective)
+        if len(generators) != len(rng["objective"]):
+            raise ValueError(f"the objective draws from {len(generators)} torch generator(s), "
+                             f"the checkpoint saved {len(rng['objective'])}: resume with the "
+                             f"same objective")
+        for gen, state in zip(generators, rng["objective"]):
+            gen.set_state(state)
 
 
 def check_same_model(model: nn.Module, state_dict: dict, where) -> None:

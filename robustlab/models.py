@@ -112,6 +112,10 @@ ARCHITECTURES = {
     "digits-resnet": lambda: SmallResNet(1, 10, width=16),
     "traffic-cnn": lambda: nn.Sequential(Normalize([0.5] * 3, [0.25] * 3),
                                          SmallCNN(3, 3, width=16, image_size=32)),
+    # robust versions of digits-cnn: PGD-AT, TRADES, Gaussian-noise training (for smoothing)
+    "digits-cnn-pgd": lambda: SmallCNN(1, 10, width=16, image_size=8),
+    "digits-cnn-trades": lambda: SmallCNN(1, 10, width=16, image_size=8),
+    "digits-cnn-noise": lambda: SmallCNN(1, 10, width=16, image_size=8),
 }
 
 

@@ -138,7 +138,8 @@ def fit(model: nn.Module, data, *, epochs: int, objective: Objective = cross_ent
         checkpoint: a file to save the run to after every epoch, atomically (see
             `robustlab.checkpoint`): the model's state dict, the optimizer's and scheduler's
             states, the history, the epoch and every RNG state (torch CPU and CUDA, NumPy,
-            Python, the loader's shuffling generator), loadable with weights_only=True, with
+            Python, the loader's shuffling generator, the generators in the objective's
+            closure), loadable with weights_only=True, with
             its sha256 in ``<checkpoint>.sha256.json``.
         resume: True to continue from `checkpoint` if it exists (from scratch if not), or the
             path of a checkpoint to continue from (which must exist; saving then goes to
@@ -170,7 +171,8 @@ def fit(model: nn.Module, data, *, epochs: int, objective: Objective = cross_ent
     batches = _batches(data, batch_size, shuffle=True, seed=seed)
     history, start = [], 0
     if resume_from is not None:
-        history, start = _resume(resume_from, model, optimizer, scheduler, batches, epochs)
+        history, start = _resume(resume_from, model, optimizer, scheduler, batches, epochs,
+                                 objective)
     bar = tqdm(range(start, epochs), desc="fit", disable=not progress, leave=False,
                initial=start, total=epochs)
     for epoch in bar:
@@ -188,7 +190,7 @@ def fit(model: nn.Module, data, *, epochs: int, objective: Objective = cross_ent
                 "format": _ckpt.FORMAT, "epoch": epoch + 1, "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(),
                 "scheduler": None if scheduler is None else scheduler.state_dict(),
-                "history": history, "rng": _ckpt.capture_rng(batches)})
+                "history": history, "rng": _ckpt.capture_rng(batches, objective)})
         bar.set_postfix({k: round(v, 4) for k, v in row.items() if k != "epoch"})
         if stop:
             break
@@ -224,7 +226,7 @@ def _checkpoint_paths(checkpoint, resume) -> tuple[Path | None, Path | None]:
 
 
 def _resume(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler, batches,
-            epochs: int) -> tuple[list[dict], int]:
+            epochs: int, objective: Objective | None = None) -> tuple[list[dict], int]:
     """Restore a run from the checkpoint at `path`; its history and the epochs already done."""
     state = _ckpt.load(path)
     done = state["epoch"]
@@ -244,7 +246,7 @@ def _resume(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, sche
                          f"given scheduler={'None' if scheduler is None else 'a scheduler'}")
     if scheduler is not None:
         scheduler.load_state_dict(state["scheduler"])
-    _ckpt.restore_rng(state["rng"], batches)
+    _ckpt.restore_rng(state["rng"], batches, objective)
     return list(state["history"]), done
 
 

@@ -30,7 +30,43 @@ RECIPES = {
     "digits-resnet": dict(dataset="digits", epochs=40, lr=2e-3, batch_size=64, weight_decay=5e-4),
     "traffic-cnn": dict(dataset="traffic-lights", epochs=12, lr=2e-3, batch_size=64,
                         weight_decay=5e-4),
+    # Robust digits models: `objective` names a factory of robustlab.defences and its arguments
+    # (its random draws come from the seeded global RNG); `attack` is the PGD that measures the
+    # robust accuracy the manifest records (no random start, so the number is deterministic).
+    "digits-cnn-pgd": dict(dataset="digits", epochs=40, lr=2e-3, batch_size=64, weight_decay=5e-4,
+                           objective=dict(name="pgd_at", eps=0.15, alpha=0.04, steps=7),
+                           attack=dict(eps=0.15, alpha=0.0375, steps=20)),
+    "digits-cnn-trades": dict(dataset="digits", epochs=40, lr=2e-3, batch_size=64,
+                              weight_decay=5e-4,
+                              objective=dict(name="trades", eps=0.15, alpha=0.04, steps=7, beta=6.0),
+                              attack=dict(eps=0.15, alpha=0.0375, steps=20)),
+    "digits-cnn-noise": dict(dataset="digits", epochs=40, lr=2e-3, batch_size=64,
+                             weight_decay=5e-4, objective=dict(name="gaussian_noise", sigma=0.25),
+                             attack=dict(eps=0.15, alpha=0.0375, steps=20)),
 }
+
+
+def objective_of(recipe: dict):
+    """The training objective a recipe names (cross-entropy when it names none)."""
+    from . import defences  # built only here: the core layer does not import defences
+
+    spec = dict(recipe.get("objective", {"name": "cross_entropy"}))
+    name = spec.pop("name")
+    if name == "cross_entropy":
+        from .train import cross_entropy
+        return cross_entropy
+    return getattr(defences, name)(**spec)
+
+
+def pgd_accuracy(model: torch.nn.Module, recipe: dict) -> float | None:
+    """Accuracy on the recipe's test set under its `attack` (PGD, no random start), or None."""
+    if "attack" not in recipe:
+        return None
+    from .attacks import pgd
+
+    x, y = data.load(recipe["dataset"], "test")
+    x_adv = pgd(model, x, y, random_start=False, **recipe["attack"])
+    return evaluate(model, (x_adv, y))
 
 
 def train_one(name: str, seed: int = 0, progress: bool = True) -> tuple[torch.nn.Module, float]:
@@ -43,7 +79,8 @@ def train_one(name: str, seed: int = 0, progress: bool = True) -> tuple[torch.nn
     opt = torch.optim.Adam(model.parameters(), lr=recipe["lr"], weight_decay=recipe["weight_decay"])
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, recipe["epochs"])
     fit(model, train, epochs=recipe["epochs"], optimizer=opt, scheduler=schedule,
-        batch_size=recipe["batch_size"], device="cpu", seed=seed, progress=progress)
+        batch_size=recipe["batch_size"], device="cpu", seed=seed, progress=progress,
+        objective=objective_of(recipe))
     return model.eval(), evaluate(model, test)
 
 
@@ -62,8 +99,12 @@ def build(names, seed: int = 0) -> dict:
         entries[name] = {"file": file, "sha256": sha256(blob), "seed": seed,
                          "test_accuracy": round(acc, 4), "torch": torch.__version__.split("+")[0],
                          **RECIPES[name]}
-        print(f"{name}: test accuracy {acc:.4f}, {len(blob) / 1024:.0f} KiB, "
-              f"{time.time() - t0:.0f} s", flush=True)
+        robust = pgd_accuracy(model, RECIPES[name])
+        if robust is not None:
+            entries[name]["pgd_accuracy"] = round(robust, 4)
+        print(f"{name}: test accuracy {acc:.4f}"
+              + ("" if robust is None else f", PGD accuracy {robust:.4f}")
+              + f", {len(blob) / 1024:.0f} KiB, {time.time() - t0:.0f} s", flush=True)
         (WEIGHTS_DIR / "manifest.json").write_text(json.dumps(entries, indent=2, sort_keys=True) + "\n")
     return entries
 
@@ -77,10 +118,17 @@ def verify() -> bool:
     ok = True
     for name, entry in sorted(manifest().items()):
         try:
-            acc = evaluate(pretrained(name), data.load(entry["dataset"], "test"))
+            model = pretrained(name)
+            acc = evaluate(model, data.load(entry["dataset"], "test"))
             good = abs(acc - entry["test_accuracy"]) < ACCURACY_TOL
             print(f"{name}: {'ok' if good else 'ACCURACY DIFFERS'} (test accuracy {acc:.4f}, "
                   f"manifest {entry['test_accuracy']:.4f})")
+            if "pgd_accuracy" in entry:  # a robust model: its robust accuracy too
+                robust = pgd_accuracy(model, entry)
+                same = abs(robust - entry["pgd_accuracy"]) < ACCURACY_TOL
+                good &= same
+                print(f"{name}: {'ok' if same else 'PGD ACCURACY DIFFERS'} (PGD accuracy "
+                      f"{robust:.4f}, manifest {entry['pgd_accuracy']:.4f})")
         except Exception as e:
             good = False
             print(f"{name}: FAILED: {e}")

@@ -62,7 +62,7 @@ def test_checkpoint_loads_with_weights_only(digits, tmp_path):
     state = torch.load(path, weights_only=True)
     assert state["epoch"] == 1 and state["history"] == hist
     assert set(state) >= {"model", "optimizer", "scheduler", "rng", "history", "epoch"}
-    assert set(state["rng"]) == {"torch", "cuda", "numpy", "python", "loader"}
+    assert set(state["rng"]) == {"torch", "cuda", "numpy", "python", "loader", "objective"}
     record = json.loads(ckpt.sidecar_path(path).read_text())
     assert record["file"] == "run.pt" and record["sha256"] == models.sha256(path.read_bytes())
 

@@ -1,11 +1,14 @@
-"""Defences: input transformations (transforms), training objectives for `train.fit`
+"""Defences: input transformations (transforms: bit depth, median, JPEG, TV minimisation, random
+resize-pad; squeeze: the feature-squeezing detector), training objectives for `train.fit`
 (objectives: FGSM-AT, PGD-AT, Fast-AT; dro: TRADES, VAT, WRM), defences that change the
 training loop (loops: Free-AT, YOPO, AWP), regularisers of the weights (regularisers: spectral
 normalisation, Parseval networks, Björck orthonormal layers with GroupSort, the weight
-correlation penalty, early stopping on robust validation accuracy) and randomized smoothing
-(smoothing: `robustlab.defences.smoothing.predict` and `certify`)."""
+correlation penalty, early stopping on robust validation accuracy), randomized smoothing
+(smoothing: `robustlab.defences.smoothing.predict` and `certify`) and data-parallel training
+(distributed: any objective under torch.distributed DDP, with torchrun or `launch`)."""
 
-from . import smoothing
+from . import distributed, smoothing
+from .distributed import ddp_fit, launch, shard_batches
 from .dro import trades, vat, vat_direction, wrm
 from .loops import awp, free_at, yopo
 from .objectives import cyclic_lr, fast_at, fgsm_at, pgd_at
@@ -22,10 +25,23 @@ from .regularisers import (
     weight_correlation_penalty,
 )
 from .smoothing import certified_accuracy, gaussian_noise
-from .transforms import Defended, RandomResizePad, Transform, bit_depth
+from .squeeze import SqueezeDetector, calibrate_squeezing, default_squeezers, squeeze_score
+from .transforms import (
+    Defended,
+    RandomResizePad,
+    Transform,
+    bit_depth,
+    jpeg,
+    median_filter,
+    total_variation,
+    tv_denoise,
+)
 
 __all__ = ["BestRobust", "BjorckLinear", "Defended", "GroupSort", "RandomResizePad", "Transform",
            "awp", "bit_depth", "bjorck", "certified_accuracy", "cyclic_lr", "fast_at", "fgsm_at",
            "free_at", "gaussian_noise", "parseval", "parseval_retraction", "pgd_at", "smoothing",
            "spectral_normalised", "spectral_norms", "trades", "vat", "vat_direction",
            "weight_correlation", "weight_correlation_penalty", "wrm", "yopo"]
+__all__ += ["ddp_fit", "distributed", "launch", "shard_batches"]
+__all__ += ["SqueezeDetector", "calibrate_squeezing", "default_squeezers", "jpeg", "median_filter",
+            "squeeze_score", "total_variation", "tv_denoise"]

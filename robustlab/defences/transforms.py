@@ -1,20 +1,28 @@
-"""Input transformations as defences: quantisation, random resizing and padding, and the wrapper
-that deploys one in front of a model.
+"""Input transformations as defences: quantisation, median smoothing, JPEG compression,
+total-variation minimisation, random resizing and padding, and the wrapper that deploys one in
+front of a model.
 
 Each is what Athalye, Carlini and Wagner, "Obfuscated gradients give a false sense of security"
-(ICML 2018) break with BPDA or EOT (``robustlab.attacks.BPDA`` / ``EOT``): ``bit_depth``
-shatters the gradient (zero almost everywhere), ``RandomResizePad`` randomises it.
+(ICML 2018) break with BPDA or EOT (``robustlab.attacks.BPDA`` / ``EOT``): ``bit_depth`` and
+``jpeg`` shatter the gradient (zero almost everywhere), ``median_filter`` and ``tv_denoise``
+are differentiable but far from the identity the attacker's BPDA assumes, ``RandomResizePad``
+randomises it. Every transform maps ``(N, C, H, W)`` images in [0, 1] to images of the same
+shape, dtype and device in [0, 1]; give it extra arguments with ``functools.partial``, e.g.
+``Defended(model, partial(jpeg, quality=75))``. Feature squeezing's detector is in
+``robustlab.defences.squeeze``.
 """
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._checks import check_in_range, check_positive
+from .._checks import check_choice, check_in_range, check_nonnegative, check_positive
 from .._random import draw_device
 
 Transform = Callable[[torch.Tensor], torch.Tensor]
@@ -29,6 +37,163 @@ def bit_depth(x: torch.Tensor, bits: int) -> torch.Tensor:
     check_positive(bits, "bits", integer=True)
     levels = 2 ** bits - 1
     return torch.round(x * levels) / levels
+
+
+def _check_batch(x, name: str = "x") -> torch.Tensor:
+    """A non-empty floating (N, C, H, W) tensor; the [0, 1] range is not read back here (that
+    would stall a GPU at every attack step), except where the transform runs on the host."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise TypeError(f"{name} must be a floating tensor, got dtype {x.dtype}")
+    if x.dim() != 4 or x.shape[0] == 0:
+        raise ValueError(f"{name} must have shape (N, C, H, W) with N > 0, got {tuple(x.shape)}")
+    return x
+
+
+def median_filter(x: torch.Tensor, k: int = 3) -> torch.Tensor:
+    """Replace each pixel by the median of its k x k neighbourhood, channel by channel.
+
+    Xu, Evans and Qi, "Feature squeezing" (NDSS 2018), section 3.2 (local smoothing; 2 x 2 on
+    MNIST, 2 x 2 and 3 x 3 on CIFAR-10 and ImageNet). The border is padded by reflection, so
+    a constant image is left as it is and a lone salt pixel in a k >= 3 window is removed. For
+    an even k the window reaches one pixel further right and down than up and left, and the
+    median of its k^2 values is the lower of the two middle ones (``torch.median``).
+    Differentiable almost everywhere: the gradient flows to the pixel that is the median.
+
+    Arguments:
+        x: images (N, C, H, W).
+        k: the window side, 1 <= k // 2 < min(H, W) (1 is the identity).
+    """
+    _check_batch(x)
+    check_positive(k, "k", integer=True)
+    n, c, h, w = x.shape
+    if k // 2 >= min(h, w):
+        raise ValueError(f"k={k} is too large for {h} x {w} images: reflect padding needs "
+                         f"k // 2 < min(H, W)")
+    before, after = (k - 1) // 2, k // 2
+    padded = F.pad(x.reshape(n * c, 1, h, w), (before, after, before, after), mode="reflect")
+    windows = F.unfold(padded, k)  # (N*C, k*k, H*W): one column per output pixel
+    return windows.median(dim=1).values.view(n, c, h, w)
+
+
+JPEG_SUBSAMPLING = ("4:4:4", "4:2:2", "4:2:0")
+
+
+class _JpegRoundTrip(torch.autograd.Function):
+    """JPEG encode and decode on the host; backward returns zero, the derivative of a map whose
+    output takes only 256 values per pixel (piecewise constant, like ``round``)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, quality: int, subsampling: str) -> torch.Tensor:
+        from PIL import Image
+
+        pixels = (x.detach().cpu().double() * 255).round().to(torch.uint8)
+        pixels = pixels.permute(0, 2, 3, 1).numpy()  # (N, H, W, C), as Pillow reads images
+        mode = "L" if x.shape[1] == 1 else "RGB"
+        out = []
+        for image in pixels:
+            buffer = io.BytesIO()
+            Image.fromarray(image[..., 0] if mode == "L" else image, mode).save(
+                buffer, format="JPEG", quality=quality, subsampling=subsampling)
+            buffer.seek(0)
+            decoded = np.asarray(Image.open(buffer).convert(mode))
+            out.append(decoded.reshape(image.shape))
+        y = torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2)
+        return (y.to(torch.float64) / 255).to(device=x.device, dtype=x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return torch.zeros_like(grad), None, None
+
+
+def jpeg(x: torch.Tensor, quality: int = 75, *, subsampling: str = "4:2:0") -> torch.Tensor:
+    """JPEG compression and decompression of each image, with Pillow.
+
+    Dziugaite, Ghahramani and Roy (2016) and Guo, Rana, Cisse and van der Maaten, "Countering
+    adversarial images using input transformations" (ICLR 2018): the lossy quantisation of
+    the 8 x 8 DCT coefficients discards much of a small perturbation. Each pixel is rounded to
+    8 bits, encoded at `quality` and decoded; the result is in [0, 1] with x's shape, dtype and
+    device. The round trip runs on the host, one image at a time (a GPU batch is copied over
+    and back). Its autograd derivative is zero, which is what it is almost everywhere: a
+    "shattered" gradient in Athalye et al.'s terms, broken by BPDA.
+
+    Arguments:
+        x: images (N, C, H, W) in [0, 1] with C = 1 (grayscale) or 3 (RGB).
+        quality: the JPEG quality, an int in [1, 100] (100: finest quantisation tables).
+        subsampling: chroma subsampling of RGB images, "4:4:4" (none), "4:2:2" or "4:2:0"
+            (libjpeg's default); ignored for grayscale.
+    """
+    _check_batch(x)
+    if isinstance(quality, bool) or not isinstance(quality, int):
+        raise TypeError(f"quality must be an int, got {type(quality).__name__}")
+    check_in_range(quality, "quality", 1, 100)
+    check_choice(subsampling, JPEG_SUBSAMPLING, "subsampling")
+    if x.shape[1] not in (1, 3):
+        raise ValueError(f"x must have 1 (grayscale) or 3 (RGB) channels for JPEG, got "
+                         f"{x.shape[1]} (shape {tuple(x.shape)})")
+    lo, hi = (t.item() for t in torch.aminmax(x.detach()))  # the copy to the host syncs anyway
+    if not (0 <= lo and hi <= 1):  # NaN fails too
+        raise ValueError(f"x must lie in [0, 1] for JPEG, got range [{lo:.3g}, {hi:.3g}]")
+    return _JpegRoundTrip.apply(x, quality, subsampling)
+
+
+def _gradient(u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Forward differences along W and H, zero on the last column / row (Neumann border)."""
+    return (F.pad(u[..., :, 1:] - u[..., :, :-1], (0, 1)),
+            F.pad(u[..., 1:, :] - u[..., :-1, :], (0, 0, 0, 1)))
+
+
+def _divergence(px: torch.Tensor, py: torch.Tensor) -> torch.Tensor:
+    """Minus the adjoint of `_gradient`: <grad u, p> = -<u, div p> (Chambolle 2004, eq. 2.1)."""
+    qx, qy = px[..., :, :-1], py[..., :-1, :]
+    return (F.pad(qx, (0, 1)) - F.pad(qx, (1, 0))) + (F.pad(qy, (0, 0, 0, 1)) - F.pad(qy, (0, 0, 1, 0)))
+
+
+def _magnitude(gx: torch.Tensor, gy: torch.Tensor) -> torch.Tensor:
+    # the floor keeps the derivative of the square root finite at a zero gradient
+    return (gx * gx + gy * gy).clamp_min(1e-24).sqrt()
+
+
+def total_variation(x: torch.Tensor) -> torch.Tensor:
+    """The isotropic total variation of each image, sum over channels and pixels of
+    ``sqrt(dx^2 + dy^2)`` with forward differences (Rudin, Osher and Fatemi 1992); shape (N,)."""
+    _check_batch(x)
+    gx, gy = _gradient(x)
+    return (gx * gx + gy * gy).sqrt().flatten(1).sum(1)
+
+
+def tv_denoise(x: torch.Tensor, weight: float = 0.1, *, steps: int = 50) -> torch.Tensor:
+    """Total-variation minimisation: the Rudin-Osher-Fatemi denoised image, channel by channel.
+
+    Rudin, Osher and Fatemi (1992); as a defence, Guo et al. (ICLR 2018). Approximately solves
+
+        u* = argmin_u  ||u - x||^2 / 2 + weight * TV(u)
+
+    with Chambolle's projection algorithm ("An algorithm for total variation minimization and
+    applications", 2004, eq. 3.5 and Theorem 3.1): with tau = 1/8,
+        p <- (p + tau grad(div p - x / weight)) / (1 + tau |grad(div p - x / weight)|),
+        u = x - weight div p,
+    from p = 0, for `steps` iterations; then u is clipped to [0, 1] (which never raises the
+    total variation). A plain torch loop, so autograd differentiates through it.
+
+    Arguments:
+        x: images (N, C, H, W).
+        weight: the regularisation weight lambda >= 0; 0 returns x unchanged.
+        steps: the number of Chambolle iterations, a positive int.
+    """
+    _check_batch(x)
+    weight = check_nonnegative(weight, "weight")
+    check_positive(steps, "steps", integer=True)
+    if weight == 0:
+        return x.clone()
+    tau = 1 / 8
+    px, py = torch.zeros_like(x), torch.zeros_like(x)
+    for _ in range(steps):
+        gx, gy = _gradient(_divergence(px, py) - x / weight)
+        scale = 1 + tau * _magnitude(gx, gy)
+        px, py = (px + tau * gx) / scale, (py + tau * gy) / scale
+    return (x - weight * _divergence(px, py)).clamp(0, 1)
 
 
 class RandomResizePad(nn.Module):

@@ -1,6 +1,7 @@
 """Measuring attacks and robustness: robust-accuracy curves, an AutoAttack-style ensemble,
-distortion and query statistics, one comparison table of many attacks, and the transfer
-matrix of an attack between models.
+distortion and query statistics, one comparison table of many attacks, the transfer
+matrix of an attack between models, and input-transformation defences under naive and adaptive
+attacks (Athalye et al.'s table: break_transforms).
 
 Everything here is a plain function over pixel-space batches ``(x, y)`` and returns a small
 result object with a ``.table()`` (markdown text, from `markdown_table`) so a lesson can print
@@ -17,6 +18,7 @@ naming it.
 
 from ..tables import Tabular, markdown_table
 from .accuracy import Attack, RobustCurve, check_adversarial, robust_accuracy, robust_mask
+from .adaptive import TransformBreak, break_transforms, is_random
 from .compare import Comparison, compare_attacks
 from .ensemble import WorstCase, default_attacks, worst_case
 from .presets import PRESETS
@@ -28,3 +30,4 @@ __all__ = ["PRESETS", "Attack", "Comparison", "RobustCurve", "Tabular", "Transfe
            "check_adversarial", "compare_attacks", "default_attacks", "distortion_stats",
            "markdown_table", "query_stats", "robust_accuracy", "robust_mask", "transfer_matrix",
            "worst_case"]
+__all__ += ["TransformBreak", "break_transforms", "is_random"]
