@@ -6,15 +6,33 @@ import math
 from collections.abc import Sequence
 
 
-def markdown_table(headers: Sequence[str], rows: Sequence[Sequence], *, digits: int = 4) -> str:
-    """A markdown table; floats get `digits` significant digits, NaN and None print as '-'."""
-    def cell(v) -> str:
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence], *, digits: int = 4,
+                   decimals: int | Sequence[int | None] | None = None) -> str:
+    """A markdown table; NaN and None print as '-'.
+
+    Floats get `digits` significant digits, or a fixed number of `decimals`: one int for every
+    column, or one entry per column (None there keeps significant digits). Fixed decimals keep
+    a printed table the same on every machine once the numbers agree to that rounding.
+    """
+    per_column = decimals if isinstance(decimals, Sequence) else [decimals] * len(headers)
+    if len(per_column) != len(headers):
+        raise ValueError(f"decimals has {len(per_column)} entries for {len(headers)} columns")
+
+    def cell(v, places) -> str:
         if v is None or (isinstance(v, float) and math.isnan(v)):
             return "-"
-        return f"{v:.{digits}g}" if isinstance(v, float) else str(v)
+        if not isinstance(v, float):
+            return str(v)
+        return f"{v:.{digits}g}" if places is None else f"{v:.{places}f}"
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    lines += ["| " + " | ".join(cell(v, p) for v, p in zip(row, per_column)) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def timing_table(names: Sequence[str], seconds: Sequence[float], *, what: str = "attack") -> str:
+    """Wall-clock seconds per row, kept apart from result tables: timings differ on every
+    machine and every run, the results need not."""
+    return markdown_table([what, "seconds"], list(zip(names, seconds)), decimals=[None, 2])
 
 
 class Tabular:

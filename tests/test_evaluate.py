@@ -111,7 +111,9 @@ def test_worst_case_is_never_weaker_than_a_member(digits_cnn, small):
                                 eps_list=[eps])
         assert not (result.robust & ~alone.robust[0]).any(), name
         assert result.robust_accuracy <= alone.accuracy[0]
-    assert "bim-dlr" in result.table()
+    assert "bim-dlr" in result.table() and "seconds" not in result.table()
+    assert [line.split(" | ")[0] for line in result.timings().splitlines()[2:]] == [
+        f"| {name}" for name in members]
 
 
 def test_worst_case_takes_black_box_members(digits_cnn, small):
@@ -190,6 +192,11 @@ def test_compare_attacks_table(digits_cnn, small):
     text = cmp.table()
     assert text.splitlines()[0].startswith("| attack | success rate")
     assert len(text.splitlines()) == 2 + 3
+    # the printed table is machine-independent: timings live in their own table
+    assert "seconds" not in text and "| identity | 0.000 | - | - | - | - |" in text
+    assert cmp.timings().splitlines()[0] == "| attack | seconds |"
+    assert [line.split(" | ")[0] for line in cmp.timings().splitlines()[2:]] == [
+        "| fgsm", "| identity", "| black-box"]
 
 
 def test_compare_with_the_other_attacks(digits_cnn, small):

@@ -267,7 +267,7 @@ class CertifiedAccuracy(Tabular):
     def table(self) -> str:
         return markdown_table(["radius", f"certified accuracy (sigma={self.sigma:g})"],
                               [[float(r), a] for r, a in zip(self.radii, self.accuracy)],
-                              digits=3)
+                              decimals=[None, 3])
 
     def plot(self, ax=None, *, label: str | None = None, **plot_kwargs):
         """Certified accuracy against radius on `ax` (a new figure if None): the full curve

@@ -84,7 +84,7 @@ class RobustCurve(Tabular):
 
     def table(self) -> str:
         return markdown_table(["eps", f"robust accuracy ({self.attack}, {self.norm})"],
-                              list(zip(self.eps, self.accuracy)))
+                              list(zip(self.eps, self.accuracy)), decimals=[None, 3])
 
     def plot(self, ax=None, **plot_kwargs):
         """Robust accuracy against eps on `ax` (a new figure if None); returns the axes."""

@@ -45,7 +45,8 @@ class TransformBreak(Tabular):
         headers = ["defence", "clean", f"PGD through it (eps={self.eps:g}, {self.norm})",
                    "PGD on the model, transferred", "adaptive PGD (worst of both)",
                    "adaptive attack"]
-        return markdown_table(headers, [list(row) for row in rows], digits=3)
+        return markdown_table(headers, [list(row) for row in rows],
+                              decimals=[None, 3, 3, 3, 3, None])
 
 
 def is_random(transform: Transform, x: torch.Tensor) -> bool:

@@ -11,7 +11,7 @@ from torch import nn
 
 from .._model import check_attack_inputs, correct, eval_mode, model_device, predict
 from ..losses import is_fooled
-from ..tables import Tabular, markdown_table
+from ..tables import Tabular, markdown_table, timing_table
 from .accuracy import Attack, check_adversarial, split_queries
 from .ensemble import check_attacks, sync
 from .stats import distortion_stats, query_stats
@@ -19,17 +19,23 @@ from .stats import distortion_stats, query_stats
 
 @dataclass
 class Comparison(Tabular):
-    """One row per attack: success rate, mean distortions, seconds, mean queries."""
+    """One row per attack: success rate, mean distortions, mean queries; seconds in
+    ``.timings()``."""
 
     rows: list[dict]
 
-    COLUMNS = (("attack", "attack"), ("success_rate", "success rate"), ("l0_mean", "mean L0"),
-               ("l2_mean", "mean L2"), ("linf_mean", "mean Linf"), ("seconds", "seconds"),
-               ("queries_mean", "mean queries"))
+    COLUMNS = (("attack", "attack", None), ("success_rate", "success rate", 3),
+               ("l0_mean", "mean L0", 1), ("l2_mean", "mean L2", 3), ("linf_mean", "mean Linf", 3),
+               ("queries_mean", "mean queries", 0))
 
     def table(self) -> str:
-        return markdown_table([title for _, title in self.COLUMNS],
-                              [[row.get(key) for key, _ in self.COLUMNS] for row in self.rows])
+        return markdown_table([title for _, title, _ in self.COLUMNS],
+                              [[row.get(key) for key, _, _ in self.COLUMNS] for row in self.rows],
+                              decimals=[places for _, _, places in self.COLUMNS])
+
+    def timings(self) -> str:
+        """Wall-clock seconds of each attack (machine-dependent, unlike ``table()``)."""
+        return timing_table([r["attack"] for r in self.rows], [r["seconds"] for r in self.rows])
 
 
 def compare_attacks(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
@@ -39,7 +45,8 @@ def compare_attacks(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
     The comparison of Carlini and Wagner (IEEE S&P 2017, Table IV) and of the tutorial's
     attack chapter: for each attack, the success rate over the examples the model classifies
     correctly (the only ones an untargeted attack can break), the mean L0, L2 and L-inf
-    distortion of its successful examples (`distortion_stats`), wall-clock seconds and, for
+    distortion of its successful examples (`distortion_stats`), wall-clock seconds (in
+    ``.timings()``) and, for
     black-box attacks (which return ``(x_adv, queries)``), the mean queries of successful
     examples. The model runs in eval mode; every submodule's mode is restored afterwards.
 

@@ -40,7 +40,7 @@ class TransferResult(Tabular):
     def table(self) -> str:
         return markdown_table([f"source \\ target ({self.attack})", *self.names],
                               [[name, *row] for name, row in zip(self.names, self.rate)],
-                              digits=3)
+                              decimals=[None] + [3] * len(self.names))
 
     def plot(self, ax=None, **imshow_kwargs):
         """The matrix as a heat map on `ax` (a new figure if None), rates written in the cells."""
