@@ -6,8 +6,8 @@ of shape (N, C, H, W); models return logits (N, K).
 """
 
 from . import attacks, data, defences, evaluate, models, train, verify
-from .utils import default_device, report, seed_everything
+from .utils import default_device, generator, report, seed_everything
 
 __version__ = "0.1.0"
-__all__ = ["attacks", "data", "defences", "evaluate", "default_device", "models", "report",
-           "seed_everything", "train", "verify"]
+__all__ = ["attacks", "data", "defences", "evaluate", "default_device", "generator", "models",
+           "report", "seed_everything", "train", "verify"]

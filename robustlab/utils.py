@@ -24,6 +24,18 @@ def seed_everything(seed: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
+def generator(seed: int = 0, device: str | torch.device | None = None) -> torch.Generator:
+    """A fresh torch Generator seeded with `seed`, on `device` (the CPU by default).
+
+    Hand one to every random attack or start: each result is then reproducible on its own,
+    whatever ran before it. Results are the same on every device only with a CPU generator
+    (CUDA draws other numbers from the same seed).
+    """
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+    return torch.Generator(device=device or "cpu").manual_seed(seed)
+
+
 def default_device(device: str | torch.device | None = None) -> torch.device:
     """`device` if given, else CUDA when available, else the CPU."""
     if device is not None:

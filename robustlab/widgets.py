@@ -7,7 +7,7 @@ setting ``.value`` and reading ``.state``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import ipywidgets as W
 import matplotlib.pyplot as plt
@@ -119,29 +119,64 @@ def epsilon_explorer(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
     return box
 
 
-def _explorer_attacks() -> dict:
-    """The attacks the explorer offers: fn(model, x, y, eps, norm, targeted) -> x_adv."""
-    def adapt(preset):
+# (initial eps, slider maximum) per norm: on 8 x 8 digits an L-inf change of 0.15 already fools
+# most models while an L2 ball needs a radius near 1 (the L2 diameter of the image cube is 16)
+EPS_RANGES = {"linf": (0.15, 0.5), "l2": (1.0, 4.0)}
+SWEEP_MAX = {"linf": 0.4, "l2": 3.0}
+
+
+def explorer_attacks(*, generator: torch.Generator | None = None) -> dict:
+    """The attacks of the explorers: name -> ``fn(model, x, y, eps, norm, targeted) -> x_adv``.
+
+    FGSM / FGM and PGD spend the budget eps in the chosen norm (`robustlab.evaluate.PRESETS`).
+    C&W and DeepFool are minimum-norm attacks: they ignore eps and minimise the chosen norm
+    (C&W L2 or L-inf; DeepFool is untargeted and starts from the model's own prediction). Each
+    of these carries ``fn.min_norm = True``, which the explorer reads to disable its eps slider.
+    """
+    def budgeted(preset):
         return lambda m, x, y, eps, norm, t: preset(m, x, y, eps=eps, norm=norm, targeted=t)
 
-    return {name.upper(): adapt(preset) for name, preset in PRESETS.items()}
+    def carlini_wagner(m, x, y, eps, norm, t):
+        settings = {"binary_steps": 5} if norm == "l2" else {"steps": 100}
+        return attacks.cw(m, x, y, norm=norm, targeted=t, **settings)
+
+    def deep_fool(m, x, y, eps, norm, t):
+        return attacks.deepfool(m, x, predict(m, x).argmax(1), norm=norm)
+
+    carlini_wagner.min_norm = deep_fool.min_norm = True
+    pgd = PRESETS["pgd"]
+    return {"FGSM / FGM": budgeted(PRESETS["fgsm"]),
+            "PGD": lambda m, x, y, eps, norm, t: pgd(m, x, y, eps=eps, norm=norm, targeted=t,
+                                                     generator=generator),
+            "C&W": carlini_wagner, "DeepFool": deep_fool}
+
+
+def _ranges(table: Mapping, defaults: Mapping, name: str) -> dict:
+    if not isinstance(table, Mapping) or set(table) - set(defaults):
+        raise ValueError(f"{name} must be a dict with keys among {sorted(defaults)}, got {table!r}")
+    return {**defaults, **table}
 
 
 def attack_explorer(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
-                    attack_fns: dict | None = None, eps_max: float = 0.5, eps: float = 0.15,
+                    attack_fns: dict | None = None, eps_ranges: Mapping | None = None,
                     class_names: Sequence[str] | None = None) -> W.VBox:
     """Pick an attack, eps, norm, target and image; see the adversarial image, the perturbation
     heat map and the class probabilities.
 
-    `attack_fns` maps a name to ``fn(model, x, y, eps, norm, targeted) -> x_adv`` (minimum-norm
-    attacks may ignore eps). Controls: ``.attack``, ``.eps``, ``.norm``, ``.target`` (None for
-    untargeted) and ``.index``; the latest result is in ``.state``.
+    `attack_fns` maps a name to ``fn(model, x, y, eps, norm, targeted) -> x_adv`` (default:
+    `explorer_attacks()`; a function with ``fn.min_norm = True`` ignores eps, and the slider is
+    disabled while it is chosen). `eps_ranges` maps a norm to (initial eps, slider maximum)
+    (default `EPS_RANGES`): changing the norm resets the slider to that norm's range. Controls:
+    ``.attack``, ``.eps``, ``.norm``, ``.target`` (None for untargeted) and ``.index``; the
+    latest result is in ``.state``.
     """
-    fns = attack_fns or _explorer_attacks()
+    fns = attack_fns or explorer_attacks()
+    ranges = _ranges(eps_ranges or {}, EPS_RANGES, "eps_ranges")
     k = predict(model, x[:1]).shape[1]
     names = list(class_names) if class_names is not None else [str(i) for i in range(k)]
     atk_w = W.Dropdown(options=list(fns), description="attack")
-    eps_w = W.FloatSlider(value=eps, min=0.0, max=eps_max, step=eps_max / 50, description="ε",
+    eps0, top = ranges["linf"]
+    eps_w = W.FloatSlider(value=eps0, min=0.0, max=top, step=top / 50, description="ε",
                           continuous_update=False, readout_format=".3f")
     norm_w = W.Dropdown(options=[("L∞", "linf"), ("L2", "l2")], description="norm")
     tgt_w = W.Dropdown(options=[("untargeted", None)] + [(n, i) for i, n in enumerate(names)],
@@ -152,12 +187,17 @@ def attack_explorer(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
     box = W.VBox([W.HBox([atk_w, norm_w, tgt_w]), W.HBox([eps_w, idx_w]), out])
     box.attack, box.eps, box.norm, box.target, box.index = atk_w, eps_w, norm_w, tgt_w, idx_w
     box.out, box.state = out, {}
+    quiet = []  # non-empty while the norm observer moves the slider: one redraw, not three
 
     def update(_=None):
+        if quiet:
+            return
         i, t = idx_w.value, tgt_w.value
+        fn = fns[atk_w.value]
+        eps_w.disabled = getattr(fn, "min_norm", False)
         xi, yi = x[i:i + 1], y[i:i + 1]
         label = yi if t is None else torch.full_like(yi, t)
-        x_adv = fns[atk_w.value](model, xi, label, eps_w.value, norm_w.value, t is not None)
+        x_adv = fn(model, xi, label, eps_w.value, norm_w.value, t is not None)
         with out:
             out.clear_output(wait=True)
             fig, state = adversarial_figure(model, xi[0], x_adv[0], names, int(yi))
@@ -168,24 +208,41 @@ def attack_explorer(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
                      "target": t, "index": i, "reached_target": t is not None and
                      state["pred_adv"] == t, "linf": d.abs().max().item(), "l2": d.norm().item()}
 
-    for w in (atk_w, eps_w, norm_w, tgt_w, idx_w):
+    def change_norm(_=None):
+        value, top = ranges[norm_w.value]
+        quiet.append(True)
+        try:
+            eps_w.max = max(top, eps_w.value)  # never below the value while it moves
+            eps_w.value, eps_w.max, eps_w.step = value, top, top / 50
+        finally:
+            quiet.clear()
+        update()
+
+    norm_w.observe(change_norm, "value")
+    for w in (atk_w, eps_w, tgt_w, idx_w):
         w.observe(update, "value")
     update()
     return box
 
 
 def eps_sweep(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
-              attack_fns: dict | None = None, eps_max: float = 0.4, points: int = 9) -> W.VBox:
+              attack_fns: dict | None = None, eps_max: Mapping | None = None,
+              points: int = 9) -> W.VBox:
     """Robust accuracy against eps for the chosen attacks and norm, redrawn on every change.
 
-    Controls: ``.attacks`` (multiple choice), ``.norm``, ``.eps_max``; ``.state["curves"]``
-    maps each attack to its list of (eps, robust accuracy).
+    `attack_fns` as in `attack_explorer` (default: the attacks of `explorer_attacks()` that
+    spend a budget; minimum-norm ones have no eps to sweep). `eps_max` maps a norm to the
+    initial largest eps (default `SWEEP_MAX`); changing the norm resets it. Controls:
+    ``.attacks`` (multiple choice), ``.norm``, ``.eps_max``; ``.state["curves"]`` maps each
+    attack to its list of (eps, robust accuracy).
     """
-    fns = attack_fns or _explorer_attacks()
+    fns = attack_fns or {name: fn for name, fn in explorer_attacks().items()
+                         if not getattr(fn, "min_norm", False)}
+    tops = _ranges(eps_max or {}, SWEEP_MAX, "eps_max")
     sel_w = W.SelectMultiple(options=list(fns), value=list(fns)[:2], description="attacks",
                              rows=min(4, len(fns)))
     norm_w = W.Dropdown(options=[("L∞", "linf"), ("L2", "l2")], description="norm")
-    max_w = W.FloatSlider(value=eps_max, min=0.05, max=max(1.0, 3 * eps_max), step=0.05,
+    max_w = W.FloatSlider(value=tops["linf"], min=0.05, max=3 * max(tops.values()), step=0.05,
                           description="max ε", continuous_update=False)
     out = W.Output()
     box = W.VBox([W.HBox([sel_w, W.VBox([norm_w, max_w])]), out])
@@ -212,7 +269,14 @@ def eps_sweep(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
             plt.close(fig)
         box.state = {"curves": curves, "norm": norm_w.value}
 
-    for w in (sel_w, norm_w, max_w):
+    def change_norm(_=None):
+        if max_w.value != tops[norm_w.value]:
+            max_w.value = tops[norm_w.value]  # redraws through its own observer
+        else:
+            update()
+
+    norm_w.observe(change_norm, "value")
+    for w in (sel_w, max_w):
         w.observe(update, "value")
     update()
     return box

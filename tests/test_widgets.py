@@ -1,4 +1,5 @@
 import matplotlib
+import pytest
 
 matplotlib.use("Agg")
 
@@ -20,24 +21,52 @@ def test_epsilon_explorer_reacts_to_slider():
 def test_attack_explorer_targeted_and_norms():
     m = models.pretrained("digits-cnn")
     x, y = data.digits("test")
-    w = widgets.attack_explorer(m, x[:4], y[:4], eps=0.3)
+    w = widgets.attack_explorer(m, x[:4], y[:4], eps_ranges={"linf": (0.3, 0.5)})
     assert w.state["fooled"] and w.state["linf"] <= 0.3 + 1e-6
     w.attack.value = "PGD"
     w.target.value = (y[0].item() + 3) % 10
     assert w.state["reached_target"]
-    w.norm.value = "l2"
+    w.norm.value = "l2"  # the slider jumps to the L2 range
+    assert (w.eps.value, w.eps.max) == widgets.EPS_RANGES["l2"] and w.state["eps"] == 1.0
     w.eps.value = 0.1
     assert w.state["l2"] <= 0.1 + 1e-5 and not w.state["fooled"]
     w.eps.value = 0.0  # the slider's left end: no perturbation, no error
     assert w.state["l2"] == 0 and not w.state["fooled"]
+    w.norm.value = "linf"
+    assert (w.eps.value, w.eps.max) == (0.3, 0.5)
+
+
+def test_attack_explorer_cw_follows_the_norm_and_ignores_eps():
+    m = models.pretrained("digits-cnn")
+    x, y = data.digits("test")
+    w = widgets.attack_explorer(m, x[:2], y[:2])
+    w.attack.value = "C&W"
+    assert w.eps.disabled and w.state["fooled"] and w.state["norm"] == "linf"
+    linf_of_linf, l2_of_linf = w.state["linf"], w.state["l2"]
+    w.norm.value = "l2"
+    assert w.state["fooled"] and w.state["norm"] == "l2"
+    # each C&W variant is smallest in its own norm: C&W L-inf spreads the change over the
+    # pixels, so its largest pixel change is below that of C&W L2, whose L2 is the smaller
+    assert w.state["linf"] > linf_of_linf and w.state["l2"] < l2_of_linf
+    w.attack.value = "PGD"
+    assert not w.eps.disabled
+
+
+def test_explorer_ranges_are_checked():
+    m = models.pretrained("digits-cnn")
+    x, y = data.digits("test")
+    with pytest.raises(ValueError, match="eps_ranges must be a dict with keys among"):
+        widgets.attack_explorer(m, x[:2], y[:2], eps_ranges={"l1": (1.0, 2.0)})
 
 
 def test_eps_sweep_curves_fall():
     m = models.pretrained("digits-cnn")
     x, y = data.digits("test")
-    w = widgets.eps_sweep(m, x[:40], y[:40], eps_max=0.3, points=4)
+    w = widgets.eps_sweep(m, x[:40], y[:40], eps_max={"linf": 0.3}, points=4)
+    assert set(w.state["curves"]) == {"FGSM / FGM", "PGD"}  # minimum-norm attacks have no eps
     for curve in w.state["curves"].values():
         accs = [a for _, a in curve]
         assert accs[0] > 0.9 and accs[-1] < 0.3
     w.norm.value = "l2"
-    assert w.state["norm"] == "l2" and set(w.state["curves"]) == {"FGSM", "PGD"}
+    assert w.state["norm"] == "l2" and w.eps_max.value == widgets.SWEEP_MAX["l2"]
+    assert max(e for e, _ in w.state["curves"]["PGD"]) == widgets.SWEEP_MAX["l2"]

@@ -18,12 +18,15 @@ def fgsm_preset(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: floa
 
 
 def pgd_preset(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float,
-               norm: str = "linf", targeted: bool = False) -> torch.Tensor:
+               norm: str = "linf", targeted: bool = False,
+               generator: torch.Generator | None = None) -> torch.Tensor:
     """PGD with step eps / 8 and 40 steps (5 eps of travel: room to reach any corner of the
-    ball and come back); eps = 0 returns x, since the step must stay > 0."""
+    ball and come back), from a random start drawn with `generator`; eps = 0 returns x, since
+    the step must stay > 0."""
     if eps == 0:
         return x.clone()
-    return pgd(model, x, y, eps=eps, norm=norm, alpha=eps / 8, steps=40, targeted=targeted)
+    return pgd(model, x, y, eps=eps, norm=norm, alpha=eps / 8, steps=40, targeted=targeted,
+               generator=generator)
 
 
 PRESETS = {"fgsm": fgsm_preset, "pgd": pgd_preset}
