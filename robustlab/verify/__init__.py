@@ -13,3 +13,7 @@ from .types import Bounds, Verdict, margin_spec
 
 __all__ = ["Bounds", "Network", "Verdict", "crown", "interval", "margin_spec", "milp",
            "read_network"]
+
+from .reach import reach, reach_box  # noqa: E402
+
+__all__ += ["reach", "reach_box"]
