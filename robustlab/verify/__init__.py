@@ -17,3 +17,7 @@ __all__ = ["Bounds", "Network", "Verdict", "crown", "interval", "margin_spec", "
 from .reach import reach, reach_box  # noqa: E402
 
 __all__ += ["reach", "reach_box"]
+
+from .deepgo import AnytimeBounds, deepgo, lipschitz_minimise  # noqa: E402
+
+__all__ += ["AnytimeBounds", "deepgo", "lipschitz_minimise"]
