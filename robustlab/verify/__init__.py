@@ -21,3 +21,7 @@ __all__ += ["reach", "reach_box"]
 from .deepgo import AnytimeBounds, deepgo, lipschitz_minimise  # noqa: E402
 
 __all__ += ["AnytimeBounds", "deepgo", "lipschitz_minimise"]
+
+from .training import crown_ibp, ibp, linear_ramp, verified_margins, worst_logits  # noqa: E402
+
+__all__ += ["crown_ibp", "ibp", "linear_ramp", "verified_margins", "worst_logits"]
