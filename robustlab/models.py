@@ -112,6 +112,8 @@ ARCHITECTURES = {
     "digits-resnet": lambda: SmallResNet(1, 10, width=16),
     "traffic-cnn": lambda: nn.Sequential(Normalize([0.5] * 3, [0.25] * 3),
                                          SmallCNN(3, 3, width=16, image_size=32)),
+    # the digits MLP trained with IBP (robustlab.verify.ibp): certified at eps 0.1 (zoo.py)
+    "digits-mlp-ibp": lambda: MLP((1, 8, 8), (64, 32), 10),
 }
 
 

@@ -18,7 +18,7 @@ import torch
 
 from . import data
 from .models import ARCHITECTURES, manifest, pretrained, sha256
-from .train import evaluate, fit
+from .train import cross_entropy, evaluate, fit
 from .utils import seed_everything
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
@@ -30,7 +30,19 @@ RECIPES = {
     "digits-resnet": dict(dataset="digits", epochs=40, lr=2e-3, batch_size=64, weight_decay=5e-4),
     "traffic-cnn": dict(dataset="traffic-lights", epochs=12, lr=2e-3, batch_size=64,
                         weight_decay=5e-4),
+    # verified training: IBP (Gowal et al. 2018) at train_eps, certified at eps (see _objective)
+    "digits-mlp-ibp": dict(dataset="digits", epochs=100, lr=2e-3, batch_size=64, weight_decay=0.0,
+                           objective="ibp", train_eps=0.15, eps=0.1),
 }
+
+
+def _objective(recipe: dict, steps: int):
+    """The recipe's training objective: cross-entropy, or IBP training with eps (and kappa,
+    1 -> 0.5) ramped linearly over half the `steps` after a 10 % clean warm-up."""
+    if recipe.get("objective") != "ibp":
+        return cross_entropy
+    from .verify import ibp  # verify sits above the core: imported only for this recipe
+    return ibp(eps=recipe["train_eps"], warmup=steps // 10, ramp=steps // 2)
 
 
 def train_one(name: str, seed: int = 0, progress: bool = True) -> tuple[torch.nn.Module, float]:
@@ -42,8 +54,10 @@ def train_one(name: str, seed: int = 0, progress: bool = True) -> tuple[torch.nn
     train, test = data.load(recipe["dataset"], "train"), data.load(recipe["dataset"], "test")
     opt = torch.optim.Adam(model.parameters(), lr=recipe["lr"], weight_decay=recipe["weight_decay"])
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, recipe["epochs"])
+    steps = recipe["epochs"] * -(-len(train[0]) // recipe["batch_size"])
     fit(model, train, epochs=recipe["epochs"], optimizer=opt, scheduler=schedule,
-        batch_size=recipe["batch_size"], device="cpu", seed=seed, progress=progress)
+        batch_size=recipe["batch_size"], device="cpu", seed=seed, progress=progress,
+        objective=_objective(recipe, steps))
     return model.eval(), evaluate(model, test)
 
 

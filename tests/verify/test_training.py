@@ -9,9 +9,10 @@ from torch import nn
 
 from robustlab import data
 from robustlab.attacks import pgd
-from robustlab.models import MLP
+from robustlab.models import MLP, manifest, pretrained
 from robustlab.train import fit
 from robustlab.verify import (
+    crown,
     crown_ibp,
     ibp,
     interval,
@@ -154,3 +155,16 @@ def test_hygiene_and_arguments(eight):
         ibp(eps=0.1, norm="l0")
     with pytest.raises(ValueError, match="y must have shape"):
         verified_margins(model, x, y[:2], eps=0.05)
+
+
+def test_zoo_model_is_certified(digits_test):
+    """digits-mlp-ibp (the zoo's IBP-trained MLP): measured IBP-verified test accuracy 71.1 % at
+    eps 0.1 (CROWN 68.3 %), clean 94.2 %; the standard digits-mlp: 0.0 % (CROWN 23.1 %)."""
+    x, y = digits_test
+    model, plain_mlp = pretrained("digits-mlp-ibp"), pretrained("digits-mlp")
+    eps = manifest()["digits-mlp-ibp"]["eps"]
+    with torch.no_grad():
+        ibp_acc = (verified_margins(model, x, y, eps=eps).amin(1) > 0).float().mean().item()
+        crown_acc = (crown(model, x, eps=eps, C=margin_spec(y, 10)).lower.amin(1) > 0).float().mean().item()
+        plain_acc = (verified_margins(plain_mlp, x, y, eps=eps).amin(1) > 0).float().mean().item()
+    assert ibp_acc > 0.6 and crown_acc > 0.55 and plain_acc < 0.05, (ibp_acc, crown_acc, plain_acc)
