@@ -39,11 +39,14 @@ def influence(net: Network, lower: torch.Tensor, upper: torch.Tensor) -> torch.T
     n, d = len(lower), lower[0].numel()
     mid, width = ((lower + upper) / 2).flatten(1), (upper - lower).flatten(1)
     eye = torch.eye(d, dtype=lower.dtype, device=lower.device)
-    lo = mid[:, None, :] - eye * width[:, None, :] / 2  # (N, D, D): row i varies entry i only
-    up = mid[:, None, :] + eye * width[:, None, :] / 2
-    shape = (n * d, *lower.shape[1:])
-    _, out = propagate(net, lo.reshape(shape), up.reshape(shape))
-    return (out.upper - out.lower).flatten(1).sum(1).view(n, d) * (width > 0)
+    chunk, out = max(1, ROW_BUDGET // max(1, n * max_width(net))), []
+    for rows in eye.split(chunk):  # row i of the chunk varies entry i only: (N, rows, D)
+        lo = mid[:, None, :] - rows * width[:, None, :] / 2
+        up = mid[:, None, :] + rows * width[:, None, :] / 2
+        shape = (n * len(rows), *lower.shape[1:])
+        _, box = propagate(net, lo.reshape(shape), up.reshape(shape))
+        out.append((box.upper - box.lower).flatten(1).sum(1).view(n, len(rows)))
+    return torch.cat(out, 1) * (width > 0)
 
 
 def split_boxes(net: Network, lower: torch.Tensor, upper: torch.Tensor, partitions: int,
