@@ -69,7 +69,8 @@ def grid_values(model, x, feats, eps, c, n=201):
 @pytest.mark.parametrize("lipschitz", ["bound", "estimate"])
 def test_network_margin_is_bracketed(digits_mlp, digits_test, lipschitz):
     """Two pixels of a digit over [x - 0.4, x + 0.4] cap [0, 1]: the margin z_y - z_j's min and
-    max over a 201 x 201 grid lie in the brackets, and the brackets close to the grid's values."""
+    max over a 201 x 201 grid lie beyond the lower (upper) bound, and the bracket closes to
+    1e-4 (measured: 991 evaluations with the proven constants, 167 with the estimate)."""
     x, y = digits_test[0][:1], int(digits_test[1][0])
     j = (y + 1) % 10
     c = torch.zeros(10, dtype=torch.float64)
@@ -82,8 +83,10 @@ def test_network_margin_is_bracketed(digits_mlp, digits_test, lipschitz):
                      lipschitz=lipschitz, iterations=3000, tol=1e-4,
                      generator=torch.Generator().manual_seed(0))
     assert res_min.sound == (lipschitz == "bound")
-    assert res_min.lower <= z.min().item() <= res_min.upper + 1e-4
-    assert res_max.lower - 1e-4 <= z.max().item() <= res_max.upper
+    # sound: the lower bound is below every sampled value; converged: the search's best value
+    # is within the gap of the true min, which is at most the grid's
+    assert res_min.lower <= z.min().item() and res_min.upper <= z.min().item() + 1e-4
+    assert res_max.upper >= z.max().item() and res_max.lower >= z.max().item() - 1e-4
     assert res_min.gap <= 1e-4 and res_max.gap <= 1e-4
     assert (res_max.history[1:, 0] >= res_max.history[:-1, 0]).all()
     with torch.no_grad():
