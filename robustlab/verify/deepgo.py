@@ -161,7 +161,7 @@ def lipschitz_minimise(f: Callable[[torch.Tensor], torch.Tensor], lower: Sequenc
     """The minimum of f over the box [lower, upper] in R^d by nested 1-D Lipschitz optimisation.
 
     Ruan, Huang and Kwiatkowska, "Reachability analysis of deep neural networks with provable
-    guarantees" (IJCAI 2018), Sec. 4: min_x f(x) = min_{x1} ... min_{xd} f(x1, ..., xd), each
+    guarantees" (IJCAI 2018): min_x f(x) = min_{x1} ... min_{xd} f(x1, ..., xd), each
     level a Piyavskii-Shubert search (Piyavskii 1972, Shubert 1972) on the function of one
     coordinate that the levels below it define, with lower bound min_t max_i (l_i - K |t - t_i|)
     and upper bound the least value sampled. Each iteration refines once where the bound is

@@ -121,7 +121,7 @@ def _objective(eps, norm, warmup, ramp, kappa, beta, log_beta):
 def ibp(*, eps: float, kappa_start: float = 1.0, kappa_end: float = 0.5, warmup: int = 0,
         ramp: int = 0, norm: str = "linf"):
     """IBP training, Gowal et al., "On the effectiveness of interval bound propagation for
-    training verifiably robust models" (2018), Sec. 3: an `Objective` for `fit`,
+    training verifiably robust models" (2018): an `Objective` for `fit`,
 
         kappa * CE(f(x), y) + (1 - kappa) * CE(z~, y),   z~ the worst-case logits of IBP,
 
@@ -143,7 +143,7 @@ def crown_ibp(*, eps: float, beta_start: float = 1.0, beta_end: float = 0.0,
               kappa_start: float = 1.0, kappa_end: float = 0.0, warmup: int = 0, ramp: int = 0,
               norm: str = "linf"):
     """CROWN-IBP training, Zhang et al., "Towards stable and efficient training of verifiably
-    robust neural networks" (ICLR 2020), Sec. 3: the IBP objective with the margin bound
+    robust neural networks" (ICLR 2020): the IBP objective with the margin bound
 
         m = beta * m_CROWN-IBP + (1 - beta) * m_IBP,
 
