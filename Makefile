@@ -38,11 +38,18 @@ student: $(STAMP)  ## student copies of the lessons (solutions removed) in build
 zoo: $(STAMP)  ## retrain the model zoo from its recipes (writes robustlab/weights/)
 	$(PY) -m robustlab.zoo build
 
+# auto_LiRPA, the reference of benchmarks/verify.py, comes from a pinned commit (its PyPI release
+# does not import beside numpy 2); offline, point AUTO_LIRPA at a checkout of that commit. If it
+# cannot be installed, verify.py says so and skips the comparison.
+AUTO_LIRPA ?= git+https://github.com/Verified-Intelligence/auto_LiRPA@a050a3d61f4cb68b108fa7f07dcb3e4d7ef304df
+
 bench: $(STAMP)  ## benchmarks against reference libraries (installs the bench extra)
 	$(PY) -m pip install --quiet --no-deps torchattacks
 	$(PY) benchmarks/attacks.py
 	$(PY) -m pip install --quiet --no-deps adversarial-robustness-toolbox
 	$(PY) benchmarks/defences.py
+	-$(PY) -m pip install --quiet --no-deps appdirs graphviz "$(AUTO_LIRPA)"
+	$(PY) benchmarks/verify.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check robustlab tests benchmarks course

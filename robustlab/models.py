@@ -116,6 +116,8 @@ ARCHITECTURES = {
     "digits-cnn-pgd": lambda: SmallCNN(1, 10, width=16, image_size=8),
     "digits-cnn-trades": lambda: SmallCNN(1, 10, width=16, image_size=8),
     "digits-cnn-noise": lambda: SmallCNN(1, 10, width=16, image_size=8),
+    # the digits MLP trained with IBP (robustlab.verify.ibp): certified at eps 0.1 (zoo.py)
+    "digits-mlp-ibp": lambda: MLP((1, 8, 8), (64, 32), 10),
 }
 
 

@@ -13,3 +13,15 @@ from .types import Bounds, Verdict, margin_spec
 
 __all__ = ["Bounds", "Network", "Verdict", "crown", "interval", "margin_spec", "milp",
            "read_network"]
+
+from .reach import reach, reach_box  # noqa: E402
+
+__all__ += ["reach", "reach_box"]
+
+from .deepgo import AnytimeBounds, deepgo, lipschitz_minimise  # noqa: E402
+
+__all__ += ["AnytimeBounds", "deepgo", "lipschitz_minimise"]
+
+from .training import crown_ibp, ibp, linear_ramp, verified_margins, worst_logits  # noqa: E402
+
+__all__ += ["crown_ibp", "ibp", "linear_ramp", "verified_margins", "worst_logits"]

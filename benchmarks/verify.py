@@ -1,0 +1,201 @@
+"""Benchmark robustlab's verifiers: IBP and CROWN against auto_LiRPA, MILP with interval-only
+against CROWN-tightened big-M constants, and verified accuracy against eps.
+
+    python benchmarks/verify.py [--device cpu|cuda] [--n 100] [--models digits-mlp digits-cnn]
+
+1. `interval` and `crown` against auto_LiRPA's IBP and CROWN (`compute_bounds`) on the same zoo
+   model and batch of digits test images: the largest difference between the two libraries'
+   bounds on the logits, the mean width of each, and the time ratio robustlab / auto_LiRPA,
+   measured in this one process after a warm-up, best of --repeats runs taken in turn.
+   auto_LiRPA's BoundedModule is built once, outside the timing (it traces the model).
+2. `milp` seconds per example on digits-mlp with bounds="interval" (big-M constants from IBP)
+   and bounds="crown" (IBP intersected with CROWN: the tightened constants).
+3. Verified accuracy against eps for IBP, CROWN and MILP (CROWN-tightened) on digits-mlp and
+   the IBP-trained digits-mlp-ibp.
+
+auto_LiRPA is not on PyPI in a form that imports beside numpy 2; install it from a checkout
+(benchmarks/README.md). Without it, part 1 says so and is skipped; parts 2 and 3 still run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import statistics
+import sys
+import time
+import warnings
+from contextlib import contextmanager
+
+import torch
+
+from robustlab import data, models
+from robustlab.tables import markdown_table
+from robustlab.verify import crown, interval, margin_spec, milp
+
+OURS = {"IBP": interval, "CROWN": crown}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":  # kernels are asynchronous: wait, or we time only the launches
+        torch.cuda.synchronize(device)
+
+
+def _timed(fn, device) -> tuple:
+    _sync(device)
+    start = time.perf_counter()
+    out = fn()
+    _sync(device)
+    return out, time.perf_counter() - start
+
+
+@contextmanager
+def _quiet_fd1():
+    """HiGHS writes some notes straight to file descriptor 1, past sys.stdout: hide them."""
+    sys.stdout.flush()
+    saved, null = os.dup(1), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 1)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+        os.close(null)
+
+
+def compare(lirpa, model, x, eps: float, method: str, repeats: int, device) -> list:
+    """One row: both libraries' bounds on the logits over the L-inf eps-box of x."""
+    bounded = lirpa.BoundedModule(model, torch.zeros(1, *x.shape[1:], device=device), device=device)
+
+    def theirs(xb=x):
+        box = lirpa.PerturbationLpNorm(norm=float("inf"), x_L=(xb - eps).clamp(0, 1),
+                                       x_U=(xb + eps).clamp(0, 1))
+        with torch.no_grad():
+            return bounded.compute_bounds(x=(lirpa.BoundedTensor(xb, box),), method=method)
+
+    def ours(xb=x):
+        return tuple(OURS[method](model, xb, eps=eps))
+
+    ours(x[:4])  # warm-up: first calls pay for allocations and dispatch caches
+    theirs(x[:4])
+    best, out = {"ours": float("inf"), "theirs": float("inf")}, {}
+    first, seconds = _timed(ours, device)
+    runs = repeats if seconds < 5 else 1  # CROWN on the CNN takes tens of seconds a run
+    for r in range(runs):  # in turn, each first on every other run
+        for lib, fn in list({"ours": ours, "theirs": theirs}.items())[::1 if r % 2 == 0 else -1]:
+            out[lib], s = _timed(fn, device)
+            best[lib] = min(best[lib], s)
+    (lo, up), (tlo, tup) = out["ours"], out["theirs"]
+    diff = max((lo - tlo).abs().max().item(), (up - tup).abs().max().item())
+    return [method, eps, runs, f"{diff:.2e}", (up - lo).mean().item(), (tup - tlo).mean().item(),
+            f"{best['ours']:.4f}", f"{best['theirs']:.4f}", f"{best['ours'] / best['theirs']:.2f}"]
+
+
+def milp_times(model, x, y, eps_list, n: int, time_limit: float) -> str:
+    rows = []
+    for eps in eps_list:
+        for bounds in ("interval", "crown"):
+            with _quiet_fd1():
+                verdicts = milp(model, x[:n], y[:n], eps=eps, bounds=bounds, time_limit=time_limit)
+            secs = [v.seconds for v in verdicts]
+            counts = {s: sum(v.status == s for v in verdicts) for s in ("verified", "falsified", "unknown")}
+            by_bounds = sum("the bounds alone prove it" in (v.reason or "") for v in verdicts)
+            rows.append([eps, bounds, n, statistics.mean(secs), statistics.median(secs), max(secs),
+                         counts["verified"], counts["falsified"], counts["unknown"], by_bounds])
+    head = ["eps", "big-M bounds", "n", "mean s", "median s", "max s", "verified", "falsified",
+            "unknown", "proved by the bounds alone"]
+    return markdown_table(head, rows)
+
+
+def accuracy_table(model, x, y, eps_list, time_limit: float) -> str:
+    """All three verifiers on the same examples: MILP's count is the exact one (unless some
+    example runs out of time), IBP and CROWN sound lower bounds on it."""
+    rows, n = [], len(x)
+    C = margin_spec(y, 10)
+    for eps in eps_list:
+        ibp = (interval(model, x, eps=eps, C=C).lower.amin(1) > 0).float().mean().item()
+        cr = (crown(model, x, eps=eps, C=C).lower.amin(1) > 0).float().mean().item()
+        with _quiet_fd1():
+            verdicts = milp(model, x, y, eps=eps, time_limit=time_limit)
+        unknown = sum(v.status == "unknown" for v in verdicts)
+        exact = sum(v.verified for v in verdicts) / n
+        rows.append([eps, f"{100 * ibp:.1f} %", f"{100 * cr:.1f} %",
+                     f"{100 * exact:.1f} %" + (f" ({unknown} unknown)" if unknown else ""),
+                     f"{statistics.mean(v.seconds for v in verdicts):.3f}"])
+    return markdown_table(["eps", "IBP", "CROWN", "MILP (CROWN-tightened big-M)", "MILP mean s"], rows)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--device", choices=["cpu", "cuda"], action="append",
+                   help="where to run part 1 (repeatable); default: cpu, and cuda when available")
+    p.add_argument("--n", type=int, default=100, help="digits test images for parts 1 and 3")
+    p.add_argument("--models", nargs="+", default=["digits-mlp", "digits-cnn"])
+    p.add_argument("--eps", type=float, nargs="+", default=[0.01, 0.03], help="part 1's eps")
+    p.add_argument("--repeats", type=int, default=5, help="timed runs; the best counts")
+    p.add_argument("--milp-n", type=int, default=10, help="examples per MILP timing (part 2)")
+    p.add_argument("--milp-eps", type=float, nargs="+", default=[0.02, 0.05])
+    p.add_argument("--acc-n", type=int, default=50, help="examples for part 3 (all verifiers)")
+    p.add_argument("--acc-eps", type=float, nargs="+", default=[0.01, 0.02, 0.05, 0.1])
+    p.add_argument("--acc-models", nargs="+", default=["digits-mlp", "digits-mlp-ibp"])
+    p.add_argument("--time-limit", type=float, default=30.0, help="MILP seconds per example")
+    p.add_argument("--skip", nargs="+", default=[], choices=["lirpa", "milp", "accuracy"])
+    args = p.parse_args(argv)
+    for name in ("n", "repeats", "milp_n", "acc_n"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be >= 1")
+    x_all, y_all = data.digits("test")
+    x_all, y_all = x_all[:args.n], y_all[:args.n]
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+
+    if "lirpa" not in args.skip:
+        try:
+            # its import warns that torch.jit.script is deprecated and resets the warning
+            # filters ('once'): record the warnings away, and restore the filters after
+            with warnings.catch_warnings(record=True):
+                import auto_LiRPA as lirpa
+            logging.getLogger("auto_LiRPA").setLevel(logging.ERROR)
+        except ImportError as e:
+            print(f"\nauto_LiRPA is not installed ({e}): skipping the comparison. Install it from "
+                  "a checkout with `pip install --no-deps <checkout> appdirs graphviz` (see "
+                  "benchmarks/README.md).")
+            lirpa = None
+        devices = args.device or ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+        if "cuda" in devices and not torch.cuda.is_available():
+            print("--device cuda: CUDA is not available here")
+            return 2
+        for device in map(torch.device, devices if lirpa else []):
+            for name in args.models:
+                model = models.pretrained(name, device=device)
+                x = x_all.to(device)
+                print(f"\n### {name} on {device}: {len(x)} images, bounds on the logits; "
+                      f"auto_LiRPA {lirpa.__version__}\n", flush=True)
+                rows = []
+                for method in ("IBP", "CROWN"):
+                    for eps in args.eps:
+                        with warnings.catch_warnings():
+                            warnings.simplefilter("ignore")
+                            rows.append(compare(lirpa, model, x, eps, method, args.repeats, device))
+                print(markdown_table(["method", "eps", "runs", "max |diff|", "robustlab mean width",
+                                      "auto_LiRPA mean width", "robustlab s", "auto_LiRPA s",
+                                      "time ratio"], rows), flush=True)
+
+    mlp = models.pretrained("digits-mlp")
+    if "milp" not in args.skip:
+        print(f"\n### MILP on digits-mlp: seconds per example, big-M constants from IBP vs "
+              f"IBP and CROWN (time limit {args.time_limit:g} s)\n", flush=True)
+        print(milp_times(mlp, x_all, y_all, args.milp_eps, args.milp_n, args.time_limit), flush=True)
+    if "accuracy" not in args.skip:
+        for name in args.acc_models:
+            model = models.pretrained(name)
+            n = min(args.acc_n, len(x_all))
+            print(f"\n### Verified accuracy against eps (L-inf), {name}, the first {n} test "
+                  f"images\n", flush=True)
+            print(accuracy_table(model, x_all[:n], y_all[:n], args.acc_eps, args.time_limit), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
