@@ -58,7 +58,6 @@ def objective_of(recipe: dict, steps: int):
     spec = dict(recipe.get("objective", {"name": "cross_entropy"}))
     name = spec.pop("name")
     if name == "cross_entropy":
-        from .train import cross_entropy
         return cross_entropy
     if name == "ibp":
         return verify.ibp(eps=spec["eps"], warmup=int(spec["warmup"] * steps),

@@ -51,8 +51,8 @@ def test_robust_models_are_robust(digits_test):
 
 
 def test_objective_of_builds_the_named_objective():
-    assert zoo.objective_of({}) is cross_entropy
-    objective = zoo.objective_of(zoo.RECIPES["digits-cnn-noise"])
+    assert zoo.objective_of({}, 1) is cross_entropy
+    objective = zoo.objective_of(zoo.RECIPES["digits-cnn-noise"], 1)
     assert objective.__name__ == "gaussian_noise(sigma=0.25)"
 
 
