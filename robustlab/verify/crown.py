@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .._checks import check_positive
 from ._bounds import Ball, all_rows, max_width, prepare
 from .network import Affine, MaxPool, Network, ReLU
 from .types import Bounds
@@ -42,9 +43,11 @@ def maxpool_relaxation(pool: MaxPool, lower: torch.Tensor, upper: torch.Tensor):
 
 def _relu_back(lam, bias, m, relax):
     a_l, a_u, b_u = relax
+    # one lower slope for every row, or (alpha-CROWN) one per row: [:m] lower, [m:] upper bounds
+    a_lo, a_up = (a_l, a_l) if a_l.shape[1] == 1 else (a_l[:, :m], a_l[:, m:])
     lo, up = lam[:, :m], lam[:, m:]
     lo_neg, up_pos = lo.clamp(max=0), up.clamp(min=0)
-    lam = torch.cat([lo.clamp(min=0) * a_l + lo_neg * a_u, up_pos * a_u + up.clamp(max=0) * a_l], 1)
+    lam = torch.cat([lo.clamp(min=0) * a_lo + lo_neg * a_u, up_pos * a_u + up.clamp(max=0) * a_up], 1)
     shift = torch.cat([(lo_neg * b_u).flatten(2).sum(-1), (up_pos * b_u).flatten(2).sum(-1)], 1)
     return lam, bias + shift
 
@@ -84,12 +87,51 @@ def back_substitute(layers: list, lam: torch.Tensor, ball: Ball, relax: dict):
     return ball.value(lam[:, :m], bias[:, :m], -1), ball.value(lam[:, m:], bias[:, m:], 1)
 
 
-def crown_bounds(net: Network, ball: Ball, C: torch.Tensor | None = None):
+def optimised_rows(layers: list, lam: torch.Tensor, ball: Ball, relax: dict, steps: int, lr: float):
+    """alpha-CROWN: the bounds of `back_substitute` with the lower slope of every unstable ReLU
+    a free parameter in [0, 1], one per output row and per bound (lower / upper), optimised by
+    Adam with projection onto [0, 1] from CROWN's own slopes; each row keeps its best bound
+    seen, so the result is never looser than CROWN."""
+    m = lam.shape[1]
+    # (a_l, a_u, b_u) of each ReLU: b_u > 0 exactly where l < 0 < u
+    slopes = {i: (r[0].expand(-1, 2 * m, *r[0].shape[2:]).clone(), r[2] > 0)
+              for i, r in relax.items() if isinstance(layers[i], ReLU)}
+    best_lo = best_up = None
+    with torch.enable_grad():
+        params = [p.requires_grad_(True) for p, _ in slopes.values()]
+        opt = torch.optim.Adam(params, lr=lr)
+        for step in range(steps + 1):
+            trial = dict(relax)
+            for i, (p, unstable) in slopes.items():
+                trial[i] = (torch.where(unstable, p, relax[i][0]), *relax[i][1:])
+            lo, up = back_substitute(layers, lam, ball, trial)
+            best_lo = lo.detach() if best_lo is None else torch.maximum(best_lo, lo.detach())
+            best_up = up.detach() if best_up is None else torch.minimum(best_up, up.detach())
+            if step == steps or not params:
+                break
+            # the rows are independent, so one scalar's gradient moves every row's slopes
+            grads = torch.autograd.grad(up.sum() - lo.sum(), params)
+            for p, g in zip(params, grads):
+                p.grad = g
+            opt.step()
+            with torch.no_grad():
+                for p in params:
+                    p.clamp_(0, 1)
+    return best_lo, best_up
+
+
+def crown_bounds(net: Network, ball: Ball, C: torch.Tensor | None = None, *, splits: dict | None = None,
+                 alpha_steps: int = 0, alpha_lr: float = 0.1):
     """CROWN through `net`: (bounds on the input of each ReLU / MaxPool layer, (lower, upper)).
 
     Every nonlinear layer's input is bounded by back-substitution to the input, in order, so
     each relaxation uses the bounds of the layers before it. The input of a layer that follows
-    a ReLU takes that ReLU's bounds, clamped at 0 (back-substitution gives nothing tighter)."""
+    a ReLU takes that ReLU's bounds, clamped at 0 (back-substitution gives nothing tighter).
+    `splits` maps a ReLU's position in the chain to its phases (N, *shape): +1 active (z >= 0),
+    -1 inactive (z <= 0), 0 free; the bounds of a split neuron are clamped to its phase, so the
+    result bounds the subdomain of the ball where the phases hold (a lower bound above an upper
+    one says that subdomain is empty). With alpha_steps > 0 the final bounds are alpha-CROWN's
+    (`optimised_rows`); the intermediate ones stay CROWN's."""
     n, width = len(ball.x), max_width(net)
     relax, pre, shape = {}, [], net.in_shape
     for i, layer in enumerate(net.layers):
@@ -100,17 +142,26 @@ def crown_bounds(net: Network, ball: Ball, C: torch.Tensor | None = None):
                 head = net.layers[:i]
                 bounds = all_rows(n, shape, lambda lam, head=head: back_substitute(head, lam, ball, relax),
                                   ball.x, width)
+            if splits is not None and i in splits:
+                phase = splits[i]
+                bounds = (torch.where(phase > 0, bounds[0].clamp_min(0), bounds[0]),
+                          torch.where(phase < 0, bounds[1].clamp_max(0), bounds[1]))
             pre.append(bounds)
             relax[i] = (relu_relaxation(*bounds) if isinstance(layer, ReLU)
                         else maxpool_relaxation(layer, *bounds))
         shape = layer.shape if isinstance(layer, ReLU) else layer.out_shape
-    if C is not None:
-        return pre, back_substitute(net.layers, C, ball, relax)
-    return pre, all_rows(n, shape, lambda lam: back_substitute(net.layers, lam, ball, relax), ball.x, width)
+    if alpha_steps:
+        def rows(lam):
+            return optimised_rows(net.layers, lam, ball, relax, alpha_steps, alpha_lr)
+    else:
+        def rows(lam):
+            return back_substitute(net.layers, lam, ball, relax)
+    return pre, rows(C) if C is not None else all_rows(n, shape, rows, ball.x, width)
 
 
 def crown(model: nn.Module, x: torch.Tensor, *, eps: float, norm: str = "linf",
-          C: torch.Tensor | None = None) -> Bounds:
+          C: torch.Tensor | None = None, alpha: bool = False, alpha_steps: int = 20,
+          alpha_lr: float = 0.1) -> Bounds:
     """CROWN / DeepPoly bounds on the logits of `model` over the eps-ball around each x.
 
     Zhang et al., "Efficient neural network robustness certification with general activation
@@ -122,14 +173,30 @@ def crown(model: nn.Module, x: torch.Tensor, *, eps: float, norm: str = "linf",
     Lambda x + d -+ eps ||Lambda||_q (q the dual norm; for L-inf, over the box
     [max(x - eps, 0), min(x + eps, 1)]). Every intermediate layer is bounded the same way.
 
+    alpha=True gives alpha-CROWN (Xu et al., "Fast and complete: enabling complete neural
+    network verification with rapid and massively parallel incomplete verifiers", ICLR 2021,
+    section 3.1): any lower slope in [0, 1] is a sound lower line of an unstable ReLU, so the
+    slopes become parameters, one per output row and bound, optimised by projected Adam from
+    CROWN's adaptive ones to tighten the final bounds; each row keeps its best bound, so they
+    are never looser than CROWN's (the intermediate layers keep CROWN's bounds).
+
     Arguments:
         model: a chain that `read_network` reads (bounded as in eval mode; left as found).
         x: images (N, C, H, W) in [0, 1]; eps >= 0; norm: "linf", "l2" or "l1".
         C: optional specification (S, K) or (N, S, K): bounds on C @ logits, shape (N, S),
             back-substituted from C itself (tighter than bounding the logits first).
+        alpha: optimise the lower slopes (alpha-CROWN); alpha_steps > 0 Adam steps of
+            learning rate alpha_lr > 0 (both unused without alpha).
     Returns Bounds with lower and upper of shape (N, K), or (N, S) with C.
     """
+    if not isinstance(alpha, bool):
+        raise TypeError(f"alpha must be True or False, got {type(alpha).__name__}")
+    steps = check_positive(alpha_steps, "alpha_steps", integer=True) if alpha else 0
+    lr = float(check_positive(alpha_lr, "alpha_lr"))
+    if alpha and torch.is_inference_mode_enabled():
+        raise RuntimeError("crown(alpha=True) optimises the slopes by gradient and cannot run inside "
+                           "torch.inference_mode(); call it outside (inside torch.no_grad() is fine)")
     net, x, ball, C = prepare(model, x, eps, norm, C)
     with torch.no_grad():
-        _, (lower, upper) = crown_bounds(net, ball, C)
+        _, (lower, upper) = crown_bounds(net, ball, C, alpha_steps=steps, alpha_lr=lr)
     return Bounds(lower, upper)
