@@ -12,7 +12,8 @@ from .distortion import MinDistortion, min_distortion
 from .interval import interval
 from .milp import milp
 from .network import Network, read_network
+from .reluplex import reluplex
 from .types import Bounds, Verdict, margin_spec
 
 __all__ = ["Bounds", "MinDistortion", "Network", "Verdict", "crown", "interval", "margin_spec", "milp",
-           "min_distortion", "read_network"]
+           "min_distortion", "read_network", "reluplex"]
