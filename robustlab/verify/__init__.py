@@ -7,6 +7,7 @@ adversarial distortion), reluplex (ReLU case splitting over LPs), bab (branch an
 CROWN bounds).
 """
 
+from .bab import branch_and_bound
 from .crown import crown
 from .distortion import MinDistortion, min_distortion
 from .interval import interval
@@ -15,5 +16,5 @@ from .network import Network, read_network
 from .reluplex import reluplex
 from .types import Bounds, Verdict, margin_spec
 
-__all__ = ["Bounds", "MinDistortion", "Network", "Verdict", "crown", "interval", "margin_spec", "milp",
-           "min_distortion", "read_network", "reluplex"]
+__all__ = ["Bounds", "MinDistortion", "Network", "Verdict", "branch_and_bound", "crown", "interval",
+           "margin_spec", "milp", "min_distortion", "read_network", "reluplex"]

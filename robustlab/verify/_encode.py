@@ -33,6 +33,17 @@ def dense(run: list, shape: tuple):
     return (out.flatten(1) - b).T.numpy(), b.numpy()
 
 
+def dense_chain(net: Network) -> list:
+    """The affine maps (W, b) of a ReLU network as dense float64 matrices: one before each ReLU
+    and the last one onto the logits (an empty run between two ReLUs is the identity)."""
+    chain, shape = [], net.in_shape
+    for item in affine_runs(net):
+        if isinstance(item, list):
+            chain.append(dense(item, shape))
+            shape = item[-1].out_shape if item else shape
+    return chain
+
+
 class Program:
     """Variables with bounds and integrality, and sparse rows lo <= A v <= hi."""
 

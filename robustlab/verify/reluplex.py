@@ -10,22 +10,10 @@ import torch
 from torch import nn
 
 from .._checks import check_eps
-from ._bounds import Ball, affine_runs
+from ._bounds import Ball
 from ._complete import TOL, into_ball, neuron_bounds, recheck, relu_only, setup
-from ._encode import dense, encode
-from .network import Network
+from ._encode import dense_chain, encode
 from .types import Verdict, margin_spec
-
-
-def dense_chain(net: Network) -> list:
-    """The affine maps (W, b) of a ReLU network as dense float64 matrices: one before each ReLU
-    and the last one onto the logits (an empty run between two ReLUs is the identity)."""
-    chain, shape = [], net.in_shape
-    for item in affine_runs(net):
-        if isinstance(item, list):
-            chain.append(dense(item, shape))
-            shape = item[-1].out_shape if item else shape
-    return chain
 
 
 def tighten(chain: list, box: tuple, root: list, phases: list):

@@ -1,6 +1,8 @@
 """What the verifier tests share: small random networks of every layer the reader takes, points
 drawn from a ball, and PGD pushing one logit (or margin) up or down."""
 
+import functools
+
 import torch
 from torch import nn
 
@@ -117,3 +119,19 @@ def labelled_points(model, shape, n: int, seed: int = 0):
     x = torch.rand(n, *shape, generator=torch.Generator().manual_seed(seed))
     with torch.no_grad():
         return x, model(x).argmax(1)
+
+
+@functools.cache
+def boundary_suite(norm: str = "linf") -> tuple:
+    """24 instances (name, model, x (1, ...), y (1,), eps) for the complete verifiers, with eps
+    at 0.9, 0.98, 1.02 and 1.1 times the exact minimal distortion of each point: half robust,
+    half not, most of them too close to the boundary for CROWN alone."""
+    from robustlab.verify import min_distortion
+    suite = []
+    for name, (model, shape) in tiny_mlps().items():
+        x, y = labelled_points(model, shape, 2, seed=11)
+        dist = min_distortion(model, x, y, norm=norm).distortion
+        for i in range(2):
+            for f in (0.9, 0.98, 1.02, 1.1):
+                suite.append((name, model, x[i:i + 1], y[i:i + 1], f * dist[i].item()))
+    return tuple(suite)
