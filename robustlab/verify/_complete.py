@@ -99,3 +99,15 @@ def recheck(model: nn.Module, x: torch.Tensor, y: int, j: int, cand: torch.Tenso
         if predict(model, p[None]).argmax(1).item() != y:
             return p
     return None
+
+
+def confirm(model: nn.Module, net: Network, x: torch.Tensor, y: int, j: int, point: torch.Tensor,
+            eps: float, norm: str) -> torch.Tensor | None:
+    """An LP's point (of the relaxation, not always a real one) as a counterexample in the ball:
+    `recheck`ed on the model only where the float64 network puts it at or past the boundary of
+    class j or of any class (most relaxed points are not, and the model's forward costs more)."""
+    with torch.no_grad():
+        z = net(point[None].double())[0]
+    if (z[j] - z[y]).item() < -TOL and z.argmax().item() == y:
+        return None
+    return recheck(model, x, y, j, point, into_ball(x, eps, norm), max(eps, 1e-3))

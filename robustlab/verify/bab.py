@@ -13,7 +13,7 @@ from .._checks import check_eps, check_positive
 from .._model import frozen, input_grad, predict
 from ..norms import clip_box, project, random_in_ball, steepest
 from ._bounds import Ball
-from ._complete import TOL, into_ball, recheck, relu_only, setup
+from ._complete import TOL, confirm, relu_only, setup
 from ._encode import dense_chain, encode
 from .crown import crown_bounds
 from .network import ReLU
@@ -120,8 +120,7 @@ def _lp(model, net, relus, x, y, eps, norm, dom, others, left):
         lower[0, col] = max(lo, -best)
         if best < -TOL:
             continue
-        adv = recheck(model, x, y, j, torch.from_numpy(res.x[enc.x]).view_as(x), into_ball(x, eps, norm),
-                      max(eps, 1e-3))
+        adv = confirm(model, net, x, y, j, torch.from_numpy(res.x[enc.x]).view_as(x), eps, norm)
         if adv is not None:
             return adv, lower, notes
         if exact:

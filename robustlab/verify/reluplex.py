@@ -11,7 +11,7 @@ from torch import nn
 
 from .._checks import check_eps
 from ._bounds import Ball
-from ._complete import TOL, into_ball, neuron_bounds, recheck, relu_only, setup
+from ._complete import TOL, confirm, neuron_bounds, relu_only, setup
 from ._encode import dense_chain, encode
 from .types import Verdict, margin_spec
 
@@ -67,13 +67,9 @@ def _search(model, net, chain, x, y, eps, norm, root, alive, time_limit, start):
             best = -res.fun + c[j] - c[y]  # max z_j - z_y over the relaxation of this case
             if best < -TOL:
                 continue  # class j cannot win anywhere in this case
-            point = torch.from_numpy(res.x[enc.x]).view_as(x)
-            with torch.no_grad():
-                z = net(point[None].double())[0]
-            if (z[j] - z[y]).item() >= -TOL or z.argmax().item() != y:
-                adv = recheck(model, x, y, j, point, into_ball(x, eps, norm), max(eps, 1e-3))
-                if adv is not None:
-                    return Verdict("falsified", adv, reason=f"case {nodes} ({lps} LPs): the LP's point for "
+            adv = confirm(model, net, x, y, j, torch.from_numpy(res.x[enc.x]).view_as(x), eps, norm)
+            if adv is not None:
+                return Verdict("falsified", adv, reason=f"case {nodes} ({lps} LPs): the LP's point for "
                                    f"class {j}, re-checked on the model", seconds=time.perf_counter() - start)
             # Reluplex repairs a ReLU the LP's solution violates: split the worst one
             worst = (0.0, None)
