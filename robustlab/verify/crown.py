@@ -87,37 +87,94 @@ def back_substitute(layers: list, lam: torch.Tensor, ball: Ball, relax: dict):
     return ball.value(lam[:, :m], bias[:, :m], -1), ball.value(lam[:, m:], bias[:, m:], 1)
 
 
-def optimised_rows(layers: list, lam: torch.Tensor, ball: Ball, relax: dict, steps: int, lr: float):
-    """alpha-CROWN: the bounds of `back_substitute` with the lower slope of every unstable ReLU
-    a free parameter in [0, 1], one per output row and per bound (lower / upper), optimised by
-    Adam with projection onto [0, 1] from CROWN's own slopes; each row keeps its best bound
-    seen, so the result is never looser than CROWN."""
-    m = lam.shape[1]
-    # (a_l, a_u, b_u) of each ReLU: b_u > 0 exactly where l < 0 < u
-    slopes = {i: (r[0].expand(-1, 2 * m, *r[0].shape[2:]).clone(), r[2] > 0)
-              for i, r in relax.items() if isinstance(layers[i], ReLU)}
+def _forward(net: Network, ball: Ball, splits: dict | None, bound_layer):
+    """One CROWN pass: (bounds on each nonlinear layer's input, relaxations, output shape), the
+    bounds of layer i from ``bound_layer(i, shape, relax)`` (back-substitution through the
+    layers before it), or from the ReLU just before it, clamped at 0; split neurons clamped."""
+    relax, pre, shape = {}, [], net.in_shape
+    for i, layer in enumerate(net.layers):
+        if not isinstance(layer, Affine):
+            if i and isinstance(net.layers[i - 1], ReLU):
+                bounds = (pre[-1][0].clamp_min(0), pre[-1][1].clamp_min(0))
+            else:
+                bounds = bound_layer(i, shape, relax)
+            if splits is not None and i in splits:
+                phase = splits[i]
+                bounds = (torch.where(phase > 0, bounds[0].clamp_min(0), bounds[0]),
+                          torch.where(phase < 0, bounds[1].clamp_max(0), bounds[1]))
+            pre.append(bounds)
+            relax[i] = (relu_relaxation(*bounds) if isinstance(layer, ReLU)
+                        else maxpool_relaxation(layer, *bounds))
+        shape = layer.shape if isinstance(layer, ReLU) else layer.out_shape
+    return pre, relax, shape
+
+
+def _eye(n: int, shape: tuple, like: torch.Tensor) -> torch.Tensor:
+    size = torch.Size(shape).numel()
+    return torch.eye(size, dtype=like.dtype, device=like.device).view(1, size, *shape).expand(n, -1, *shape)
+
+
+def _alpha(net: Network, ball: Ball, C, splits, steps: int, lr: float):
+    """alpha-CROWN: CROWN with the lower slope of every unstable ReLU a parameter in [0, 1], one
+    per (bound computed, row, lower / upper) - every intermediate layer's bounds and the final
+    ones - optimised jointly by Adam, with projection onto [0, 1], on the width of the final
+    bounds, from CROWN's own slopes. Any slope in [0, 1] is sound, so every pass's bounds are:
+    each neuron and row keeps the best seen (the intermediate ones feed the next pass), and the
+    result is never looser than CROWN."""
+    n = len(ball.x)
+
+    def plain(i, shape, relax):
+        return all_rows(n, shape, lambda lam: back_substitute(net.layers[:i], lam, ball, relax), ball.x,
+                        max_width(net))
+    pre, relax, out_shape = _forward(net, ball, splits, plain)
+    where = {i: k for k, i in enumerate(relax)}  # layer -> its place in pre
+    relus = [i for i in relax if isinstance(net.layers[i], ReLU)]
+    rows = {i: torch.Size(pre[where[i]][0].shape[1:]).numel() for i in relax}
+    rows[len(net.layers)] = C.shape[1] if C is not None else out_shape[0]  # the output
+
+    def start(c):  # CROWN's slopes of the ReLUs before bound c, for its 2 x rows rows
+        return {i: relax[i][0].expand(-1, 2 * rows[c], *relax[i][0].shape[2:]).clone().requires_grad_(True)
+                for i in relus if i < c}
+    own = [c for c in rows if c == len(net.layers) or not (c and isinstance(net.layers[c - 1], ReLU))]
+    slopes = {c: start(c) for c in own}  # a layer right after a ReLU takes that ReLU's bounds
+    params = [p for group in slopes.values() for p in group.values()]
+
+    def with_slopes(relax, c):  # b_u > 0 exactly where l < 0 < u: only unstable slopes are free
+        out = dict(relax)
+        for i, p in slopes[c].items():
+            out[i] = (torch.where(relax[i][2] > 0, p, relax[i][0]), *relax[i][1:])
+        return out
+
+    best = [(lo.detach(), up.detach()) for lo, up in pre]
     best_lo = best_up = None
+    moments = [(torch.zeros_like(p), torch.zeros_like(p)) for p in params]
     with torch.enable_grad():
-        params = [p.requires_grad_(True) for p, _ in slopes.values()]
-        opt = torch.optim.Adam(params, lr=lr)
         for step in range(steps + 1):
-            trial = dict(relax)
-            for i, (p, unstable) in slopes.items():
-                trial[i] = (torch.where(unstable, p, relax[i][0]), *relax[i][1:])
-            lo, up = back_substitute(layers, lam, ball, trial)
+            def bound_layer(i, shape, relax, best=best):
+                lo, up = back_substitute(net.layers[:i], _eye(n, shape, ball.x), ball, with_slopes(relax, i))
+                b = best[where[i]]
+                return torch.maximum(lo.view_as(b[0]), b[0]), torch.minimum(up.view_as(b[1]), b[1])
+            pre_t, relax_t, _ = _forward(net, ball, splits, bound_layer)
+            final = C if C is not None else _eye(n, out_shape, ball.x)
+            lo, up = back_substitute(net.layers, final, ball, with_slopes(relax_t, len(net.layers)))
+            best = [(torch.maximum(a, p.detach()), torch.minimum(b, q.detach()))
+                    for (a, b), (p, q) in zip(best, pre_t)]
             best_lo = lo.detach() if best_lo is None else torch.maximum(best_lo, lo.detach())
             best_up = up.detach() if best_up is None else torch.minimum(best_up, up.detach())
             if step == steps or not params:
                 break
             # the rows are independent, so one scalar's gradient moves every row's slopes
-            grads = torch.autograd.grad(up.sum() - lo.sum(), params)
-            for p, g in zip(params, grads):
-                p.grad = g
-            opt.step()
+            grads = torch.autograd.grad(up.sum() - lo.sum(), params, allow_unused=True)
             with torch.no_grad():
-                for p in params:
-                    p.clamp_(0, 1)
-    return best_lo, best_up
+                for p, g, (m1, m2) in zip(params, grads, moments):
+                    if g is None:
+                        continue
+                    # Adam (Kingma and Ba, 2015), written out: torch.optim's first step costs seconds
+                    m1.mul_(0.9).add_(g, alpha=0.1)
+                    m2.mul_(0.999).addcmul_(g, g, value=0.001)
+                    hat1, hat2 = m1 / (1 - 0.9 ** (step + 1)), m2 / (1 - 0.999 ** (step + 1))
+                    p.sub_(lr * hat1 / (hat2.sqrt() + 1e-8)).clamp_(0, 1)
+    return best, (best_lo, best_up)
 
 
 def crown_bounds(net: Network, ball: Ball, C: torch.Tensor | None = None, *, splits: dict | None = None,
@@ -130,32 +187,19 @@ def crown_bounds(net: Network, ball: Ball, C: torch.Tensor | None = None, *, spl
     `splits` maps a ReLU's position in the chain to its phases (N, *shape): +1 active (z >= 0),
     -1 inactive (z <= 0), 0 free; the bounds of a split neuron are clamped to its phase, so the
     result bounds the subdomain of the ball where the phases hold (a lower bound above an upper
-    one says that subdomain is empty). With alpha_steps > 0 the final bounds are alpha-CROWN's
-    (`optimised_rows`); the intermediate ones stay CROWN's."""
-    n, width = len(ball.x), max_width(net)
-    relax, pre, shape = {}, [], net.in_shape
-    for i, layer in enumerate(net.layers):
-        if not isinstance(layer, Affine):
-            if i and isinstance(net.layers[i - 1], ReLU):
-                bounds = (pre[-1][0].clamp_min(0), pre[-1][1].clamp_min(0))
-            else:
-                head = net.layers[:i]
-                bounds = all_rows(n, shape, lambda lam, head=head: back_substitute(head, lam, ball, relax),
-                                  ball.x, width)
-            if splits is not None and i in splits:
-                phase = splits[i]
-                bounds = (torch.where(phase > 0, bounds[0].clamp_min(0), bounds[0]),
-                          torch.where(phase < 0, bounds[1].clamp_max(0), bounds[1]))
-            pre.append(bounds)
-            relax[i] = (relu_relaxation(*bounds) if isinstance(layer, ReLU)
-                        else maxpool_relaxation(layer, *bounds))
-        shape = layer.shape if isinstance(layer, ReLU) else layer.out_shape
+    one says that subdomain is empty). With alpha_steps > 0 the bounds are alpha-CROWN's
+    (`_alpha`), which holds every row of every layer at once (no chunking: small networks)."""
     if alpha_steps:
-        def rows(lam):
-            return optimised_rows(net.layers, lam, ball, relax, alpha_steps, alpha_lr)
-    else:
-        def rows(lam):
-            return back_substitute(net.layers, lam, ball, relax)
+        return _alpha(net, ball, C, splits, alpha_steps, alpha_lr)
+    n, width = len(ball.x), max_width(net)
+
+    def bound_layer(i, shape, relax):
+        return all_rows(n, shape, lambda lam: back_substitute(net.layers[:i], lam, ball, relax), ball.x,
+                        width)
+    pre, relax, shape = _forward(net, ball, splits, bound_layer)
+
+    def rows(lam):
+        return back_substitute(net.layers, lam, ball, relax)
     return pre, rows(C) if C is not None else all_rows(n, shape, rows, ball.x, width)
 
 
@@ -176,9 +220,10 @@ def crown(model: nn.Module, x: torch.Tensor, *, eps: float, norm: str = "linf",
     alpha=True gives alpha-CROWN (Xu et al., "Fast and complete: enabling complete neural
     network verification with rapid and massively parallel incomplete verifiers", ICLR 2021,
     section 3.1): any lower slope in [0, 1] is a sound lower line of an unstable ReLU, so the
-    slopes become parameters, one per output row and bound, optimised by projected Adam from
-    CROWN's adaptive ones to tighten the final bounds; each row keeps its best bound, so they
-    are never looser than CROWN's (the intermediate layers keep CROWN's bounds).
+    slopes become parameters, one per neuron for every row of every bound computed (each
+    intermediate layer's and the final one, lower and upper), optimised jointly by projected
+    Adam from CROWN's adaptive ones to narrow the final bounds; each bound keeps the best value
+    seen, so they are never looser than CROWN's. Every row is held at once: for small networks.
 
     Arguments:
         model: a chain that `read_network` reads (bounded as in eval mode; left as found).
