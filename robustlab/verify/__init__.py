@@ -2,26 +2,25 @@
 
 types (Bounds, Verdict, margin_spec), network (read_network: the one chain of layers every
 verifier reads), interval (IBP), crown (CROWN / DeepPoly back-substitution), milp
-(the exact big-M MILP, solved with HiGHS).
+(the exact big-M MILP, solved with HiGHS), distortion (min_distortion: the exact minimal
+adversarial distortion), reluplex (ReLU case splitting over LPs), bab (branch and bound over
+CROWN bounds), reach (Xiang et al.'s hyper-rectangles with input partitioning), deepgo (anytime
+Lipschitz bounds), training (IBP and CROWN-IBP objectives for `train.fit`).
 """
 
+from .bab import branch_and_bound
 from .crown import crown
+from .deepgo import AnytimeBounds, deepgo, lipschitz_minimise
+from .distortion import MinDistortion, min_distortion
 from .interval import interval
 from .milp import milp
 from .network import Network, read_network
+from .reach import reach, reach_box
+from .reluplex import reluplex
+from .training import crown_ibp, ibp, linear_ramp, verified_margins, worst_logits
 from .types import Bounds, Verdict, margin_spec
 
-__all__ = ["Bounds", "Network", "Verdict", "crown", "interval", "margin_spec", "milp",
-           "read_network"]
-
-from .reach import reach, reach_box  # noqa: E402
-
-__all__ += ["reach", "reach_box"]
-
-from .deepgo import AnytimeBounds, deepgo, lipschitz_minimise  # noqa: E402
-
-__all__ += ["AnytimeBounds", "deepgo", "lipschitz_minimise"]
-
-from .training import crown_ibp, ibp, linear_ramp, verified_margins, worst_logits  # noqa: E402
-
-__all__ += ["crown_ibp", "ibp", "linear_ramp", "verified_margins", "worst_logits"]
+__all__ = ["AnytimeBounds", "Bounds", "MinDistortion", "Network", "Verdict", "branch_and_bound",
+           "crown", "crown_ibp", "deepgo", "ibp", "interval", "linear_ramp", "lipschitz_minimise",
+           "margin_spec", "milp", "min_distortion", "reach", "reach_box", "read_network",
+           "reluplex", "verified_margins", "worst_logits"]

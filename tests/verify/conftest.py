@@ -1,6 +1,8 @@
 """What the verifier tests share: small random networks of every layer the reader takes, points
 drawn from a ball, and PGD pushing one logit (or margin) up or down."""
 
+import functools
+
 import torch
 from torch import nn
 
@@ -88,3 +90,48 @@ def pgd_extremes(model, x, eps, norm, C=None, steps=20):
                 z = model(adv) if C is None else torch.einsum("nsk,nk->ns", C, model(adv))
             out[sign].append(z[:, row])
     return torch.stack(out[-1], 1), torch.stack(out[1], 1)
+
+
+def random_mlp(sizes: list, seed: int) -> nn.Module:
+    """A ReLU MLP on (1, 1, sizes[0]) inputs with N(0, 1) weights scaled by the fan-in, its first
+    layer centred on x = 0.5, so that its decision boundaries cross the box [0, 1]."""
+    g = torch.Generator().manual_seed(seed)
+    layers = [nn.Flatten()]
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        lin = nn.Linear(a, b)
+        with torch.no_grad():
+            lin.weight.copy_(torch.randn(b, a, generator=g) * (3 if i == 0 else 1.5 / a ** 0.5))
+            lin.bias.copy_(0.1 * torch.randn(b, generator=g)
+                           - (lin.weight.sum(1) * 0.5 if i == 0 else 0))
+        layers += [lin, nn.ReLU()]
+    return nn.Sequential(*layers[:-1]).eval()
+
+
+def tiny_mlps() -> dict:
+    """Random ReLU MLPs small enough for the exact verifiers: (model, input shape)."""
+    return {"4-8-8-3": (random_mlp([4, 8, 8, 3], 0), (1, 1, 4)),
+            "9-12-4": (random_mlp([9, 12, 4], 1), (1, 1, 9)),
+            "4-6-6-6-3": (random_mlp([4, 6, 6, 6, 3], 2), (1, 1, 4))}
+
+
+def labelled_points(model, shape, n: int, seed: int = 0):
+    """`n` random points of [0, 1]^shape and the model's own labels for them."""
+    x = torch.rand(n, *shape, generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        return x, model(x).argmax(1)
+
+
+@functools.cache
+def boundary_suite(norm: str = "linf") -> tuple:
+    """24 instances (name, model, x (1, ...), y (1,), eps) for the complete verifiers, with eps
+    at 0.9, 0.98, 1.02 and 1.1 times the exact minimal distortion of each point: half robust,
+    half not, most of them too close to the boundary for CROWN alone."""
+    from robustlab.verify import min_distortion
+    suite = []
+    for name, (model, shape) in tiny_mlps().items():
+        x, y = labelled_points(model, shape, 2, seed=11)
+        dist = min_distortion(model, x, y, norm=norm).distortion
+        for i in range(2):
+            for f in (0.9, 0.98, 1.02, 1.1):
+                suite.append((name, model, x[i:i + 1], y[i:i + 1], f * dist[i].item()))
+    return tuple(suite)

@@ -1,0 +1,95 @@
+"""branch_and_bound: the same answer as milp at the decision boundary, verifying instances CROWN
+alone cannot (with and without LP bounds), re-checked counterexamples, nothing verified broken
+by PGD, the branch budget, bad input and hygiene."""
+
+import functools
+
+import pytest
+import torch
+from torch import nn
+
+from robustlab.verify import branch_and_bound, crown, margin_spec, milp
+
+from ..conftest import leaves_as_found, messy_model
+from .conftest import boundary_suite
+from .test_milp import assert_counterexample
+from .test_reluplex import pgd_breaks
+
+
+@functools.cache
+def verdicts(norm: str) -> tuple:
+    """(instance, branch_and_bound's verdict, milp's verdict, CROWN proves it) on the suite."""
+    suite = boundary_suite(norm) if norm == "linf" else boundary_suite(norm)[::3]
+    out = []
+    for inst in suite:
+        _, model, x, y, eps = inst
+        with torch.no_grad():
+            k = model(x).shape[1]
+        by_crown = crown(model, x, eps=eps, norm=norm, C=margin_spec(y, k)).lower.min() > 0
+        out.append((inst, branch_and_bound(model, x, y, eps=eps, norm=norm)[0],
+                    milp(model, x, y, eps=eps, norm=norm)[0], bool(by_crown)))
+    return tuple(out)
+
+
+@pytest.mark.parametrize("norm", ["linf", "l1"])
+def test_agrees_with_milp_at_the_boundary(norm):
+    seen = set()
+    for (name, model, x, y, eps), v, ref, _ in verdicts(norm):
+        assert v.status == ref.status, (name, eps, v, ref)
+        assert v.seconds > 0 and v.reason
+        seen.add(v.status)
+        if v.status == "falsified":
+            assert_counterexample(model, x[0], y.item(), v, eps, norm)
+        elif norm == "linf":
+            assert not pgd_breaks(model, x, y, eps, norm), f"{name}: verified at eps={eps} but PGD breaks it"
+    assert seen == {"verified", "falsified"}
+
+
+def test_verifies_what_crown_alone_cannot():
+    """With LP bounds every instance CROWN cannot prove but milp verifies is verified; with
+    CROWN's bounds alone (exact LPs only at the leaves) the small budget may run out, but never
+    into a wrong answer, and splitting still proves some of them."""
+    hard = [inst for inst, _, ref, by_crown in verdicts("linf") if ref.verified and not by_crown]
+    assert len(hard) >= 4
+    assert all(v.verified for _, v, ref, by_crown in verdicts("linf") if ref.verified and not by_crown)
+    proved = 0
+    for name, model, x, y, eps in hard:
+        (v,) = branch_and_bound(model, x, y, eps=eps, lp=False, max_branches=150)
+        assert v.status in ("verified", "unknown"), (name, v)
+        if v.status == "unknown":
+            assert "max_branches=150" in v.reason
+        proved += v.verified
+    assert proved >= 2
+
+
+def test_branch_budget_gives_unknown_with_a_reason():
+    hard = [inst for inst, v, _, _ in verdicts("linf") if v.verified and "branches" in v.reason
+            and int(v.reason.split("(")[1].split(" branches")[0]) > 2]
+    _, model, x, y, eps = hard[0]
+    (v,) = branch_and_bound(model, x, y, eps=eps, max_branches=1, batch=1)
+    assert v.status == "unknown" and "max_branches=1" in v.reason
+
+
+def test_bad_input_names_the_argument():
+    _, model, x, y, _ = boundary_suite()[0]
+    for kw, name in [({"eps": -0.1}, "eps"), ({"eps": 0.1, "norm": "l2"}, "norm"),
+                     ({"eps": 0.1, "max_branches": 0}, "max_branches"), ({"eps": 0.1, "batch": 0}, "batch"),
+                     ({"eps": 0.1, "time_limit": -1.0}, "time_limit")]:
+        with pytest.raises(ValueError, match=name):
+            branch_and_bound(model, x, y, **kw)
+    with pytest.raises(TypeError, match="lp"):
+        branch_and_bound(model, x, y, eps=0.1, lp="yes")
+    with pytest.raises(ValueError, match="y"):
+        branch_and_bound(model, x, torch.tensor([0, 1]), eps=0.1)
+    with pytest.raises(ValueError, match="Tanh"):
+        branch_and_bound(nn.Sequential(nn.Flatten(), nn.Linear(4, 3), nn.Tanh()), x, y, eps=0.1)
+    pool = nn.Sequential(nn.Conv2d(1, 2, 2), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(8, 3))
+    with pytest.raises(ValueError, match="MaxPool2d"):
+        branch_and_bound(pool, torch.rand(1, 1, 5, 5), y, eps=0.1)
+
+
+def test_leaves_model_and_inputs_as_found(digits_test):
+    model = messy_model()
+    x, y = digits_test[0][:2].clone(), digits_test[1][:2].clone()
+    verdicts = leaves_as_found(lambda: branch_and_bound(model, x, y, eps=0.01), model, x, y)
+    assert len(verdicts) == 2 and all(v.status in ("verified", "falsified") for v in verdicts)
