@@ -46,7 +46,8 @@ RECIPES = {
     # verified training: IBP (Gowal et al. 2018) at eps 0.15, eps and kappa ramped over half the
     # steps after a 10 % clean warm-up; certified at eps 0.1 (tests/test_zoo.py)
     "digits-mlp-ibp": dict(dataset="digits", epochs=100, lr=2e-3, batch_size=64, weight_decay=0.0,
-                           objective=dict(name="ibp", eps=0.15, warmup=0.1, ramp=0.5)),
+                           objective=dict(name="ibp", eps=0.15, warmup=0.1, ramp=0.5),
+                           certified_eps=0.1),
 }
 
 

@@ -162,7 +162,7 @@ def test_zoo_model_is_certified(digits_test):
     eps 0.1 (CROWN 68.3 %), clean 94.2 %; the standard digits-mlp: 0.0 % (CROWN 23.1 %)."""
     x, y = digits_test
     model, plain_mlp = pretrained("digits-mlp-ibp"), pretrained("digits-mlp")
-    eps = manifest()["digits-mlp-ibp"]["eps"]
+    eps = manifest()["digits-mlp-ibp"]["certified_eps"]
     with torch.no_grad():
         ibp_acc = (verified_margins(model, x, y, eps=eps).amin(1) > 0).float().mean().item()
         crown_acc = (crown(model, x, eps=eps, C=margin_spec(y, 10)).lower.amin(1) > 0).float().mean().item()
