@@ -8,6 +8,7 @@ correlation penalty, early stopping on robust validation accuracy) and randomize
 from . import smoothing
 from .dro import trades, vat, vat_direction, wrm
 from .freelb import freelb
+from .latent import latent_at, latent_discriminator
 from .loops import awp, free_at, yopo
 from .objectives import cyclic_lr, fast_at, fgsm_at, pgd_at
 from .regularisers import (
@@ -30,4 +31,4 @@ __all__ = ["BestRobust", "BjorckLinear", "Defended", "GroupSort", "RandomResizeP
            "free_at", "gaussian_noise", "parseval", "parseval_retraction", "pgd_at", "smoothing",
            "spectral_normalised", "spectral_norms", "trades", "vat", "vat_direction",
            "weight_correlation", "weight_correlation_penalty", "wrm", "yopo"]
-__all__ += ["freelb"]
+__all__ += ["freelb", "latent_at", "latent_discriminator"]
