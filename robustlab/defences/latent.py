@@ -24,7 +24,7 @@ from ..norms import clip_box, random_in_ball
 from ..train import fit
 from ._inner import _acc, _ascend, _check_generator, _check_inner_pgd, _check_mode, _inner
 
-__all__ = ["latent_at", "latent_discriminator"]
+__all__ = ["discriminator_loss", "latent_at", "latent_discriminator", "lmae", "perturbed_log_odds"]
 
 
 def latent_discriminator(num_classes: int, hidden: int = 64) -> nn.Module:
@@ -73,6 +73,10 @@ def lmae(model: nn.Module, disc: nn.Module, x: torch.Tensor, *, eps: float, alph
 
     The model runs as `attack_mode` says (the authors' code: a copy in eval mode), D in eval
     mode; both are left as found. Returns x' (detached)."""
+    check_model(model)
+    eps, norm = _check_inner_pgd(eps, alpha, steps, norm)
+    attack_mode = _check_mode(attack_mode)
+    generator = _check_generator(generator)
     x = x.detach()
     delta = clip_box(x, random_in_ball(x, eps, norm, generator)) if random_start \
         else torch.zeros_like(x)
@@ -143,8 +147,10 @@ def latent_at(model: nn.Module, data, *, eps: float, alpha: float, epochs: int, 
         with _inner(model, attack_mode), torch.no_grad():
             z_nat = check_logits(model(x), len(x))
         if game["D"] is None:
-            game["D"] = latent_discriminator(z_nat.shape[1]).to(z_nat)
-        disc = game["D"]
+            game["D"] = latent_discriminator(z_nat.shape[1]).to(z_nat.dtype)
+        # D goes where fit put the model; Module.to moves in place, so its optimiser still holds
+        # the same parameters
+        disc = game["D"].to(z_nat.device)
         if game["opt"] is None:
             game["opt"] = torch.optim.Adam(disc.parameters(), lr=d_lr)
         x_adv = lmae(model, disc, x, eps=eps, alpha=alpha, steps=steps, norm=norm,
