@@ -10,6 +10,7 @@ others return x_adv; `patch` returns the patch, pasted with `apply_patch`.
 from .adaptive import BPDA, EOT
 from .cw import cw
 from .deepfool import deepfool
+from .embedding import embedding_pgd, embedding_robust_accuracy
 from .gradient import fgsm, pgd
 from .hop_skip_jump import hop_skip_jump
 from .lbfgs import lbfgs
@@ -25,3 +26,4 @@ __all__ = ["BPDA", "EOT", "Oracle", "QueryBudgetError", "QueryLedger", "apply_gu
            "cw", "deepfool", "fgsm", "flow_loss", "flow_warp", "fooling_rate", "guap", "guap_flow_norm",
            "hop_skip_jump", "lbfgs", "one_pixel", "patch", "patch_success", "pgd", "single_pixel_search",
            "square", "stadv", "uap", "zoo"]
+__all__ += ["embedding_pgd", "embedding_robust_accuracy"]

@@ -5,11 +5,14 @@ training loop (loops: Free-AT, YOPO, AWP), regularisers of the weights (regulari
 normalisation, Parseval networks, Björck orthonormal layers with GroupSort, the weight
 correlation penalty, early stopping on robust validation accuracy), randomized smoothing
 (smoothing: `robustlab.defences.smoothing.predict` and `certify`) and data-parallel training
-(distributed: any objective under torch.distributed DDP, with torchrun or `launch`)."""
+(distributed: any objective under torch.distributed DDP, with torchrun or `launch`); FreeLB
+on embeddings (freelb) and latent-distribution adversarial training (latent)."""
 
 from . import distributed, smoothing
 from .distributed import ddp_fit, launch, shard_batches
 from .dro import trades, vat, vat_direction, wrm
+from .freelb import freelb
+from .latent import latent_at, latent_discriminator
 from .loops import awp, free_at, yopo
 from .objectives import cyclic_lr, fast_at, fgsm_at, pgd_at
 from .regularisers import (
@@ -45,3 +48,4 @@ __all__ = ["BestRobust", "BjorckLinear", "Defended", "GroupSort", "RandomResizeP
 __all__ += ["ddp_fit", "distributed", "launch", "shard_batches"]
 __all__ += ["SqueezeDetector", "calibrate_squeezing", "default_squeezers", "jpeg", "median_filter",
             "squeeze_score", "total_variation", "tv_denoise"]
+__all__ += ["freelb", "latent_at", "latent_discriminator"]
