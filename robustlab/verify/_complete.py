@@ -5,6 +5,7 @@ solver's point really is misclassified by the model."""
 from __future__ import annotations
 
 import copy
+import time
 from collections.abc import Callable
 
 import torch
@@ -16,8 +17,26 @@ from ._bounds import Ball
 from .crown import crown_bounds
 from .interval import interval_bounds
 from .network import MaxPool, Network, read_network
+from .types import Verdict
 
 TOL = 1e-6  # a margin within TOL of 0 is not decided (HiGHS' feasibility tolerance is 1e-7)
+
+
+def each_example(x: torch.Tensor, wrong: torch.Tensor, start: float,
+                 solve: Callable[[int, float], Verdict]) -> list[Verdict]:
+    """One Verdict per example: ``solve(i, t0)`` where the model classifies x[i] right, and
+    falsified by x[i] itself where it does not. Each verdict's seconds include an even share of
+    the set-up since `start` (the bounds are computed for the whole batch at once)."""
+    shared = (time.perf_counter() - start) / max(len(x), 1)
+    verdicts = []
+    for i in range(len(x)):
+        t0 = time.perf_counter() - shared
+        if wrong[i]:
+            verdicts.append(Verdict("falsified", x[i].clone(), reason="the model misclassifies x itself",
+                                    seconds=time.perf_counter() - t0))
+        else:
+            verdicts.append(solve(i, t0))
+    return verdicts
 
 
 def setup(model: nn.Module, x, y, norm, time_limit, bounds, who: str):

@@ -13,7 +13,7 @@ from .._checks import check_eps, check_positive
 from .._model import frozen, input_grad, predict
 from ..norms import clip_box, project, random_in_ball, steepest
 from ._bounds import Ball
-from ._complete import TOL, confirm, relu_only, setup
+from ._complete import TOL, confirm, each_example, relu_only, setup
 from ._encode import dense_chain, encode
 from .crown import crown_bounds
 from .network import ReLU
@@ -228,14 +228,5 @@ def branch_and_bound(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps:
     x, yc, norm, time_limit, net64, k, wrong = setup(model, x, y, norm, time_limit, "crown",
                                                      "branch_and_bound")
     relu_only(net64, "branch_and_bound")
-    shared = (time.perf_counter() - start) / max(len(x), 1)
-    verdicts = []
-    for i in range(len(x)):
-        t0 = time.perf_counter() - shared
-        if wrong[i]:
-            verdicts.append(Verdict("falsified", x[i].clone(), reason="the model misclassifies x itself",
-                                    seconds=time.perf_counter() - t0))
-            continue
-        verdicts.append(_search(model, net64, x[i], int(yc[i]), eps, norm, max_branches, batch, lp,
-                                time_limit, t0))
-    return verdicts
+    return each_example(x, wrong, start, lambda i, t0: _search(
+        model, net64, x[i], int(yc[i]), eps, norm, max_branches, batch, lp, time_limit, t0))

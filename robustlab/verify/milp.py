@@ -11,7 +11,7 @@ from torch import nn
 
 from .._checks import check_eps
 from ._bounds import Ball
-from ._complete import TOL, into_ball, neuron_bounds, recheck, setup
+from ._complete import TOL, each_example, into_ball, neuron_bounds, recheck, setup
 from ._encode import encode
 from .types import Verdict, margin_spec
 
@@ -98,14 +98,8 @@ def milp(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm
     with torch.no_grad():
         x64 = x.detach().cpu().double()
         pre, spec_lo = neuron_bounds(net64, Ball(x64, eps, norm), margin_spec(yc, k).double(), bounds)
-    shared = (time.perf_counter() - start) / len(x)
-    verdicts = []
-    for i in range(len(x)):
-        t0 = time.perf_counter() - shared
-        if wrong[i]:
-            verdicts.append(Verdict("falsified", x[i].clone(), reason="the model misclassifies x itself",
-                                    seconds=time.perf_counter() - t0))
-            continue
+
+    def solve(i: int, t0: float) -> Verdict:
         pre_i = [(lo[i].flatten().numpy(), up[i].flatten().numpy()) for lo, up in pre]
-        verdicts.append(_one(model, net64, x[i], int(yc[i]), eps, norm, pre_i, spec_lo[i], time_limit, t0))
-    return verdicts
+        return _one(model, net64, x[i], int(yc[i]), eps, norm, pre_i, spec_lo[i], time_limit, t0)
+    return each_example(x, wrong, start, solve)

@@ -11,7 +11,7 @@ from torch import nn
 
 from .._checks import check_eps
 from ._bounds import Ball
-from ._complete import TOL, confirm, neuron_bounds, relu_only, setup
+from ._complete import TOL, confirm, each_example, neuron_bounds, relu_only, setup
 from ._encode import dense_chain, encode
 from .types import Verdict, margin_spec
 
@@ -136,19 +136,12 @@ def reluplex(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, 
     with torch.no_grad():
         pre, spec_lo = neuron_bounds(net64, Ball(x.detach().cpu().double(), eps, norm),
                                      margin_spec(yc, k).double(), bounds)
-    shared = (time.perf_counter() - start) / max(len(x), 1)
-    verdicts = []
-    for i in range(len(x)):
-        t0 = time.perf_counter() - shared
+
+    def solve(i: int, t0: float) -> Verdict:
         yi = int(yc[i])
         alive = [j for j, lo in zip((j for j in range(k) if j != yi), spec_lo[i].tolist()) if lo <= 0]
-        if wrong[i]:
-            verdicts.append(Verdict("falsified", x[i].clone(), reason="the model misclassifies x itself",
-                                    seconds=time.perf_counter() - t0))
-        elif not alive:
-            verdicts.append(Verdict("verified", reason="the bounds alone prove it",
-                                    seconds=time.perf_counter() - t0))
-        else:
-            root = [(lo[i].flatten().numpy(), up[i].flatten().numpy()) for lo, up in pre]
-            verdicts.append(_search(model, net64, chain, x[i], yi, eps, norm, root, alive, time_limit, t0))
-    return verdicts
+        if not alive:
+            return Verdict("verified", reason="the bounds alone prove it", seconds=time.perf_counter() - t0)
+        root = [(lo[i].flatten().numpy(), up[i].flatten().numpy()) for lo, up in pre]
+        return _search(model, net64, chain, x[i], yi, eps, norm, root, alive, time_limit, t0)
+    return each_example(x, wrong, start, solve)

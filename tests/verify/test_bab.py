@@ -6,11 +6,9 @@ import functools
 
 import pytest
 import torch
-from torch import nn
 
 from robustlab.verify import branch_and_bound, crown, margin_spec, milp
 
-from ..conftest import leaves_as_found, messy_model
 from .conftest import boundary_suite
 from .test_milp import assert_counterexample
 from .test_reluplex import pgd_breaks
@@ -79,17 +77,3 @@ def test_bad_input_names_the_argument():
             branch_and_bound(model, x, y, **kw)
     with pytest.raises(TypeError, match="lp"):
         branch_and_bound(model, x, y, eps=0.1, lp="yes")
-    with pytest.raises(ValueError, match="y"):
-        branch_and_bound(model, x, torch.tensor([0, 1]), eps=0.1)
-    with pytest.raises(ValueError, match="Tanh"):
-        branch_and_bound(nn.Sequential(nn.Flatten(), nn.Linear(4, 3), nn.Tanh()), x, y, eps=0.1)
-    pool = nn.Sequential(nn.Conv2d(1, 2, 2), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(8, 3))
-    with pytest.raises(ValueError, match="MaxPool2d"):
-        branch_and_bound(pool, torch.rand(1, 1, 5, 5), y, eps=0.1)
-
-
-def test_leaves_model_and_inputs_as_found(digits_test):
-    model = messy_model()
-    x, y = digits_test[0][:2].clone(), digits_test[1][:2].clone()
-    verdicts = leaves_as_found(lambda: branch_and_bound(model, x, y, eps=0.01), model, x, y)
-    assert len(verdicts) == 2 and all(v.status in ("verified", "falsified") for v in verdicts)

@@ -9,7 +9,7 @@ from robustlab.attacks import pgd
 from robustlab.norms import flat_norm
 from robustlab.verify import crown, interval, margin_spec, milp
 
-from ..conftest import leaves_as_found, linear_classifier, messy_model
+from ..conftest import linear_classifier
 
 
 def tiny_nets() -> dict:
@@ -164,11 +164,3 @@ def test_bad_input_names_the_argument(digits_mlp, digits_test):
         milp(digits_mlp, x, torch.tensor([0, 10]), eps=0.1)
     with pytest.raises(ValueError, match="Tanh"):
         milp(nn.Sequential(nn.Flatten(), nn.Linear(64, 10), nn.Tanh()), x, y, eps=0.1)
-
-
-def test_leaves_model_and_inputs_as_found(digits_test):
-    model = messy_model()
-    x, y = digits_test[0][:2].clone(), digits_test[1][:2].clone()
-    verdicts = leaves_as_found(lambda: milp(model, x, y, eps=0.01), model, x, y)
-    assert isinstance(verdicts, list) and len(verdicts) == 2
-    assert all(v.status in ("verified", "falsified") for v in verdicts)
