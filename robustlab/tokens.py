@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._checks import check_positive
+from ._model import check_model
 
 __all__ = ["NEGATIVE", "NOT", "POSITIVE", "TokenCNN", "check_embedding_model", "check_token_ids",
            "token_task"]
@@ -114,8 +115,7 @@ def check_token_ids(ids, vocab: int | None = None, name: str = "ids", *,
 
 def check_embedding_model(model) -> nn.Module:
     """`model` must be a torch module with ``embed(ids)`` and ``forward_embeds(e)``."""
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    check_model(model)
     missing = [m for m in ("embed", "forward_embeds") if not callable(getattr(model, m, None))]
     if missing:
         raise TypeError(f"model must be an embedding model with embed(ids) and "

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from .._checks import check_in_range, check_positive
-from .._model import check_model_input, plain, predict
+from .._model import check_model, check_model_input, plain, predict
 from .transforms import Transform, _check_batch, bit_depth, median_filter
 
 __all__ = ["SqueezeDetector", "calibrate_squeezing", "default_squeezers", "squeeze_score"]
@@ -45,8 +45,7 @@ def _check_squeezers(squeezers) -> dict[str, Transform]:
 
 
 def _check_inputs(model: nn.Module, x) -> torch.Tensor:
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    check_model(model)
     x = plain(_check_batch(x))
     check_model_input(model, x)
     return x

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from .._checks import check_choice, check_images, check_labels, check_norm, check_positive
-from .._model import check_model_input, frozen, plain, predict
+from .._model import check_model, check_model_input, frozen, plain, predict
 from ._bounds import Ball
 from .crown import crown_bounds
 from .interval import interval_bounds
@@ -42,8 +42,7 @@ def each_example(x: torch.Tensor, wrong: torch.Tensor, start: float,
 def setup(model: nn.Module, x, y, norm, time_limit, bounds, who: str):
     """Checked arguments of a complete verifier: (x, y, norm, time_limit, float64 network on
     the CPU, number of classes, which examples the model misclassifies already (N,) bool)."""
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    check_model(model)
     x = plain(check_images(x))
     check_model_input(model, x)
     y = check_labels(y, x)

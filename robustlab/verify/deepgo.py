@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from .._checks import check_choice, check_eps, check_images, check_nonnegative, check_positive
-from .._model import check_model_input, eval_mode, plain
+from .._model import check_model, check_model_input, eval_mode, plain
 from .._random import draw_device
 from .network import Affine, MaxPool, read_network
 from .reach import propagate
@@ -235,8 +235,7 @@ def deepgo(model: nn.Module, x: torch.Tensor, *, eps: float, features: Sequence[
         output: a class index, or c (K,) for c . logits. maximize: bound the max instead.
         iterations, tol: when to stop (see `lipschitz_minimise`).
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    check_model(model)
     x = plain(check_images(x))
     check_model_input(model, x)
     if len(x) != 1:

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .._model import check_model
 from ..models import BasicBlock, Normalize
 
 SUPPORTED = ("Linear/Conv2d/ReLU/Flatten/AvgPool2d/AdaptiveAvgPool2d/MaxPool2d/BatchNorm1d/"
@@ -322,8 +323,7 @@ def read_network(model: nn.Module, in_shape: Sequence[int], *, like: torch.Tenso
         like: a tensor whose dtype and device constants (pooling weights) take; defaults to the
             model's first parameter, then to float32 on the CPU.
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    check_model(model)
     if like is None:
         like = next((t for t in (*model.parameters(), *model.buffers()) if t.is_floating_point()),
                     torch.zeros(()))

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from .._checks import check_eps, check_images, check_positive
-from .._model import check_model_input, plain
+from .._model import check_model, check_model_input, plain
 from ._bounds import ROW_BUDGET, Box, max_width
 from .network import Affine, Network, read_network
 from .types import Bounds
@@ -122,8 +122,7 @@ def reach_box(model: nn.Module, lower: torch.Tensor, upper: torch.Tensor, *, par
         max_boxes: refuse more than this many sub-boxes per example (partitions ** dims).
     Returns Bounds (N, K) on the logits.
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    check_model(model)
     lower, upper = _check_box(lower, upper)
     check_model_input(model, lower, "lower")
     check_positive(partitions, "partitions", integer=True)
