@@ -14,6 +14,7 @@ from robustlab.defences import cyclic_lr, fast_at, fgsm_at, pgd_at, trades, vat,
 from robustlab.train import cross_entropy, evaluate, fit
 
 from ..conftest import messy_model, nested_modes, seeded
+from .conftest import pgd_accuracy
 
 
 def factories():
@@ -232,11 +233,6 @@ def test_cyclic_lr_per_batch_with_fit():
             progress=False)
 
 
-def _robust_acc(model, x, y, eps=0.1):
-    x_adv = pgd(model, x, y, eps=eps, alpha=0.01, steps=20, generator=seeded(0))
-    return evaluate(model, (x_adv, y))
-
-
 @pytest.mark.parametrize("seed", [0, 1])
 def test_pgd_at_is_more_robust_than_standard_training(seed):
     """PGD-AT at eps = 0.1 on the digits raises PGD robust accuracy at eps = 0.1 clearly above
@@ -247,7 +243,7 @@ def test_pgd_at_is_more_robust_than_standard_training(seed):
         seed_everything(seed)
         model = models.MLP((1, 8, 8), (64,), 10)
         fit(model, train, epochs=10, objective=objective, lr=3e-3, progress=False, seed=seed)
-        return evaluate(model, (x, y)), _robust_acc(model, x, y)
+        return evaluate(model, (x, y)), pgd_accuracy(model, x, y)
 
     clean_std, robust_std = run(cross_entropy)
     clean_at, robust_at = run(pgd_at(eps=0.1, alpha=0.025, steps=5, generator=seeded(seed)))
