@@ -220,12 +220,13 @@ def eps_sweep(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
 
 def defence_curves(defended: dict, x: torch.Tensor, y: torch.Tensor, *,
                    attack: Callable | None = None, eps_max: float = 0.3, points: int = 7,
-                   norm: str = "linf") -> W.VBox:
+                   norm: str = "linf", show: Sequence[str] | None = None) -> W.VBox:
     """Pick defended models and see their robust accuracy against eps, one curve each.
 
     `defended` maps a name to a trained model. `attack(model, x, y, eps=..., norm=...)` defaults to the
     "pgd" preset (40 steps of eps / 8). Each model's curve on ``(x, y)`` is computed once per
-    grid and cached, so switching between defences is instant. Controls: ``.defences``
+    grid and cached, so switching between defences is instant. `show` names the defences drawn
+    first (default: the first two). Controls: ``.defences``
     (multiple choice) and ``.eps_max``; ``.state["curves"]`` maps each chosen name to its list
     of (eps, robust accuracy).
     """
@@ -233,7 +234,10 @@ def defence_curves(defended: dict, x: torch.Tensor, y: torch.Tensor, *,
         raise ValueError("defended must be a non-empty dict of name -> model")
     attack = attack or PRESETS["pgd"]
     names = list(defended)
-    sel_w = W.SelectMultiple(options=names, value=names[:2], description="defences",
+    show = names[:2] if show is None else list(show)
+    if not set(show) <= set(names):
+        raise ValueError(f"show must name defences of `defended`, got {sorted(set(show) - set(names))}")
+    sel_w = W.SelectMultiple(options=names, value=show, description="defences",
                              rows=min(6, len(names)))
     max_w = W.FloatSlider(value=eps_max, min=0.05, max=max(0.5, 2 * eps_max), step=0.05,
                           description="max ε", continuous_update=False)

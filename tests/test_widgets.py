@@ -67,3 +67,7 @@ def test_defence_curves_switch_between_models():
     assert w.state["curves"]["cnn"][-1][0] == pytest.approx(0.1)
     with pytest.raises(ValueError, match="defended"):
         widgets.defence_curves({}, x[:4], y[:4])
+    with pytest.raises(ValueError, match="show"):
+        widgets.defence_curves({"cnn": cnn}, x[:4], y[:4], show=["resnet"])
+    w = widgets.defence_curves({"cnn": cnn, "constant 9": const}, x[:4], y[:4], show=["constant 9"])
+    assert set(w.state["curves"]) == {"constant 9"}
