@@ -280,3 +280,61 @@ def eps_sweep(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
         w.observe(update, "value")
     update()
     return box
+
+
+def defence_curves(defended: dict, x: torch.Tensor, y: torch.Tensor, *,
+                   attack: Callable | None = None, eps_max: float = 0.3, points: int = 7,
+                   norm: str = "linf", show: Sequence[str] | None = None) -> W.VBox:
+    """Pick defended models and see their robust accuracy against eps, one curve each.
+
+    `defended` maps a name to a trained model. `attack(model, x, y, eps=..., norm=...)` defaults to the
+    "pgd" preset (40 steps of eps / 8). Each model's curve on ``(x, y)`` is computed once per
+    grid and cached, so switching between defences is instant. `show` names the defences drawn
+    first (default: the first two). Controls: ``.defences``
+    (multiple choice) and ``.eps_max``; ``.state["curves"]`` maps each chosen name to its list
+    of (eps, robust accuracy).
+    """
+    if not isinstance(defended, dict) or not defended:
+        raise ValueError("defended must be a non-empty dict of name -> model")
+    attack = attack or PRESETS["pgd"]
+    names = list(defended)
+    show = names[:2] if show is None else list(show)
+    if not set(show) <= set(names):
+        raise ValueError(f"show must name defences of `defended`, got {sorted(set(show) - set(names))}")
+    sel_w = W.SelectMultiple(options=names, value=show, description="defences",
+                             rows=min(6, len(names)))
+    max_w = W.FloatSlider(value=eps_max, min=0.05, max=max(0.5, 2 * eps_max), step=0.05,
+                          description="max ε", continuous_update=False)
+    out = W.Output()
+    box = W.VBox([W.HBox([sel_w, max_w]), out])
+    box.defences, box.eps_max, box.out, box.state = sel_w, max_w, out, {}
+    cache: dict = {}
+
+    def curve(name: str, grid: tuple) -> list:
+        if (name, grid) not in cache:
+            c = robust_accuracy(defended[name], x, y, attack, eps_list=list(grid), norm=norm)
+            cache[name, grid] = list(zip(c.eps, c.accuracy))
+        return cache[name, grid]
+
+    def update(_=None):
+        grid = tuple(np.linspace(0, max_w.value, points).round(6).tolist())
+        curves = {name: curve(name, grid) for name in sel_w.value}
+        with out:
+            out.clear_output(wait=True)
+            fig, ax = plt.subplots(figsize=(5, 3))
+            for name, c in curves.items():
+                ax.plot(*zip(*c), marker="o", label=name)
+            ax.set(xlabel=f"ε ({'L∞' if norm == 'linf' else norm.upper()})",
+                   ylabel="robust accuracy", ylim=(0, 1.02))
+            ax.grid(alpha=0.3)
+            if curves:
+                ax.legend(fontsize=8)
+            fig.tight_layout()
+            plt.show()
+            plt.close(fig)
+        box.state = {"curves": curves}
+
+    for w in (sel_w, max_w):
+        w.observe(update, "value")
+    update()
+    return box

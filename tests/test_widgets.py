@@ -70,3 +70,36 @@ def test_eps_sweep_curves_fall():
     w.norm.value = "l2"
     assert w.state["norm"] == "l2" and w.eps_max.value == widgets.SWEEP_MAX["l2"]
     assert max(e for e, _ in w.state["curves"]["PGD"]) == widgets.SWEEP_MAX["l2"]
+
+
+    assert w.state["norm"] == "l2" and set(w.state["curves"]) == {"FGSM", "PGD"}
+
+
+def test_defence_curves_switch_between_models():
+    import pytest
+    import torch
+
+    cnn = models.pretrained("digits-cnn")
+    x, y = data.digits("test")
+    # a constant classifier: its "robust accuracy" is the share of its class at every eps
+    const = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+    with torch.no_grad():
+        const[1].weight.zero_()
+        const[1].bias.copy_(torch.arange(10.0))
+    w = widgets.defence_curves({"cnn": cnn, "constant 9": const}, x[:40], y[:40],
+                               eps_max=0.3, points=4)
+    assert set(w.state["curves"]) == {"cnn", "constant 9"}
+    share = (y[:40] == 9).float().mean().item()
+    assert [a for _, a in w.state["curves"]["constant 9"]] == pytest.approx([share] * 4)
+    cnn_acc = [a for _, a in w.state["curves"]["cnn"]]
+    assert cnn_acc[0] > 0.9 and cnn_acc[-1] < 0.3 and cnn_acc == sorted(cnn_acc, reverse=True)
+    w.defences.value = ("cnn",)
+    assert set(w.state["curves"]) == {"cnn"}
+    w.eps_max.value = 0.1
+    assert w.state["curves"]["cnn"][-1][0] == pytest.approx(0.1)
+    with pytest.raises(ValueError, match="defended"):
+        widgets.defence_curves({}, x[:4], y[:4])
+    with pytest.raises(ValueError, match="show"):
+        widgets.defence_curves({"cnn": cnn}, x[:4], y[:4], show=["resnet"])
+    w = widgets.defence_curves({"cnn": cnn, "constant 9": const}, x[:4], y[:4], show=["constant 9"])
+    assert set(w.state["curves"]) == {"constant 9"}
