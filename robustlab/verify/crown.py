@@ -41,50 +41,83 @@ def maxpool_relaxation(pool: MaxPool, lower: torch.Tensor, upper: torch.Tensor):
     return sel.flatten(1)[:, None], exact.flatten(1)[:, None], uw.amax(2).flatten(1)[:, None]
 
 
-def _relu_back(lam, bias, m, relax):
-    a_l, a_u, b_u = relax
-    # one lower slope for every row, or (alpha-CROWN) one per row: [:m] lower, [m:] upper bounds
-    a_lo, a_up = (a_l, a_l) if a_l.shape[1] == 1 else (a_l[:, :m], a_l[:, m:])
-    lo, up = lam[:, :m], lam[:, m:]
-    lo_neg, up_pos = lo.clamp(max=0), up.clamp(min=0)
-    lam = torch.cat([lo.clamp(min=0) * a_lo + lo_neg * a_u, up_pos * a_u + up.clamp(max=0) * a_up], 1)
-    shift = torch.cat([(lo_neg * b_u).flatten(2).sum(-1), (up_pos * b_u).flatten(2).sum(-1)], 1)
-    return lam, bias + shift
+def _rows_of(lam: torch.Tensor, shape: tuple) -> int:
+    """How many leading dimensions of lam (..., *shape) index rows: 1 if shared (M, *shape),
+    2 if per example (N, M, *shape)."""
+    return lam.dim() - len(shape)
 
 
-def _maxpool_back(pool, lam, bias, m, relax):
+def _affine_back(layer: Affine, lam: torch.Tensor, bias):
+    """lam . (W y + b) = (lam W) . y + lam . b: (lam W, bias + lam . b), shared or per example."""
+    lead = lam.shape[:_rows_of(lam, layer.out_shape)]
+    bias = bias + (lam * layer.bias).flatten(len(lead)).sum(-1)
+    return layer.transpose(lam.reshape(-1, *layer.out_shape)).reshape(*lead, *layer.in_shape), bias
+
+
+def _relu_back(lam, bias, relax, a_l, sign: int):
+    """lam . relu(z) bounded below (sign=-1) or above (+1) by a linear function of z.
+
+    With a_l z <= relu(z) <= a_u z + b_u: a lower bound takes the lower line where lam >= 0 and
+    the upper one where lam < 0, lam+ a_l + lam- a_u, bias + lam- . b_u; an upper bound the
+    reverse, lam+ a_u + lam- a_l, bias + lam+ . b_u. A shared lam (M, *shape) becomes per
+    example here, since the slopes (N, 1, *shape) are."""
+    _, a_u, b_u = relax
+    pos, neg = lam.clamp(min=0), lam.clamp(max=0)
+    if sign < 0:
+        return pos * a_l + neg * a_u, bias + (neg * b_u).flatten(2).sum(-1)
+    return pos * a_u + neg * a_l, bias + (pos * b_u).flatten(2).sum(-1)
+
+
+def _maxpool_back(pool: MaxPool, lam, bias, relax, sign: int):
+    """lam . maxpool(x) bounded below (sign=-1) or above (+1) by a linear function of x.
+
+    With x[sel] <= y <= exact x[sel] + (1 - exact) top: the lower bound takes y >= x[sel] where
+    lam >= 0 and the upper line where lam < 0; the upper bound the reverse. The coefficients
+    of each window go to its selected input (scatter-add: windows may overlap)."""
     sel, exact, top = relax
-    n, rows = lam.shape[:2]
-    lo, up = lam[:, :m].flatten(2), lam[:, m:].flatten(2)
-    lo_neg, up_pos = lo.clamp(max=0), up.clamp(min=0)
-    coef = torch.cat([lo.clamp(min=0) + lo_neg * exact, up.clamp(max=0) + up_pos * exact], 1)
-    loose = (1 - exact) * top
-    shift = torch.cat([(lo_neg * loose).sum(-1), (up_pos * loose).sum(-1)], 1)
-    size = torch.Size(pool.in_shape).numel()
-    out = coef.new_zeros(n, rows, size).scatter_add_(2, sel.expand(n, rows, -1), coef)
-    return out.view(n, rows, *pool.in_shape), bias + shift
+    lam = lam.flatten(_rows_of(lam, pool.out_shape))
+    pos, neg = lam.clamp(min=0), lam.clamp(max=0)
+    near, far = (pos, neg) if sign < 0 else (neg, pos)  # far: the coefficients on the upper line
+    coef, loose = near + far * exact, (1 - exact) * top
+    bias = bias + (far * loose).sum(-1)
+    n, rows = coef.shape[:2]
+    out = coef.new_zeros(n, rows, torch.Size(pool.in_shape).numel())
+    return out.scatter_add_(2, sel.expand(n, rows, -1), coef).view(n, rows, *pool.in_shape), bias
 
 
 def back_substitute(layers: list, lam: torch.Tensor, ball: Ball, relax: dict):
-    """Lower and upper bounds (N, M) of lam . (layers)(x') over the ball, lam (N, M, *shape).
+    """Lower and upper bounds (N, M) of lam . (layers)(x') over the ball.
 
-    Goes backwards: affine layers exactly (lam W, bias + lam b), ReLU and max pool through
-    their relaxations (`relax[i]` for layer i), the lower bound taking the lower line where
-    the coefficient is positive and the upper one where negative, the upper bound the reverse;
-    then concretises over the ball (dual norm) intersected with [0, 1]."""
-    m = lam.shape[1]
-    lam = torch.cat([lam, lam], 1)  # rows [:m] make the lower bound, [m:] the upper
-    bias = lam.new_zeros(lam.shape[:2])
+    lam is (N, M, *shape), or (M, *shape) when the rows are the same for every example (the
+    identity rows of an intermediate layer). Going backwards from Lambda = lam, d = 0, each
+    layer rewrites Lambda . y + d as a function of its input: an affine layer y = W x + b
+    exactly, Lambda W . x + (d + Lambda . b); a ReLU or max pool through its relaxation
+    (`relax[i]` for layer i, `_relu_back`, `_maxpool_back`), the lower bound taking the lower
+    line where a coefficient is positive and the upper line where negative, the upper bound the
+    reverse. At the input, Lambda x' + d is concretised over the ball (dual norm) intersected
+    with [0, 1]. The two bounds share their coefficients until the first relaxation, and shared
+    rows stay unbatched until then (the affine layers act on M rows, not N M)."""
+    lo = up = lam
+    b_lo = b_up = lam.new_zeros(())
     for i in reversed(range(len(layers))):
         layer = layers[i]
         if isinstance(layer, Affine):
-            bias = bias + (lam * layer.bias).flatten(2).sum(-1)
-            lam = layer.back(lam)
+            if lo is up:
+                up, b_up = lo, b_lo = _affine_back(layer, lo, b_lo)
+            else:
+                lo, b_lo = _affine_back(layer, lo, b_lo)
+                up, b_up = _affine_back(layer, up, b_up)
         elif isinstance(layer, ReLU):
-            lam, bias = _relu_back(lam, bias, m, relax[i])
+            a_l = relax[i][0]
+            # alpha-CROWN: one lower slope per row (N, 2M, ...), [:M] for the lower bound
+            half = a_l.shape[1] // 2
+            a_lo, a_up = (a_l, a_l) if a_l.shape[1] == 1 else (a_l[:, :half], a_l[:, half:])
+            lo, b_lo = _relu_back(lo, b_lo, relax[i], a_lo, -1)
+            up, b_up = _relu_back(up, b_up, relax[i], a_up, 1)
         else:
-            lam, bias = _maxpool_back(layer, lam, bias, m, relax[i])
-    return ball.value(lam[:, :m], bias[:, :m], -1), ball.value(lam[:, m:], bias[:, m:], 1)
+            lo, b_lo = _maxpool_back(layer, lo, b_lo, relax[i], -1)
+            up, b_up = _maxpool_back(layer, up, b_up, relax[i], 1)
+    return ball.value(lo, b_lo, -1), ball.value(up, b_up, 1)
 
 
 def _forward(net: Network, ball: Ball, splits: dict | None, bound_layer):
@@ -109,9 +142,10 @@ def _forward(net: Network, ball: Ball, splits: dict | None, bound_layer):
     return pre, relax, shape
 
 
-def _eye(n: int, shape: tuple, like: torch.Tensor) -> torch.Tensor:
+def _eye(shape: tuple, like: torch.Tensor) -> torch.Tensor:
+    """The identity rows of a layer of shape `shape`, shared by every example: (M, *shape)."""
     size = torch.Size(shape).numel()
-    return torch.eye(size, dtype=like.dtype, device=like.device).view(1, size, *shape).expand(n, -1, *shape)
+    return torch.eye(size, dtype=like.dtype, device=like.device).view(size, *shape)
 
 
 def _alpha(net: Network, ball: Ball, C, splits, steps: int, lr: float):
@@ -125,7 +159,7 @@ def _alpha(net: Network, ball: Ball, C, splits, steps: int, lr: float):
 
     def plain(i, shape, relax):
         return all_rows(n, shape, lambda lam: back_substitute(net.layers[:i], lam, ball, relax), ball.x,
-                        max_width(net))
+                        max_width(net), shared=True)
     pre, relax, out_shape = _forward(net, ball, splits, plain)
     where = {i: k for k, i in enumerate(relax)}  # layer -> its place in pre
     relus = [i for i in relax if isinstance(net.layers[i], ReLU)]
@@ -151,11 +185,11 @@ def _alpha(net: Network, ball: Ball, C, splits, steps: int, lr: float):
     with torch.enable_grad():
         for step in range(steps + 1):
             def bound_layer(i, shape, relax, best=best):
-                lo, up = back_substitute(net.layers[:i], _eye(n, shape, ball.x), ball, with_slopes(relax, i))
+                lo, up = back_substitute(net.layers[:i], _eye(shape, ball.x), ball, with_slopes(relax, i))
                 b = best[where[i]]
                 return torch.maximum(lo.view_as(b[0]), b[0]), torch.minimum(up.view_as(b[1]), b[1])
             pre_t, relax_t, _ = _forward(net, ball, splits, bound_layer)
-            final = C if C is not None else _eye(n, out_shape, ball.x)
+            final = C if C is not None else _eye(out_shape, ball.x)
             lo, up = back_substitute(net.layers, final, ball, with_slopes(relax_t, len(net.layers)))
             best = [(torch.maximum(a, p.detach()), torch.minimum(b, q.detach()))
                     for (a, b), (p, q) in zip(best, pre_t)]
@@ -195,12 +229,12 @@ def crown_bounds(net: Network, ball: Ball, C: torch.Tensor | None = None, *, spl
 
     def bound_layer(i, shape, relax):
         return all_rows(n, shape, lambda lam: back_substitute(net.layers[:i], lam, ball, relax), ball.x,
-                        width)
+                        width, shared=True)
     pre, relax, shape = _forward(net, ball, splits, bound_layer)
 
     def rows(lam):
         return back_substitute(net.layers, lam, ball, relax)
-    return pre, rows(C) if C is not None else all_rows(n, shape, rows, ball.x, width)
+    return pre, rows(C) if C is not None else all_rows(n, shape, rows, ball.x, width, shared=True)
 
 
 def crown(model: nn.Module, x: torch.Tensor, *, eps: float, norm: str = "linf",
