@@ -216,8 +216,11 @@ def crown_bounds(net: Network, ball: Ball, C: torch.Tensor | None = None, *, spl
     """CROWN through `net`: (bounds on the input of each ReLU / MaxPool layer, (lower, upper)).
 
     Every nonlinear layer's input is bounded by back-substitution to the input, in order, so
-    each relaxation uses the bounds of the layers before it. The input of a layer that follows
-    a ReLU takes that ReLU's bounds, clamped at 0 (back-substitution gives nothing tighter).
+    each relaxation uses the bounds of the layers before it; every neuron is, stable ones too
+    (a stable ReLU is exact whatever its bounds, but a max pool's relaxation reads them:
+    keeping interval bounds for stable neurons, as auto_LiRPA does, loosens it). The input of
+    a layer that follows a ReLU takes that ReLU's bounds, clamped at 0 (back-substitution gives
+    nothing tighter).
     `splits` maps a ReLU's position in the chain to its phases (N, *shape): +1 active (z >= 0),
     -1 inactive (z <= 0), 0 free; the bounds of a split neuron are clamped to its phase, so the
     result bounds the subdomain of the ball where the phases hold (a lower bound above an upper
