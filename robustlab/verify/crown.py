@@ -102,8 +102,9 @@ def back_substitute(layers: list, lam: torch.Tensor, ball: Ball, relax: dict):
     for i in reversed(range(len(layers))):
         layer = layers[i]
         if isinstance(layer, Affine):
-            if lo is up:
-                up, b_up = lo, b_lo = _affine_back(layer, lo, b_lo)
+            if lo is up:  # no relaxation yet: the two bounds have the same Lambda and d
+                lo, b_lo = _affine_back(layer, lo, b_lo)
+                up, b_up = lo, b_lo
             else:
                 lo, b_lo = _affine_back(layer, lo, b_lo)
                 up, b_up = _affine_back(layer, up, b_up)
