@@ -7,7 +7,8 @@ import torch
 from torch import nn
 
 from .._checks import check_positive
-from ._bounds import Ball, all_rows, max_width, prepare
+from ._bounds import ROW_BUDGET, Ball, Box, all_rows, max_width, prepare
+from .interval import forward_box
 from .network import Affine, MaxPool, Network, ReLU
 from .types import Bounds
 
@@ -123,7 +124,7 @@ def back_substitute(layers: list, lam: torch.Tensor, ball: Ball, relax: dict):
 
 def _forward(net: Network, ball: Ball, splits: dict | None, bound_layer):
     """One CROWN pass: (bounds on each nonlinear layer's input, relaxations, output shape), the
-    bounds of layer i from ``bound_layer(i, shape, relax)`` (back-substitution through the
+    bounds of layer i from ``bound_layer(i, shape, relax, pre)`` (back-substitution through the
     layers before it), or from the ReLU just before it, clamped at 0; split neurons clamped."""
     relax, pre, shape = {}, [], net.in_shape
     for i, layer in enumerate(net.layers):
@@ -131,7 +132,7 @@ def _forward(net: Network, ball: Ball, splits: dict | None, bound_layer):
             if i and isinstance(net.layers[i - 1], ReLU):
                 bounds = (pre[-1][0].clamp_min(0), pre[-1][1].clamp_min(0))
             else:
-                bounds = bound_layer(i, shape, relax)
+                bounds = bound_layer(i, shape, relax, pre)
             if splits is not None and i in splits:
                 phase = splits[i]
                 bounds = (torch.where(phase > 0, bounds[0].clamp_min(0), bounds[0]),
@@ -158,7 +159,7 @@ def _alpha(net: Network, ball: Ball, C, splits, steps: int, lr: float):
     result is never looser than CROWN."""
     n = len(ball.x)
 
-    def plain(i, shape, relax):
+    def plain(i, shape, relax, pre):
         return all_rows(n, shape, lambda lam: back_substitute(net.layers[:i], lam, ball, relax), ball.x,
                         max_width(net), shared=True)
     pre, relax, out_shape = _forward(net, ball, splits, plain)
@@ -185,7 +186,7 @@ def _alpha(net: Network, ball: Ball, C, splits, steps: int, lr: float):
     moments = [(torch.zeros_like(p), torch.zeros_like(p)) for p in params]
     with torch.enable_grad():
         for step in range(steps + 1):
-            def bound_layer(i, shape, relax, best=best):
+            def bound_layer(i, shape, relax, pre, best=best):
                 lo, up = back_substitute(net.layers[:i], _eye(shape, ball.x), ball, with_slopes(relax, i))
                 b = best[where[i]]
                 return torch.maximum(lo.view_as(b[0]), b[0]), torch.minimum(up.view_as(b[1]), b[1])
@@ -212,8 +213,31 @@ def _alpha(net: Network, ball: Ball, C, splits, steps: int, lr: float):
     return best, (best_lo, best_up)
 
 
+def _reference(net: Network, ball: Ball, i: int, pre: list) -> Box:
+    """Interval bounds on layer i's input: the output box of the nonlinear layer before it
+    (relu or max pool of its input bounds, monotone maps) or the ball's box, through the
+    affine layers in between by centre and radius."""
+    j = max((k for k in range(i) if not isinstance(net.layers[k], Affine)), default=-1)
+    box = ball.box if j < 0 else Box(net.layers[j](pre[-1][0]), net.layers[j](pre[-1][1]))
+    return forward_box(net.layers[j + 1:i], box)
+
+
+def _unstable_rows(bound_rows, shape: tuple, ref: Box, width: int):
+    """Bounds (N, *shape) of a ReLU's input: back-substitution (``bound_rows``) for the neurons
+    that the interval bounds `ref` leave unstable in some example of the batch, `ref` itself
+    for the others: they are stable, and a stable ReLU's relaxation is exact whatever its
+    bounds (slope 1 or 0), so the bounds after it are those of every neuron bounded."""
+    n = len(ref.lower)
+    lower, upper = ref.lower.flatten(1).clone(), ref.upper.flatten(1).clone()
+    unstable = ((lower < 0) & (upper > 0)).any(0).nonzero().flatten()
+    eye = torch.eye(lower.shape[1], dtype=lower.dtype, device=lower.device)
+    for part in unstable.split(max(1, ROW_BUDGET // max(1, n * width))):
+        lower[:, part], upper[:, part] = bound_rows(eye[part].view(len(part), *shape))
+    return lower.view(n, *shape), upper.view(n, *shape)
+
+
 def crown_bounds(net: Network, ball: Ball, C: torch.Tensor | None = None, *, splits: dict | None = None,
-                 alpha_steps: int = 0, alpha_lr: float = 0.1):
+                 alpha_steps: int = 0, alpha_lr: float = 0.1, every_neuron: bool = True):
     """CROWN through `net`: (bounds on the input of each ReLU / MaxPool layer, (lower, upper)).
 
     Every nonlinear layer's input is bounded by back-substitution to the input, in order, so
@@ -226,14 +250,22 @@ def crown_bounds(net: Network, ball: Ball, C: torch.Tensor | None = None, *, spl
     -1 inactive (z <= 0), 0 free; the bounds of a split neuron are clamped to its phase, so the
     result bounds the subdomain of the ball where the phases hold (a lower bound above an upper
     one says that subdomain is empty). With alpha_steps > 0 the bounds are alpha-CROWN's
-    (`_alpha`), which holds every row of every layer at once (no chunking: small networks)."""
+    (`_alpha`), which holds every row of every layer at once (no chunking: small networks).
+    every_neuron=False back-substitutes, for a ReLU whose output no max pool reads, only the
+    neurons its interval bounds (`_reference`) leave unstable (`_unstable_rows`): the final
+    bounds are the same or tighter (where CROWN is looser than the interval), the returned
+    ones of the stable neurons the interval ones."""
     if alpha_steps:
         return _alpha(net, ball, C, splits, alpha_steps, alpha_lr)
     n, width = len(ball.x), max_width(net)
 
-    def bound_layer(i, shape, relax):
-        return all_rows(n, shape, lambda lam: back_substitute(net.layers[:i], lam, ball, relax), ball.x,
-                        width, shared=True)
+    def bound_layer(i, shape, relax, pre):
+        def rows(lam):
+            return back_substitute(net.layers[:i], lam, ball, relax)
+        pooled = i + 1 < len(net.layers) and isinstance(net.layers[i + 1], MaxPool)
+        if every_neuron or pooled or not isinstance(net.layers[i], ReLU):
+            return all_rows(n, shape, rows, ball.x, width, shared=True)
+        return _unstable_rows(rows, shape, _reference(net, ball, i, pre), width)
     pre, relax, shape = _forward(net, ball, splits, bound_layer)
 
     def rows(lam):
@@ -282,5 +314,5 @@ def crown(model: nn.Module, x: torch.Tensor, *, eps: float, norm: str = "linf",
                            "torch.inference_mode(); call it outside (inside torch.no_grad() is fine)")
     net, x, ball, C = prepare(model, x, eps, norm, C)
     with torch.no_grad():
-        _, (lower, upper) = crown_bounds(net, ball, C, alpha_steps=steps, alpha_lr=lr)
+        _, (lower, upper) = crown_bounds(net, ball, C, alpha_steps=steps, alpha_lr=lr, every_neuron=False)
     return Bounds(lower, upper)
