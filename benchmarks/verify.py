@@ -207,8 +207,8 @@ def main(argv=None) -> int:
                 pooled = any(isinstance(m, torch.nn.MaxPool2d) for m in model.modules())
                 crown_diff = max(float(r[3]) for r in rows if r[0] == "CROWN")
                 print(f"\nCROWN max |diff| {crown_diff:.2e}: " + (
-                    "max pooling is relaxed differently by the two libraries (the widths say which "
-                    "is tighter)" if pooled else
+                    "the two libraries bound the inputs of max pooling differently (README; the "
+                    "widths say which is tighter)" if pooled else
                     f"{'agrees' if crown_diff <= AGREE else 'DOES NOT agree'} to {AGREE:g}"), flush=True)
 
     mlp = models.pretrained("digits-mlp")
