@@ -14,6 +14,14 @@ from .network import Affine, Network, read_network
 ROW_BUDGET = 1 << 23  # entries of the coefficient tensors held at once
 
 
+def _flat_rows(lam: torch.Tensor, like: torch.Tensor):
+    """lam with its entries flattened, and the einsum that pairs it with (N, D) points:
+    lam (N, M, *shape) per example, or (M, *shape) shared, with like (N, *shape)."""
+    if lam.dim() == like.dim():
+        return lam.flatten(1), "md,nd->nm"
+    return lam.flatten(2), "nmd,nd->nm"
+
+
 class Box:
     """The box [lower, upper] (N, *shape); bounds a linear function by centre and radius."""
 
@@ -21,11 +29,12 @@ class Box:
         self.lower, self.upper = lower, upper
 
     def value(self, lam: torch.Tensor, bias: torch.Tensor, sign: int) -> torch.Tensor:
-        """min (sign=-1) or max (sign=+1) of lam . x + bias over the box: (N, M)."""
+        """min (sign=-1) or max (sign=+1) of lam . x + bias over the box: (N, M), for lam
+        (N, M, *shape) or rows shared by every example (M, *shape)."""
         mid = (self.upper + self.lower).flatten(1) / 2
         rad = (self.upper - self.lower).flatten(1) / 2
-        lam = lam.flatten(2)
-        return torch.einsum("nmd,nd->nm", lam, mid) + sign * torch.einsum("nmd,nd->nm", lam.abs(), rad) + bias
+        lam, rows = _flat_rows(lam, self.lower)
+        return torch.einsum(rows, lam, mid) + sign * torch.einsum(rows, lam.abs(), rad) + bias
 
 
 class Ball:
@@ -42,10 +51,10 @@ class Ball:
         box = self.box.value(lam, bias, sign)
         if self.norm == "linf":
             return box
-        flat = lam.flatten(2)
+        flat, rows = _flat_rows(lam, self.x)
         dual = {"linf": lambda v: v.abs().amax(-1), "l2": lambda v: v.norm(dim=-1),
                 "l1": lambda v: v.abs().sum(-1)}[dual_norm(self.norm)](flat)
-        ball = torch.einsum("nmd,nd->nm", flat, self.x.flatten(1)) + sign * self.eps * dual + bias
+        ball = torch.einsum(rows, flat, self.x.flatten(1)) + sign * self.eps * dual + bias
         return torch.maximum(ball, box) if sign < 0 else torch.minimum(ball, box)
 
 
@@ -58,10 +67,11 @@ def back_affine(layers: list, lam: torch.Tensor, bias: torch.Tensor):
     return lam, bias
 
 
-def all_rows(n: int, shape: tuple, bound_rows, like: torch.Tensor, width: int):
+def all_rows(n: int, shape: tuple, bound_rows, like: torch.Tensor, width: int, *, shared: bool = False):
     """Lower and upper bounds (N, *shape) of every neuron of a layer: ``bound_rows(lam)`` bounds
     the rows of lam (N, M, *shape), called on chunks of identity rows so that at most
-    ROW_BUDGET entries of width `width` per row are held at once (vectorised within a chunk)."""
+    ROW_BUDGET entries of width `width` per row are held at once (vectorised within a chunk).
+    shared=True passes the rows once for every example, lam (M, *shape)."""
     total = 1
     for s in shape:
         total *= s
@@ -71,7 +81,7 @@ def all_rows(n: int, shape: tuple, bound_rows, like: torch.Tensor, width: int):
         rows = torch.arange(start, min(total, start + chunk), device=like.device)
         eye = torch.zeros(len(rows), total, dtype=like.dtype, device=like.device)
         eye[torch.arange(len(rows), device=like.device), rows] = 1
-        lam = eye.view(1, len(rows), *shape).expand(n, -1, *shape)
+        lam = eye.view(len(rows), *shape) if shared else eye.view(1, len(rows), *shape).expand(n, -1, *shape)
         lo, up = bound_rows(lam)
         lows.append(lo)
         ups.append(up)

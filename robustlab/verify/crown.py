@@ -7,7 +7,8 @@ import torch
 from torch import nn
 
 from .._checks import check_positive
-from ._bounds import Ball, all_rows, max_width, prepare
+from ._bounds import ROW_BUDGET, Ball, Box, all_rows, max_width, prepare
+from .interval import forward_box
 from .network import Affine, MaxPool, Network, ReLU
 from .types import Bounds
 
@@ -41,55 +42,89 @@ def maxpool_relaxation(pool: MaxPool, lower: torch.Tensor, upper: torch.Tensor):
     return sel.flatten(1)[:, None], exact.flatten(1)[:, None], uw.amax(2).flatten(1)[:, None]
 
 
-def _relu_back(lam, bias, m, relax):
-    a_l, a_u, b_u = relax
-    # one lower slope for every row, or (alpha-CROWN) one per row: [:m] lower, [m:] upper bounds
-    a_lo, a_up = (a_l, a_l) if a_l.shape[1] == 1 else (a_l[:, :m], a_l[:, m:])
-    lo, up = lam[:, :m], lam[:, m:]
-    lo_neg, up_pos = lo.clamp(max=0), up.clamp(min=0)
-    lam = torch.cat([lo.clamp(min=0) * a_lo + lo_neg * a_u, up_pos * a_u + up.clamp(max=0) * a_up], 1)
-    shift = torch.cat([(lo_neg * b_u).flatten(2).sum(-1), (up_pos * b_u).flatten(2).sum(-1)], 1)
-    return lam, bias + shift
+def _rows_of(lam: torch.Tensor, shape: tuple) -> int:
+    """How many leading dimensions of lam (..., *shape) index rows: 1 if shared (M, *shape),
+    2 if per example (N, M, *shape)."""
+    return lam.dim() - len(shape)
 
 
-def _maxpool_back(pool, lam, bias, m, relax):
+def _affine_back(layer: Affine, lam: torch.Tensor, bias):
+    """lam . (W y + b) = (lam W) . y + lam . b: (lam W, bias + lam . b), shared or per example."""
+    lead = lam.shape[:_rows_of(lam, layer.out_shape)]
+    bias = bias + (lam * layer.bias).flatten(len(lead)).sum(-1)
+    return layer.transpose(lam.reshape(-1, *layer.out_shape)).reshape(*lead, *layer.in_shape), bias
+
+
+def _relu_back(lam, bias, relax, a_l, sign: int):
+    """lam . relu(z) bounded below (sign=-1) or above (+1) by a linear function of z.
+
+    With a_l z <= relu(z) <= a_u z + b_u: a lower bound takes the lower line where lam >= 0 and
+    the upper one where lam < 0, lam+ a_l + lam- a_u, bias + lam- . b_u; an upper bound the
+    reverse, lam+ a_u + lam- a_l, bias + lam+ . b_u. A shared lam (M, *shape) becomes per
+    example here, since the slopes (N, 1, *shape) are."""
+    _, a_u, b_u = relax
+    pos, neg = lam.clamp(min=0), lam.clamp(max=0)
+    if sign < 0:
+        return pos * a_l + neg * a_u, bias + (neg * b_u).flatten(2).sum(-1)
+    return pos * a_u + neg * a_l, bias + (pos * b_u).flatten(2).sum(-1)
+
+
+def _maxpool_back(pool: MaxPool, lam, bias, relax, sign: int):
+    """lam . maxpool(x) bounded below (sign=-1) or above (+1) by a linear function of x.
+
+    With x[sel] <= y <= exact x[sel] + (1 - exact) top: the lower bound takes y >= x[sel] where
+    lam >= 0 and the upper line where lam < 0; the upper bound the reverse. The coefficients
+    of each window go to its selected input (scatter-add: windows may overlap)."""
     sel, exact, top = relax
-    n, rows = lam.shape[:2]
-    lo, up = lam[:, :m].flatten(2), lam[:, m:].flatten(2)
-    lo_neg, up_pos = lo.clamp(max=0), up.clamp(min=0)
-    coef = torch.cat([lo.clamp(min=0) + lo_neg * exact, up.clamp(max=0) + up_pos * exact], 1)
-    loose = (1 - exact) * top
-    shift = torch.cat([(lo_neg * loose).sum(-1), (up_pos * loose).sum(-1)], 1)
-    size = torch.Size(pool.in_shape).numel()
-    out = coef.new_zeros(n, rows, size).scatter_add_(2, sel.expand(n, rows, -1), coef)
-    return out.view(n, rows, *pool.in_shape), bias + shift
+    lam = lam.flatten(_rows_of(lam, pool.out_shape))
+    pos, neg = lam.clamp(min=0), lam.clamp(max=0)
+    near, far = (pos, neg) if sign < 0 else (neg, pos)  # far: the coefficients on the upper line
+    coef, loose = near + far * exact, (1 - exact) * top
+    bias = bias + (far * loose).sum(-1)
+    n, rows = coef.shape[:2]
+    out = coef.new_zeros(n, rows, torch.Size(pool.in_shape).numel())
+    return out.scatter_add_(2, sel.expand(n, rows, -1), coef).view(n, rows, *pool.in_shape), bias
 
 
 def back_substitute(layers: list, lam: torch.Tensor, ball: Ball, relax: dict):
-    """Lower and upper bounds (N, M) of lam . (layers)(x') over the ball, lam (N, M, *shape).
+    """Lower and upper bounds (N, M) of lam . (layers)(x') over the ball.
 
-    Goes backwards: affine layers exactly (lam W, bias + lam b), ReLU and max pool through
-    their relaxations (`relax[i]` for layer i), the lower bound taking the lower line where
-    the coefficient is positive and the upper one where negative, the upper bound the reverse;
-    then concretises over the ball (dual norm) intersected with [0, 1]."""
-    m = lam.shape[1]
-    lam = torch.cat([lam, lam], 1)  # rows [:m] make the lower bound, [m:] the upper
-    bias = lam.new_zeros(lam.shape[:2])
+    lam is (N, M, *shape), or (M, *shape) when the rows are the same for every example (the
+    identity rows of an intermediate layer). Going backwards from Lambda = lam, d = 0, each
+    layer rewrites Lambda . y + d as a function of its input: an affine layer y = W x + b
+    exactly, Lambda W . x + (d + Lambda . b); a ReLU or max pool through its relaxation
+    (`relax[i]` for layer i, `_relu_back`, `_maxpool_back`), the lower bound taking the lower
+    line where a coefficient is positive and the upper line where negative, the upper bound the
+    reverse. At the input, Lambda x' + d is concretised over the ball (dual norm) intersected
+    with [0, 1]. The two bounds share their coefficients until the first relaxation, and shared
+    rows stay unbatched until then (the affine layers act on M rows, not N M)."""
+    lo = up = lam
+    b_lo = b_up = lam.new_zeros(())
     for i in reversed(range(len(layers))):
         layer = layers[i]
         if isinstance(layer, Affine):
-            bias = bias + (lam * layer.bias).flatten(2).sum(-1)
-            lam = layer.back(lam)
+            if lo is up:  # no relaxation yet: the two bounds have the same Lambda and d
+                lo, b_lo = _affine_back(layer, lo, b_lo)
+                up, b_up = lo, b_lo
+            else:
+                lo, b_lo = _affine_back(layer, lo, b_lo)
+                up, b_up = _affine_back(layer, up, b_up)
         elif isinstance(layer, ReLU):
-            lam, bias = _relu_back(lam, bias, m, relax[i])
+            a_l = relax[i][0]
+            # alpha-CROWN: one lower slope per row (N, 2M, ...), [:M] for the lower bound
+            half = a_l.shape[1] // 2
+            a_lo, a_up = (a_l, a_l) if a_l.shape[1] == 1 else (a_l[:, :half], a_l[:, half:])
+            lo, b_lo = _relu_back(lo, b_lo, relax[i], a_lo, -1)
+            up, b_up = _relu_back(up, b_up, relax[i], a_up, 1)
         else:
-            lam, bias = _maxpool_back(layer, lam, bias, m, relax[i])
-    return ball.value(lam[:, :m], bias[:, :m], -1), ball.value(lam[:, m:], bias[:, m:], 1)
+            lo, b_lo = _maxpool_back(layer, lo, b_lo, relax[i], -1)
+            up, b_up = _maxpool_back(layer, up, b_up, relax[i], 1)
+    return ball.value(lo, b_lo, -1), ball.value(up, b_up, 1)
 
 
 def _forward(net: Network, ball: Ball, splits: dict | None, bound_layer):
     """One CROWN pass: (bounds on each nonlinear layer's input, relaxations, output shape), the
-    bounds of layer i from ``bound_layer(i, shape, relax)`` (back-substitution through the
+    bounds of layer i from ``bound_layer(i, shape, relax, pre)`` (back-substitution through the
     layers before it), or from the ReLU just before it, clamped at 0; split neurons clamped."""
     relax, pre, shape = {}, [], net.in_shape
     for i, layer in enumerate(net.layers):
@@ -97,7 +132,7 @@ def _forward(net: Network, ball: Ball, splits: dict | None, bound_layer):
             if i and isinstance(net.layers[i - 1], ReLU):
                 bounds = (pre[-1][0].clamp_min(0), pre[-1][1].clamp_min(0))
             else:
-                bounds = bound_layer(i, shape, relax)
+                bounds = bound_layer(i, shape, relax, pre)
             if splits is not None and i in splits:
                 phase = splits[i]
                 bounds = (torch.where(phase > 0, bounds[0].clamp_min(0), bounds[0]),
@@ -109,9 +144,10 @@ def _forward(net: Network, ball: Ball, splits: dict | None, bound_layer):
     return pre, relax, shape
 
 
-def _eye(n: int, shape: tuple, like: torch.Tensor) -> torch.Tensor:
+def _eye(shape: tuple, like: torch.Tensor) -> torch.Tensor:
+    """The identity rows of a layer of shape `shape`, shared by every example: (M, *shape)."""
     size = torch.Size(shape).numel()
-    return torch.eye(size, dtype=like.dtype, device=like.device).view(1, size, *shape).expand(n, -1, *shape)
+    return torch.eye(size, dtype=like.dtype, device=like.device).view(size, *shape)
 
 
 def _alpha(net: Network, ball: Ball, C, splits, steps: int, lr: float):
@@ -123,9 +159,9 @@ def _alpha(net: Network, ball: Ball, C, splits, steps: int, lr: float):
     result is never looser than CROWN."""
     n = len(ball.x)
 
-    def plain(i, shape, relax):
+    def plain(i, shape, relax, pre):
         return all_rows(n, shape, lambda lam: back_substitute(net.layers[:i], lam, ball, relax), ball.x,
-                        max_width(net))
+                        max_width(net), shared=True)
     pre, relax, out_shape = _forward(net, ball, splits, plain)
     where = {i: k for k, i in enumerate(relax)}  # layer -> its place in pre
     relus = [i for i in relax if isinstance(net.layers[i], ReLU)]
@@ -150,12 +186,12 @@ def _alpha(net: Network, ball: Ball, C, splits, steps: int, lr: float):
     moments = [(torch.zeros_like(p), torch.zeros_like(p)) for p in params]
     with torch.enable_grad():
         for step in range(steps + 1):
-            def bound_layer(i, shape, relax, best=best):
-                lo, up = back_substitute(net.layers[:i], _eye(n, shape, ball.x), ball, with_slopes(relax, i))
+            def bound_layer(i, shape, relax, pre, best=best):
+                lo, up = back_substitute(net.layers[:i], _eye(shape, ball.x), ball, with_slopes(relax, i))
                 b = best[where[i]]
                 return torch.maximum(lo.view_as(b[0]), b[0]), torch.minimum(up.view_as(b[1]), b[1])
             pre_t, relax_t, _ = _forward(net, ball, splits, bound_layer)
-            final = C if C is not None else _eye(n, out_shape, ball.x)
+            final = C if C is not None else _eye(out_shape, ball.x)
             lo, up = back_substitute(net.layers, final, ball, with_slopes(relax_t, len(net.layers)))
             best = [(torch.maximum(a, p.detach()), torch.minimum(b, q.detach()))
                     for (a, b), (p, q) in zip(best, pre_t)]
@@ -177,30 +213,64 @@ def _alpha(net: Network, ball: Ball, C, splits, steps: int, lr: float):
     return best, (best_lo, best_up)
 
 
+def _reference(net: Network, ball: Ball, i: int, pre: list) -> Box:
+    """Interval bounds on layer i's input: the output box of the nonlinear layer before it
+    (relu or max pool of its input bounds, monotone maps) or the ball's box, through the
+    affine layers in between by centre and radius."""
+    j = max((k for k in range(i) if not isinstance(net.layers[k], Affine)), default=-1)
+    box = ball.box if j < 0 else Box(net.layers[j](pre[-1][0]), net.layers[j](pre[-1][1]))
+    return forward_box(net.layers[j + 1:i], box)
+
+
+def _unstable_rows(bound_rows, shape: tuple, ref: Box, width: int):
+    """Bounds (N, *shape) of a ReLU's input: back-substitution (``bound_rows``) for the neurons
+    that the interval bounds `ref` leave unstable in some example of the batch, `ref` itself
+    for the others: they are stable, and a stable ReLU's relaxation is exact whatever its
+    bounds (slope 1 or 0), so the bounds after it are those of every neuron bounded."""
+    n = len(ref.lower)
+    lower, upper = ref.lower.flatten(1).clone(), ref.upper.flatten(1).clone()
+    unstable = ((lower < 0) & (upper > 0)).any(0).nonzero().flatten()
+    eye = torch.eye(lower.shape[1], dtype=lower.dtype, device=lower.device)
+    for part in unstable.split(max(1, ROW_BUDGET // max(1, n * width))):
+        lower[:, part], upper[:, part] = bound_rows(eye[part].view(len(part), *shape))
+    return lower.view(n, *shape), upper.view(n, *shape)
+
+
 def crown_bounds(net: Network, ball: Ball, C: torch.Tensor | None = None, *, splits: dict | None = None,
-                 alpha_steps: int = 0, alpha_lr: float = 0.1):
+                 alpha_steps: int = 0, alpha_lr: float = 0.1, every_neuron: bool = True):
     """CROWN through `net`: (bounds on the input of each ReLU / MaxPool layer, (lower, upper)).
 
     Every nonlinear layer's input is bounded by back-substitution to the input, in order, so
-    each relaxation uses the bounds of the layers before it. The input of a layer that follows
-    a ReLU takes that ReLU's bounds, clamped at 0 (back-substitution gives nothing tighter).
+    each relaxation uses the bounds of the layers before it; every neuron is, stable ones too
+    (a stable ReLU is exact whatever its bounds, but a max pool's relaxation reads them:
+    keeping interval bounds for stable neurons, as auto_LiRPA does, loosens it). The input of
+    a layer that follows a ReLU takes that ReLU's bounds, clamped at 0 (back-substitution gives
+    nothing tighter).
     `splits` maps a ReLU's position in the chain to its phases (N, *shape): +1 active (z >= 0),
     -1 inactive (z <= 0), 0 free; the bounds of a split neuron are clamped to its phase, so the
     result bounds the subdomain of the ball where the phases hold (a lower bound above an upper
     one says that subdomain is empty). With alpha_steps > 0 the bounds are alpha-CROWN's
-    (`_alpha`), which holds every row of every layer at once (no chunking: small networks)."""
+    (`_alpha`), which holds every row of every layer at once (no chunking: small networks).
+    every_neuron=False back-substitutes, for a ReLU whose output no max pool reads, only the
+    neurons its interval bounds (`_reference`) leave unstable (`_unstable_rows`): the final
+    bounds are the same or tighter (where CROWN is looser than the interval), the returned
+    ones of the stable neurons the interval ones."""
     if alpha_steps:
         return _alpha(net, ball, C, splits, alpha_steps, alpha_lr)
     n, width = len(ball.x), max_width(net)
 
-    def bound_layer(i, shape, relax):
-        return all_rows(n, shape, lambda lam: back_substitute(net.layers[:i], lam, ball, relax), ball.x,
-                        width)
+    def bound_layer(i, shape, relax, pre):
+        def rows(lam):
+            return back_substitute(net.layers[:i], lam, ball, relax)
+        pooled = i + 1 < len(net.layers) and isinstance(net.layers[i + 1], MaxPool)
+        if every_neuron or pooled or not isinstance(net.layers[i], ReLU):
+            return all_rows(n, shape, rows, ball.x, width, shared=True)
+        return _unstable_rows(rows, shape, _reference(net, ball, i, pre), width)
     pre, relax, shape = _forward(net, ball, splits, bound_layer)
 
     def rows(lam):
         return back_substitute(net.layers, lam, ball, relax)
-    return pre, rows(C) if C is not None else all_rows(n, shape, rows, ball.x, width)
+    return pre, rows(C) if C is not None else all_rows(n, shape, rows, ball.x, width, shared=True)
 
 
 def crown(model: nn.Module, x: torch.Tensor, *, eps: float, norm: str = "linf",
@@ -244,5 +314,5 @@ def crown(model: nn.Module, x: torch.Tensor, *, eps: float, norm: str = "linf",
                            "torch.inference_mode(); call it outside (inside torch.no_grad() is fine)")
     net, x, ball, C = prepare(model, x, eps, norm, C)
     with torch.no_grad():
-        _, (lower, upper) = crown_bounds(net, ball, C, alpha_steps=steps, alpha_lr=lr)
+        _, (lower, upper) = crown_bounds(net, ball, C, alpha_steps=steps, alpha_lr=lr, every_neuron=False)
     return Bounds(lower, upper)

@@ -6,11 +6,11 @@ import torch
 
 from robustlab.verify import crown, margin_spec, read_network
 from robustlab.verify._bounds import Ball
-from robustlab.verify.crown import crown_bounds
-from robustlab.verify.network import ReLU
+from robustlab.verify.crown import crown_bounds, maxpool_relaxation
+from robustlab.verify.network import Affine, ReLU
 
 from ..conftest import leaves_as_found, messy_model
-from .conftest import ball_points, small_nets, tiny_mlps
+from .conftest import ball_points, random_mlp, small_nets, tiny_mlps
 from .test_bounds import check_soundness
 
 
@@ -99,3 +99,113 @@ def test_split_bounds_are_sound_on_their_subdomain(norm, eps):
             assert (z[inside] >= low - slack[inside]).all() and (z[inside] <= upp + slack[inside]).all()
             checked += 1
     assert checked >= 2
+
+
+def reference_crown(net, x: torch.Tensor, eps: float):
+    """CROWN written out one example at a time with dense matrices (the formulas, no batching):
+    bounds on each nonlinear layer's input and on the logits, over the L-inf box of x in [0, 1].
+    Affine layers become (W, b) by applying them to the unit vectors; a lower bound's row takes
+    a_l where its coefficient is positive and a_u (plus a_u's offset b_u) where negative, an
+    upper bound's row the reverse; max pooling uses crown's own relaxation as a matrix."""
+    def dense(layer):
+        d_in = torch.Size(layer.in_shape).numel()
+        eye = torch.eye(d_in, dtype=x.dtype).view(d_in, *layer.in_shape)
+        bias = layer.bias * torch.ones(layer.out_shape, dtype=x.dtype)
+        return layer.linear(eye).flatten(1).T, bias.flatten()
+
+    def bound(layers, relax, e, d):
+        lam_lo = lam_up = torch.eye(d, dtype=x.dtype)
+        c_lo = c_up = torch.zeros(d, dtype=x.dtype)
+        for i in reversed(range(len(layers))):
+            layer = layers[i]
+            if isinstance(layer, Affine):
+                w, b = dense(layer)
+                c_lo, c_up = c_lo + lam_lo @ b, c_up + lam_up @ b
+                lam_lo, lam_up = lam_lo @ w, lam_up @ w
+            elif isinstance(layer, ReLU):
+                a_l, a_u, b_u = relax[i]
+                lp, ln = lam_lo.clamp(min=0), lam_lo.clamp(max=0)
+                up_, un = lam_up.clamp(min=0), lam_up.clamp(max=0)
+                c_lo, c_up = c_lo + ln @ b_u, c_up + up_ @ b_u
+                lam_lo, lam_up = lp * a_l + ln * a_u, up_ * a_u + un * a_l
+            else:  # y >= P x (P picks sel); y <= E P x + (1 - E) top
+                sel, exact, top = relax[i]
+                pick = torch.zeros(len(sel), torch.Size(layer.in_shape).numel(), dtype=x.dtype)
+                pick[torch.arange(len(sel)), sel] = 1
+                lp, ln = lam_lo.clamp(min=0), lam_lo.clamp(max=0)
+                up_, un = lam_up.clamp(min=0), lam_up.clamp(max=0)
+                c_lo, c_up = c_lo + ln @ ((1 - exact) * top), c_up + up_ @ ((1 - exact) * top)
+                lam_lo, lam_up = (lp + ln * exact) @ pick, (un + up_ * exact) @ pick
+        lo_x, up_x = (e - eps).clamp(0, 1).flatten(), (e + eps).clamp(0, 1).flatten()
+        mid, rad = (lo_x + up_x) / 2, (up_x - lo_x) / 2
+        return lam_lo @ mid - lam_lo.abs() @ rad + c_lo, lam_up @ mid + lam_up.abs() @ rad + c_up
+
+    out = []
+    for e in x:
+        relax, pre, shape = {}, [], net.in_shape
+        for i, layer in enumerate(net.layers):
+            if not isinstance(layer, Affine):
+                if i and isinstance(net.layers[i - 1], ReLU):
+                    lo, up = pre[-1][0].clamp(min=0), pre[-1][1].clamp(min=0)
+                else:
+                    lo, up = bound(net.layers[:i], relax, e, torch.Size(shape).numel())
+                pre.append((lo, up))
+                if isinstance(layer, ReLU):
+                    unstable = (lo < 0) & (up > 0)
+                    a_u = torch.where(unstable, up / (up - lo).where(unstable, torch.ones_like(up)),
+                                      (lo >= 0).to(x.dtype))
+                    relax[i] = (torch.where(unstable, (up > -lo).to(x.dtype), (lo >= 0).to(x.dtype)),
+                                a_u, torch.where(unstable, -lo * a_u, torch.zeros_like(lo)))
+                else:
+                    sel, exact, top = maxpool_relaxation(layer, lo.view(1, *shape), up.view(1, *shape))
+                    relax[i] = (sel[0, 0], exact[0, 0], top[0, 0])
+            shape = layer.shape if isinstance(layer, ReLU) else layer.out_shape
+        out.append((pre, bound(net.layers, relax, e, torch.Size(shape).numel())))
+    return out
+
+
+@pytest.mark.parametrize("name", ["mlp", "mlp-bn-nested", "conv-bn-avgpool", "maxpool-overlap",
+                                  "groups-adaptive"])
+def test_crown_is_the_written_out_back_substitution(name):
+    """crown_bounds (shared rows, lower and upper coefficients apart only after the first
+    relaxation, batched) gives the bounds of the one-example dense back-substitution, to float64
+    rounding, on every nonlinear layer's input and on the logits."""
+    model = random_mlp([64, 24, 16, 5], 3) if name == "mlp" else small_nets()[name]
+    model = model.double().eval()
+    x = torch.rand(3, 1, 8, 8, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    net = read_network(model, (1, 8, 8), like=x)
+    with torch.no_grad():
+        pre, (lower, upper) = crown_bounds(net, Ball(x, 0.05, "linf"))
+        ref = reference_crown(net, x, 0.05)
+    unstable = sum(((lo < 0) & (up > 0)).sum().item() for lo, up in pre)
+    assert unstable > 0  # the relaxations are exercised, not only stable neurons
+    for n, (ref_pre, (ref_lo, ref_up)) in enumerate(ref):
+        assert torch.allclose(lower[n], ref_lo, rtol=0, atol=1e-9)
+        assert torch.allclose(upper[n], ref_up, rtol=0, atol=1e-9)
+        for (lo, up), (r_lo, r_up) in zip(pre, ref_pre):
+            assert torch.allclose(lo[n].flatten(), r_lo, rtol=0, atol=1e-9)
+            assert torch.allclose(up[n].flatten(), r_up, rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize("name", ["mlp", "mlp-bn-nested", "conv-bn-avgpool", "maxpool-overlap",
+                                  "groups-adaptive"])
+def test_unstable_rows_only_give_the_same_or_tighter_bounds(name):
+    """every_neuron=False (what crown uses) bounds by back-substitution only the neurons that
+    interval bounds leave unstable: the logit bounds are never looser than bounding every
+    neuron, and equal on a ReLU MLP (they differ only where CROWN is looser than the interval
+    on a neuron the interval finds stable, or where a max pool reads the stable ones), and each
+    neuron's two intervals meet (both contain its range over the ball)."""
+    model = random_mlp([64, 24, 16, 5], 3) if name == "mlp" else small_nets()[name]
+    model = model.double().eval()
+    x = torch.rand(1, 1, 8, 8, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    net = read_network(model, (1, 8, 8), like=x)
+    ball = Ball(x, 0.01, "linf")
+    with torch.no_grad():
+        pre, (lower, upper) = crown_bounds(net, ball)
+        fast_pre, (fast_lo, fast_up) = crown_bounds(net, ball, every_neuron=False)
+    assert (fast_lo >= lower - 1e-9).all() and (fast_up <= upper + 1e-9).all()
+    for (lo, up), (f_lo, f_up) in zip(pre, fast_pre):
+        assert ((f_lo <= up + 1e-9) & (f_up >= lo - 1e-9)).all()
+    if name == "mlp":
+        assert torch.allclose(fast_lo, lower, rtol=0, atol=1e-9)
+        assert torch.allclose(fast_up, upper, rtol=0, atol=1e-9)
