@@ -294,7 +294,8 @@ def crown(model: nn.Module, x: torch.Tensor, *, eps: float, norm: str = "linf",
     intermediate layer's and the final one, lower and upper), optimised jointly by projected
     Adam from CROWN's adaptive ones to narrow the final bounds; each bound keeps the best value
     seen, so they are never looser than CROWN's. Every row is held at once: for small networks
-    (the zoo's digits-mlp: about 10 ms per digit for 20 steps; digits-cnn: about 8 s per digit).
+    (on one CPU core, 20 steps: about 10 ms per digit of the zoo's digits-mlp, 8-10 s per digit of
+    digits-cnn).
 
     Arguments:
         model: a chain that `read_network` reads (bounded as in eval mode; left as found).
