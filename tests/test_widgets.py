@@ -99,3 +99,36 @@ def test_defence_curves_switch_between_models():
         widgets.defence_curves({"cnn": cnn}, x[:4], y[:4], show=["resnet"])
     w = widgets.defence_curves({"cnn": cnn, "constant 9": const}, x[:4], y[:4], show=["constant 9"])
     assert set(w.state["curves"]) == {"constant 9"}
+
+
+def test_smoothing_radii_slider_scales_the_certified_radii():
+    import pytest
+    import torch
+    from scipy import stats
+
+    x, y = data.digits("test")
+    x, y = x[:12], y[:12]
+    # a classifier that always says 3 by a huge margin: every noisy copy votes 3, so CERTIFY's
+    # bound is alpha^(1/n) and every radius is exactly sigma * Phi^-1(alpha^(1/n))
+    const = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+    with torch.no_grad():
+        const[1].weight.zero_()
+        const[1].bias.copy_(torch.nn.functional.one_hot(torch.tensor(3), 10) * 100.0)
+    w = widgets.smoothing_radii(const, x, y, sigmas=[0.1, 0.4], n0=10, n=50, alpha=0.01)
+    cap = stats.norm.ppf(0.01 ** (1 / 50))
+    for sigma in (0.1, 0.4):
+        w.sigma.value = sigma
+        s = w.state
+        assert s["sigma"] == sigma and s["max_radius"] == pytest.approx(sigma * cap)
+        assert len(s["radii"]) == int((y == 3).sum()) > 0
+        assert s["radii"] == pytest.approx([sigma * cap] * len(s["radii"]), rel=1e-5)
+        assert s["certified_accuracy"] == pytest.approx((y == 3).float().mean().item())
+        assert s["abstained"] == 0
+    # a classifier per sigma, and the checks
+    cnn = models.pretrained("digits-cnn-noise")
+    w = widgets.smoothing_radii({0.25: cnn}, x, y, sigmas=[0.25], n0=10, n=50)
+    assert w.state["certified_accuracy"] > 0.5
+    with pytest.raises(ValueError, match="sigmas"):
+        widgets.smoothing_radii({0.25: cnn}, x, y, sigmas=[0.5])
+    with pytest.raises(ValueError, match="sigmas"):
+        widgets.smoothing_radii(cnn, x, y, sigmas=[])
