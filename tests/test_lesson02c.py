@@ -1,0 +1,84 @@
+"""Lesson 02c's table-reading exercise: its check rejects wrong answers and accepts the solution.
+
+The check cell of exercise 4 runs here, outside the notebook, on a table shaped like the one of
+section 7 (the same rows; means chosen so that the solution's answers are the right ones), once
+with the lesson's own solution (it must pass) and once with each planted wrong answer (it must
+fail with an AssertionError), so a check that cannot fail is caught.
+"""
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from robustlab.evaluate import Comparison
+
+LESSON = Path(__file__).resolve().parent.parent / "lessons" / "02c-black-box.ipynb"
+MARKER = "fewest_queries = "
+
+
+def exercise() -> tuple[str, str]:
+    """The solution cell of exercise 4 and the check cell that follows it."""
+    nb = json.loads(LESSON.read_text())
+    cells = ["".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code"]
+    i = next(k for k, s in enumerate(cells) if MARKER in s and "### BEGIN SOLUTION" in s)
+    return cells[i], cells[i + 1]
+
+
+def row(name, l0, queries=None, n_success=5):
+    r = {"attack": name, "success_rate": n_success / 8, "n_success": n_success, "l0_mean": l0,
+         "l2_mean": 0.5, "linf_mean": 0.2, "seconds": 1.0}
+    if queries is not None:
+        r["queries_mean"] = queries
+    return r
+
+
+def table(one_pixel_success=2):
+    """The rows of section 7; a row with no success has NaN means, as compare_attacks gives."""
+    nan = math.nan
+    return Comparison([
+        row("FGSM Linf 0.2", 46.3), row("PGD Linf 0.2", 51.1), row("C&W L2", 46.5),
+        row("DeepFool L2", 46.2), row("L-BFGS", 48.3), row("ZOO-ADAM", 47.7, 2967),
+        row("Square Linf 0.2", 46.0, 20), row("HopSkipJump L2", 53.1, 2705),
+        row("one-pixel (DE)", 1.0 if one_pixel_success else nan,
+            100 if one_pixel_success else nan, n_success=one_pixel_success)])
+
+
+def run_check(answers: dict | None, comparison: Comparison) -> None:
+    solution, check = exercise()
+    ns = {"comparison": comparison}
+    exec(compile(solution, str(LESSON), "exec"), ns)
+    ns.update(answers or {})
+    exec(compile(check, str(LESSON), "exec"), ns)
+
+
+def test_the_solution_passes():
+    run_check(None, table())
+
+
+BUDGETED = {"FGSM Linf 0.2", "PGD Linf 0.2", "Square Linf 0.2", "one-pixel (DE)"}
+WRONG = {
+    "fewest queries: the one-pixel attack": {"fewest_queries": "one-pixel (DE)"},
+    "fewest queries: a white-box row (no queries)": {"fewest_queries": "FGSM Linf 0.2"},
+    "fewest queries: not a row": {"fewest_queries": "Square"},
+    "fewest pixels: C&W": {"fewest_pixels": "C&W L2"},
+    "fewest pixels: Square": {"fewest_pixels": "Square Linf 0.2"},
+    "other threat model: one missing": {"other_threat_model": BUDGETED - {"one-pixel (DE)"}},
+    "other threat model: a minimum-norm row added": {"other_threat_model": BUDGETED | {"ZOO-ADAM"}},
+    "other threat model: a list, not a set": {"other_threat_model": sorted(BUDGETED)},
+    "other threat model: misspelt row": {"other_threat_model": BUDGETED - {"PGD Linf 0.2"} | {"PGD"}},
+}
+
+
+@pytest.mark.parametrize("answers", WRONG.values(), ids=list(WRONG))
+def test_a_wrong_answer_fails(answers):
+    with pytest.raises(AssertionError):
+        run_check(answers, table())
+
+
+def test_a_row_without_success_is_left_out_of_the_means():
+    """With no one-pixel success its NaN means must not decide the minimum (NaN compares False)."""
+    with pytest.raises(AssertionError):   # the solution's one-pixel answer is then wrong
+        run_check(None, table(one_pixel_success=0))
+    run_check({"fewest_pixels": "Square Linf 0.2"}, table(one_pixel_success=0))
