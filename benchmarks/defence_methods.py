@@ -280,7 +280,7 @@ def _pct(v: float) -> str:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    p.add_argument("--epochs", type=int, default=8, help="table 3 epochs (a multiple of --replays)")
+    p.add_argument("--epochs", type=int, default=16, help="table 3 epochs (a multiple of --replays)")
     p.add_argument("--replays", type=int, default=4, help="Free-AT replays")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     p.add_argument("--batch-size", type=int, default=64)
