@@ -48,6 +48,7 @@ bench: $(STAMP)  ## benchmarks against reference libraries (installs the bench e
 	$(PY) benchmarks/attacks.py
 	$(PY) -m pip install --quiet --no-deps adversarial-robustness-toolbox
 	$(PY) benchmarks/defences.py
+	OMP_NUM_THREADS=1 $(PY) benchmarks/defence_methods.py
 	-$(PY) -m pip install --quiet --no-deps appdirs graphviz "$(AUTO_LIRPA)"
 	$(PY) benchmarks/verify.py
 
