@@ -86,12 +86,8 @@ class Clock:
 
 def bjorck_net() -> nn.Module:
     """A gradient-norm-preserving MLP (Anil et al. 2019): Björck-orthonormal layers, MaxMin."""
-    head = BjorckLinear(64, 10)
-    # worst_case's Square member builds an Oracle, which reads the class count from the last
-    # layer's `out_features`; BjorckLinear (robustlab 0.x) does not set it, so say it here
-    head.out_features = 10
     return nn.Sequential(nn.Flatten(), BjorckLinear(64, 64), GroupSort(2), BjorckLinear(64, 64),
-                         GroupSort(2), head)
+                         GroupSort(2), BjorckLinear(64, 10))
 
 
 def scores(model: nn.Module, x, y, args, seed: int) -> tuple[float, float, float]:

@@ -144,8 +144,10 @@ class BjorckLinear(nn.Module):
     def __init__(self, in_features: int, out_features: int, *, bias: bool = True,
                  iterations: int = 20):
         super().__init__()
-        check_positive(in_features, "in_features", integer=True)
-        check_positive(out_features, "out_features", integer=True)
+        # named as nn.Linear names them: the Oracle reads a model's class count from the
+        # out_features of its last layer
+        self.in_features = check_positive(in_features, "in_features", integer=True)
+        self.out_features = check_positive(out_features, "out_features", integer=True)
         self.iterations = check_positive(iterations, "iterations", integer=True)
         self.weight = nn.Parameter(nn.init.orthogonal_(torch.empty(out_features, in_features)))
         self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None

@@ -234,3 +234,12 @@ def test_bad_arguments_name_the_argument():
         bjorck(torch.eye(2), iterations=0)
     with pytest.raises((ValueError, TypeError), match="group_size"):
         GroupSort(0)
+
+
+def test_bjorck_net_has_a_class_count_the_oracle_reads():
+    """An Oracle (and so worst_case's Square member) reads K from the last layer's out_features."""
+    from robustlab.attacks import Oracle
+
+    layer = BjorckLinear(6, 4)
+    assert (layer.in_features, layer.out_features) == (6, 4)
+    assert Oracle(nn.Sequential(nn.Flatten(), BjorckLinear(64, 6), GroupSort(2), layer)).num_classes == 4
