@@ -3,8 +3,11 @@ max-pooling) network, solved exactly with HiGHS through `scipy.optimize.milp`.""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
+import os
+import sys
 import time
 
 import numpy as np
@@ -69,9 +72,31 @@ class _Program:
         r, col, v = (np.concatenate(t) for t in zip(*self.rows)) if self.rows else ([], [], [])
         a = sp.csr_array((v, (r, col)), shape=(self.n_rows, self.n_vars))
         cons = [LinearConstraint(a, np.concatenate(self.lo), np.concatenate(self.hi))] if self.n_rows else []
-        return solve_milp(c, constraints=cons, integrality=np.concatenate(self.integer),
-                          bounds=VarBounds(np.concatenate(self.lb), np.concatenate(self.ub)),
-                          options={"time_limit": max(time_limit, 1e-3), "disp": False})
+        with _quiet_fd1():
+            return solve_milp(c, constraints=cons, integrality=np.concatenate(self.integer),
+                              bounds=VarBounds(np.concatenate(self.lb), np.concatenate(self.ub)),
+                              options={"time_limit": max(time_limit, 1e-3), "disp": False})
+
+
+@contextlib.contextmanager
+def _quiet_fd1():
+    """Hide what HiGHS prints to file descriptor 1 even with disp=False (debug notes such as
+    "HighsMipSolverData::transformNewIntegerFeasibleSolution"), which a notebook kernel would
+    show; Python's own sys.stdout is untouched."""
+    try:
+        sys.stdout.flush()
+        saved = os.dup(1)
+    except (OSError, ValueError):  # no file descriptor 1 to protect
+        yield
+        return
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 1)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+        os.close(null)
 
 
 def _relu(prog: _Program, expr, lower, upper) -> np.ndarray:
