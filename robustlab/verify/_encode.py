@@ -6,8 +6,11 @@ branch_and_bound as LPs (integrality dropped) with some ReLU phases fixed by the
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
+import os
+import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -88,9 +91,31 @@ class Program:
         if gap is not None:
             options["mip_rel_gap"] = gap
         integrality = np.zeros(self.n_vars) if relax else np.concatenate(self.integer)
-        return solve_milp(c, constraints=cons, integrality=integrality,
-                          bounds=VarBounds(np.concatenate(self.lb), np.concatenate(self.ub)),
-                          options=options)
+        with quiet_fd1():
+            return solve_milp(c, constraints=cons, integrality=integrality,
+                              bounds=VarBounds(np.concatenate(self.lb), np.concatenate(self.ub)),
+                              options=options)
+
+
+@contextlib.contextmanager
+def quiet_fd1():
+    """Hide what HiGHS prints to file descriptor 1 even with disp=False (debug notes such as
+    "HighsMipSolverData::transformNewIntegerFeasibleSolution" in scipy 1.17's HiGHS), which a
+    notebook kernel would show; Python's own sys.stdout is untouched."""
+    try:
+        sys.stdout.flush()
+        saved = os.dup(1)
+    except (OSError, ValueError):  # no file descriptor 1 to protect
+        yield
+        return
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 1)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+        os.close(null)
 
 
 def relu(prog: Program, expr, lower, upper) -> np.ndarray:
