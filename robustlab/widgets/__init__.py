@@ -1,0 +1,16 @@
+"""Interactive widgets for the lessons (ipywidgets + matplotlib).
+
+Each builder returns an ipywidgets container whose controls are attributes (``.eps``,
+``.index``, ...) and whose latest result is in ``.state``, so a test can drive it headless by
+setting ``.value`` and reading ``.state``. One module per part of the course: figures (drawing
+helpers), attacks, defences, verify.
+"""
+
+from .attacks import EPS_RANGES, SWEEP_MAX, attack_explorer, eps_sweep, epsilon_explorer, explorer_attacks
+from .defences import defence_curves, smoothing_radii
+from .figures import adversarial_figure, image_row, show_image, show_perturbation
+from .verify import draw_output_bounds, reach_explorer
+
+__all__ = ["EPS_RANGES", "SWEEP_MAX", "adversarial_figure", "attack_explorer", "defence_curves",
+           "draw_output_bounds", "eps_sweep", "epsilon_explorer", "explorer_attacks", "image_row",
+           "reach_explorer", "show_image", "show_perturbation", "smoothing_radii"]
