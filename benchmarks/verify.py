@@ -14,8 +14,8 @@ against CROWN-tightened big-M constants, and verified accuracy against eps.
    classifier). On digits-cnn the table says which library's bounds are tighter.
 2. `milp` seconds per example on digits-mlp with bounds="interval" (big-M constants from IBP)
    and bounds="crown" (IBP intersected with CROWN: the tightened constants).
-3. Verified accuracy against eps for IBP, CROWN and MILP (CROWN-tightened) on digits-mlp and
-   the IBP-trained digits-mlp-ibp.
+3. Verified accuracy against eps for IBP, CROWN, branch and bound and MILP (CROWN-tightened) on
+   digits-mlp and the IBP-trained digits-mlp-ibp.
 
 auto_LiRPA is not on PyPI in a form that imports beside numpy 2; install it from a checkout
 (benchmarks/README.md). Without it, part 1 says so and is skipped; parts 2 and 3 still run.
@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import statistics
 import sys
 import time
@@ -36,7 +35,7 @@ import torch
 
 from robustlab import data, models
 from robustlab.tables import markdown_table
-from robustlab.verify import crown, interval, margin_spec, milp
+from robustlab.verify import branch_and_bound, crown, interval, margin_spec, milp
 
 OURS = {"IBP": interval, "CROWN": crown}
 AGREE = 1e-5  # CROWN's largest |difference| on the logits where neither network has a max pool
@@ -67,20 +66,6 @@ def _timed(fn, device) -> tuple:
 
 
 @contextmanager
-def _quiet_fd1():
-    """HiGHS writes some notes straight to file descriptor 1, past sys.stdout: hide them."""
-    sys.stdout.flush()
-    saved, null = os.dup(1), os.open(os.devnull, os.O_WRONLY)
-    os.dup2(null, 1)
-    try:
-        yield
-    finally:
-        sys.stdout.flush()
-        os.dup2(saved, 1)
-        os.close(saved)
-        os.close(null)
-
-
 def compare(lirpa, model, x, eps: float, method: str, repeats: int, device) -> list:
     """One row: both libraries' bounds on the logits over the L-inf eps-box of x."""
     bounded = lirpa.BoundedModule(model, torch.zeros(1, *x.shape[1:], device=device), device=device)
@@ -119,8 +104,7 @@ def milp_times(model, x, y, eps_list, n: int, time_limit: float) -> str:
     rows = []
     for eps in eps_list:
         for bounds in ("interval", "crown"):
-            with _quiet_fd1():
-                verdicts = milp(model, x[:n], y[:n], eps=eps, bounds=bounds, time_limit=time_limit)
+            verdicts = milp(model, x[:n], y[:n], eps=eps, bounds=bounds, time_limit=time_limit)
             secs = [v.seconds for v in verdicts]
             counts = {s: sum(v.status == s for v in verdicts) for s in ("verified", "falsified", "unknown")}
             by_bounds = sum("the bounds alone prove it" in (v.reason or "") for v in verdicts)
@@ -132,21 +116,24 @@ def milp_times(model, x, y, eps_list, n: int, time_limit: float) -> str:
 
 
 def accuracy_table(model, x, y, eps_list, time_limit: float) -> str:
-    """All three verifiers on the same examples: MILP's count is the exact one (unless some
-    example runs out of time), IBP and CROWN sound lower bounds on it."""
+    """All four verifiers on the same examples: the counts of MILP and branch and bound are the
+    exact one (unless some example runs out of time), IBP and CROWN sound lower bounds on it."""
     rows, n = [], len(x)
     C = margin_spec(y, 10)
     for eps in eps_list:
         ibp = (interval(model, x, eps=eps, C=C).lower.amin(1) > 0).float().mean().item()
         cr = (crown(model, x, eps=eps, C=C).lower.amin(1) > 0).float().mean().item()
-        with _quiet_fd1():
-            verdicts = milp(model, x, y, eps=eps, time_limit=time_limit)
-        unknown = sum(v.status == "unknown" for v in verdicts)
-        exact = sum(v.verified for v in verdicts) / n
-        rows.append([eps, f"{100 * ibp:.1f} %", f"{100 * cr:.1f} %",
-                     f"{100 * exact:.1f} %" + (f" ({unknown} unknown)" if unknown else ""),
-                     f"{statistics.mean(v.seconds for v in verdicts):.3f}"])
-    return markdown_table(["eps", "IBP", "CROWN", "MILP (CROWN-tightened big-M)", "MILP mean s"], rows)
+        complete = {"bab": branch_and_bound(model, x, y, eps=eps, time_limit=time_limit),
+                    "milp": milp(model, x, y, eps=eps, time_limit=time_limit)}
+        cells = []
+        for verdicts in complete.values():
+            unknown = sum(v.status == "unknown" for v in verdicts)
+            cells += [f"{100 * sum(v.verified for v in verdicts) / n:.1f} %"
+                      + (f" ({unknown} unknown)" if unknown else ""),
+                      f"{statistics.mean(v.seconds for v in verdicts):.3f}"]
+        rows.append([eps, f"{100 * ibp:.1f} %", f"{100 * cr:.1f} %", *cells])
+    return markdown_table(["eps", "IBP", "CROWN", "branch and bound", "BaB mean s",
+                           "MILP (CROWN-tightened big-M)", "MILP mean s"], rows)
 
 
 def main(argv=None) -> int:
