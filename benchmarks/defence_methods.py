@@ -38,6 +38,7 @@ from robustlab.attacks.embedding import embedding_robust_accuracy
 from robustlab.defences import (
     BjorckLinear,
     GroupSort,
+    augmented,
     awp,
     cyclic_lr,
     fast_at,
@@ -129,6 +130,11 @@ def methods(seed: int, epochs: int, replays: int) -> dict:
         torch.manual_seed(seed)
         return bjorck_net()
 
+    def dropout(init):  # the same weights, dropout (p 0.3) before the classifier's last layer
+        model = copy.deepcopy(init)
+        model.insert(len(model) - 1, nn.Dropout(0.3))
+        return model
+
     return {
         "standard training": ("CE", "the time reference", same, _fit()),
         "FGSM-AT": ("objective", "w = 0.5, no random start", same,
@@ -156,6 +162,11 @@ def methods(seed: int, epochs: int, replays: int) -> dict:
                                                           generator=g(), **c)),
         "Gaussian noise": ("objective", "sigma 0.25; the base classifier, not smoothed", same,
                            _fit(lambda: gaussian_noise(sigma=0.25, generator=g()))),
+        "weight decay": ("regulariser", "fit(weight_decay=5e-4): Adam's L2 penalty", same,
+                         lambda m, t, c, e: fit(m, t, epochs=e, weight_decay=5e-4, **c)),
+        "dropout": ("regulariser", "p 0.3 before the last layer", dropout, _fit()),
+        "data augmentation": ("regulariser", "random shifts of up to 1 pixel", same,
+                              _fit(lambda: augmented(shift=1, generator=g()))),
         "spectral norm, CE": ("regulariser", "every conv and linear layer", sn, _fit()),
         "spectral norm, PGD-AT": ("regulariser", f"PGD-{STEPS} as PGD-AT", sn, _fit(pgd7)),
         "Parseval, CE": ("regulariser", "retraction beta 3e-4 after each step", same,

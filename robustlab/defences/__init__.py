@@ -19,9 +19,11 @@ from .regularisers import (
     BestRobust,
     BjorckLinear,
     GroupSort,
+    augmented,
     bjorck,
     parseval,
     parseval_retraction,
+    random_shift,
     spectral_normalised,
     spectral_norms,
     weight_correlation,
@@ -49,3 +51,4 @@ __all__ += ["ddp_fit", "distributed", "launch", "shard_batches"]
 __all__ += ["SqueezeDetector", "calibrate_squeezing", "default_squeezers", "jpeg", "median_filter",
             "squeeze_score", "total_variation", "tv_denoise"]
 __all__ += ["freelb", "latent_at", "latent_discriminator"]
+__all__ += ["augmented", "random_shift"]

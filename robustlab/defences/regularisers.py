@@ -27,6 +27,7 @@ from torch.nn.utils.parametrizations import spectral_norm
 
 from .._checks import check_nonnegative, check_norm, check_positive
 from .._model import model_device
+from .._random import draw_device
 from ..attacks import pgd
 from ..train import Objective, _loss_and_logs, cross_entropy, evaluate
 
@@ -212,6 +213,47 @@ def weight_correlation(objective: Objective = cross_entropy, *, weight: float = 
         return loss + weight * penalty, {**logs, "wcorr": penalty.detach()}
 
     return regularised
+
+
+# --------------------------------------------------------------------------- data augmentation
+
+def _check_shift(shift) -> int:
+    if isinstance(shift, bool) or not isinstance(shift, int) or shift < 0:
+        raise ValueError(f"shift must be a whole number of pixels >= 0, got {shift!r}")
+    return shift
+
+
+def random_shift(x: torch.Tensor, shift: int = 1, *, generator: torch.Generator | None = None
+                 ) -> torch.Tensor:
+    """Each image of x (N, C, H, W) moved by its own random (dy, dx), each in [-shift, shift],
+    the pixels it uncovers set to 0: the translation augmentation of image classifiers."""
+    shift = _check_shift(shift)
+    if shift == 0:
+        return x
+    n, c, h, w = x.shape
+    dev = draw_device(generator, x.device)
+    dy, dx = (torch.randint(0, 2 * shift + 1, (n, 1), generator=generator, device=dev).to(x.device)
+              for _ in range(2))
+    rows = (dy + torch.arange(h, device=x.device))[:, None, :, None]  # into the padded image
+    cols = (dx + torch.arange(w, device=x.device))[:, None, None, :]
+    padded = F.pad(x, (shift, shift, shift, shift))
+    return padded[torch.arange(n, device=x.device)[:, None, None, None],
+                  torch.arange(c, device=x.device)[None, :, None, None], rows, cols]
+
+
+def augmented(objective: Objective = cross_entropy, *, shift: int = 1,
+              generator: torch.Generator | None = None) -> Objective:
+    """An Objective for `fit`: `objective` on randomly shifted copies of each batch
+    (`random_shift`), data augmentation as a regulariser (the tutorial's list beside dropout and
+    weight decay, which are torch's `nn.Dropout` and `fit(weight_decay=...)`)."""
+    shift = _check_shift(shift)
+    if not callable(objective):
+        raise TypeError(f"objective must be callable, got {type(objective).__name__}")
+
+    def on_shifted(model: nn.Module, x: torch.Tensor, y: torch.Tensor):
+        return objective(model, random_shift(x, shift, generator=generator), y)
+
+    return on_shifted
 
 
 # --------------------------------------------------------------------------- early stopping

@@ -243,3 +243,36 @@ def test_bjorck_net_has_a_class_count_the_oracle_reads():
     layer = BjorckLinear(6, 4)
     assert (layer.in_features, layer.out_features) == (6, 4)
     assert Oracle(nn.Sequential(nn.Flatten(), BjorckLinear(64, 6), GroupSort(2), layer)).num_classes == 4
+
+
+def test_random_shift_moves_each_image_by_at_most_shift_pixels():
+    from robustlab.defences import random_shift
+
+    x = torch.rand(40, 2, 6, 7)
+    out = random_shift(x, 2, generator=torch.Generator().manual_seed(0))
+    padded = F.pad(x, (2, 2, 2, 2))
+    seen = set()
+    for i in range(len(x)):  # each output is exactly one of the 25 zero-filled translations
+        hits = [(dy, dx) for dy in range(5) for dx in range(5)
+                if torch.equal(out[i], padded[i, :, dy:dy + 6, dx:dx + 7])]
+        assert hits, f"image {i} is not a translation of its input"
+        seen.update(hits)
+    assert len(seen) > 10  # the offsets vary from image to image
+    assert random_shift(x, 0) is x
+
+
+def test_augmented_is_the_objective_on_shifted_batches():
+    from robustlab.defences import augmented, random_shift
+    from robustlab.train import cross_entropy
+
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+    x, y = torch.rand(16, 1, 8, 8), torch.randint(0, 10, (16,))
+    loss = augmented(shift=1, generator=torch.Generator().manual_seed(3))(model, x, y)
+    shifted = random_shift(x, 1, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(loss, cross_entropy(model, shifted, y))
+    assert torch.equal(augmented(shift=0)(model, x, y), cross_entropy(model, x, y))
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="shift"):
+            augmented(shift=bad)
+    with pytest.raises(TypeError, match="objective"):
+        augmented(objective=3)
