@@ -6,12 +6,11 @@ planted wrong answers or statistics where the solution is wrong (it must fail wi
 AssertionError), so a check that cannot fail is caught.
 """
 
-import json
-from pathlib import Path
-
 import pytest
 
-LESSON = Path(__file__).resolve().parent.parent / "lessons" / "02a-white-box.ipynb"
+from .lesson_cells import Lesson
+
+LESSON = Lesson("02a-white-box.ipynb")
 
 
 def stats(l0, linf):
@@ -23,19 +22,8 @@ def stats(l0, linf):
 STORED = stats(l0=(46.8, 49.1, 2.6), linf=(0.216, 0.112, 0.719))
 
 
-def exercise() -> tuple[str, str]:
-    nb = json.loads(LESSON.read_text())
-    cells = ["".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code"]
-    i = next(k for k, s in enumerate(cells) if "fewest_pixels_norm = " in s and "### BEGIN SOLUTION" in s)
-    return cells[i], cells[i + 1]
-
-
 def run_check(answers: dict | None, cw_stats: dict) -> None:
-    solution, check = exercise()
-    ns = {"cw_stats": cw_stats}
-    exec(compile(solution, str(LESSON), "exec"), ns)
-    ns.update(answers or {})
-    exec(compile(check, str(LESSON), "exec"), ns)
+    LESSON.check("fewest_pixels_norm = ", {"cw_stats": cw_stats}, answers)
 
 
 def test_the_solution_passes():

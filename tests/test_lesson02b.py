@@ -6,27 +6,18 @@ and with planted wrong answers or a matrix where the solution is wrong (it must 
 AssertionError), so a check that cannot fail is caught.
 """
 
-import json
-from pathlib import Path
-
 import pytest
 import torch
 
 from robustlab.evaluate import TransferResult
 
-LESSON = Path(__file__).resolve().parent.parent / "lessons" / "02b-spatial-universal.ipynb"
+from .lesson_cells import Lesson
+
+LESSON = Lesson("02b-spatial-universal.ipynb")
 NAMES = ["digits-cnn", "digits-mlp", "digits-resnet"]
 # rows: source; columns: target. The stored run's shape: resnet hardest from the CNN, the MLP
 # the best source for it.
 STORED = [[0.995, 0.687, 0.596], [0.765, 0.995, 0.621], [0.617, 0.605, 0.995]]
-
-
-def exercise() -> tuple[str, str]:
-    """The solution cell of exercise 4 and the check cell that follows it."""
-    nb = json.loads(LESSON.read_text())
-    cells = ["".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code"]
-    i = next(k for k, s in enumerate(cells) if "hardest_from_cnn = " in s and "### BEGIN SOLUTION" in s)
-    return cells[i], cells[i + 1]
 
 
 def matrix(rate) -> TransferResult:
@@ -36,11 +27,7 @@ def matrix(rate) -> TransferResult:
 
 
 def run_check(answers: dict | None, transfer: TransferResult) -> None:
-    solution, check = exercise()
-    ns = {"transfer": transfer}
-    exec(compile(solution, str(LESSON), "exec"), ns)
-    ns.update(answers or {})
-    exec(compile(check, str(LESSON), "exec"), ns)
+    LESSON.check("hardest_from_cnn = ", {"transfer": transfer}, answers)
 
 
 def test_the_solution_passes():

@@ -6,24 +6,16 @@ with the lesson's own solution (it must pass) and once with each planted wrong a
 fail with an AssertionError), so a check that cannot fail is caught.
 """
 
-import json
 import math
-from pathlib import Path
 
 import pytest
 
 from robustlab.evaluate import Comparison
 
-LESSON = Path(__file__).resolve().parent.parent / "lessons" / "02c-black-box.ipynb"
+from .lesson_cells import Lesson
+
+LESSON = Lesson("02c-black-box.ipynb")
 MARKER = "fewest_queries = "
-
-
-def exercise() -> tuple[str, str]:
-    """The solution cell of exercise 4 and the check cell that follows it."""
-    nb = json.loads(LESSON.read_text())
-    cells = ["".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code"]
-    i = next(k for k, s in enumerate(cells) if MARKER in s and "### BEGIN SOLUTION" in s)
-    return cells[i], cells[i + 1]
 
 
 def row(name, l0, queries=None, n_success=5):
@@ -46,11 +38,7 @@ def table(one_pixel_success=2):
 
 
 def run_check(answers: dict | None, comparison: Comparison) -> None:
-    solution, check = exercise()
-    ns = {"comparison": comparison}
-    exec(compile(solution, str(LESSON), "exec"), ns)
-    ns.update(answers or {})
-    exec(compile(check, str(LESSON), "exec"), ns)
+    LESSON.check(MARKER, {"comparison": comparison}, answers)
 
 
 def test_the_solution_passes():

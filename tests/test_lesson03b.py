@@ -5,9 +5,7 @@ once with the lesson's own solution (it must pass) and once with each planted wr
 must fail with an AssertionError), so a check that cannot fail is caught.
 """
 
-import json
 from functools import partial
-from pathlib import Path
 
 import pytest
 import torch
@@ -17,24 +15,10 @@ import robustlab
 from robustlab import attacks, data, models, train
 from robustlab.defences import Defended, bit_depth, smoothing
 
-LESSON = Path(__file__).resolve().parent.parent / "lessons" / "03b-transformations-smoothing.ipynb"
+from .lesson_cells import Lesson
 
-
-def code_cells() -> list[str]:
-    nb = json.loads(LESSON.read_text())
-    return ["".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code"]
-
-
-def exercise(marker: str) -> tuple[str, str]:
-    """The source of the code cell holding `marker` and of the check cell that follows it."""
-    cells = code_cells()
-    i = next(k for k, s in enumerate(cells) if marker in s)
-    return cells[i], cells[i + 1]
-
-
-def run(source: str, namespace: dict) -> dict:
-    exec(compile(source, str(LESSON), "exec"), namespace)
-    return namespace
+LESSON = Lesson("03b-transformations-smoothing.ipynb")
+code_cells, exercise, run = LESSON.cells, LESSON.exercise, LESSON.run
 
 
 @pytest.fixture(scope="module")

@@ -5,10 +5,7 @@ Each exercise test runs the lesson's own cells (the solution, then the check) in
 namespace, then plants wrong answers in place of the solution and expects the check to fail.
 """
 
-from pathlib import Path
-
 import matplotlib
-import nbformat
 import pytest
 import torch
 from torch import nn
@@ -17,13 +14,14 @@ matplotlib.use("Agg")
 
 from robustlab import models, widgets  # noqa: E402
 
-LESSON = Path(__file__).resolve().parent.parent / "lessons" / "04a-verification.ipynb"
+from .lesson_cells import Lesson  # noqa: E402
+
+LESSON = Lesson("04a-verification.ipynb")
 
 
 @pytest.fixture(scope="module")
 def cells():
-    nb = nbformat.read(str(LESSON), as_version=4)
-    return [c.source for c in nb.cells if c.cell_type == "code"]
+    return LESSON.cells()
 
 
 def cell_starting(cells, head: str) -> str:
@@ -43,8 +41,7 @@ def namespace() -> dict:
     return ns
 
 
-def run(source: str, ns: dict) -> None:
-    exec(compile(source, "<lesson cell>", "exec"), ns)
+run = LESSON.run
 
 
 # --- exercise 1: interval propagation through Linear + ReLU --------------------------------------

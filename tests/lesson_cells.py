@@ -1,0 +1,41 @@
+"""A stored lesson's code cells, run outside the notebook: the exercise-check tests
+(tests/test_lesson*.py) run each check cell with the lesson's solution and with planted wrong
+answers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+LESSONS = Path(__file__).resolve().parent.parent / "lessons"
+
+
+class Lesson:
+    def __init__(self, name: str):
+        self.path = LESSONS / name
+
+    def cells(self) -> list[str]:
+        """The sources of the lesson's code cells, in order."""
+        nb = json.loads(self.path.read_text())
+        return ["".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code"]
+
+    def exercise(self, marker: str, *, solution: bool = False) -> tuple[str, str]:
+        """The first code cell holding `marker` (and a solution region, with `solution`) and the
+        check cell that follows it."""
+        cells = self.cells()
+        i = next(k for k, s in enumerate(cells)
+                 if marker in s and (not solution or "### BEGIN SOLUTION" in s))
+        return cells[i], cells[i + 1]
+
+    def run(self, source: str, namespace: dict) -> dict:
+        """Execute `source` in `namespace` (tracebacks name the lesson); return the namespace."""
+        exec(compile(source, str(self.path), "exec"), namespace)
+        return namespace
+
+    def check(self, marker: str, inputs: dict, answers: dict | None = None) -> None:
+        """Run exercise `marker`'s solution on `inputs`, replace its answers by `answers` (if
+        any), then run its check cell."""
+        solution, check = self.exercise(marker, solution=True)
+        namespace = self.run(solution, dict(inputs))
+        namespace.update(answers or {})
+        self.run(check, namespace)
