@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from .._checks import check_eps, check_images, check_norm
-from .._model import check_model_input, plain
+from .._model import check_model, check_model_input, plain
 from ..norms import dual_norm
 from .network import Affine, Network, read_network
 
@@ -117,8 +117,7 @@ def check_spec(C, x: torch.Tensor, k: int) -> torch.Tensor | None:
 
 def prepare(model: nn.Module, x, eps, norm, C):
     """Checked arguments of a bounding verifier: (network, x, Ball, C or None)."""
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    check_model(model)
     x = plain(check_images(x))
     check_model_input(model, x)
     eps, norm = check_eps(eps), check_norm(norm, ("linf", "l2", "l1"))
