@@ -132,3 +132,27 @@ def test_smoothing_radii_slider_scales_the_certified_radii():
         widgets.smoothing_radii({0.25: cnn}, x, y, sigmas=[0.5])
     with pytest.raises(ValueError, match="sigmas"):
         widgets.smoothing_radii(cnn, x, y, sigmas=[])
+
+
+def test_query_explorer_stays_within_the_budget():
+    m = models.pretrained("digits-cnn")
+    x, y = data.digits("test")
+    w = widgets.query_explorer(m, x[:3], y[:3], budget=10)
+    assert w.state["attack"] == "Square L∞ ε=0.2" and w.state["queries"] <= 10
+    assert w.state["linf"] <= 0.2 + 1e-6
+    w.budget.value = 1000   # Square at 0.2 breaks these digits within a few dozen queries
+    assert w.state["fooled"] and 0 < w.state["queries"] <= 1000
+    again = w.state
+    w.index.value = 1
+    w.index.value = 0       # a fresh generator on every call: the same settings, the same result
+    assert w.state == again
+    w.attack.value = "HopSkipJump L2"
+    assert w.state["queries"] <= 1000 and w.state["fooled"]
+    assert w.state["l2"] < 3.0 and w.state["linf"] <= 1.0
+
+
+def test_query_explorer_checks_the_budget():
+    m = models.pretrained("digits-cnn")
+    x, y = data.digits("test")
+    with pytest.raises(ValueError, match="budget"):
+        widgets.query_explorer(m, x[:2], y[:2], budget=0)

@@ -6,11 +6,21 @@ setting ``.value`` and reading ``.state``. One module per part of the course: fi
 helpers), attacks, defences, verify.
 """
 
-from .attacks import EPS_RANGES, SWEEP_MAX, attack_explorer, eps_sweep, epsilon_explorer, explorer_attacks
+from .attacks import (
+    EPS_RANGES,
+    SWEEP_MAX,
+    attack_explorer,
+    black_box_attacks,
+    eps_sweep,
+    epsilon_explorer,
+    explorer_attacks,
+    query_explorer,
+)
 from .defences import defence_curves, smoothing_radii
 from .figures import adversarial_figure, image_row, show_image, show_perturbation
 from .verify import draw_output_bounds, reach_explorer
 
-__all__ = ["EPS_RANGES", "SWEEP_MAX", "adversarial_figure", "attack_explorer", "defence_curves",
-           "draw_output_bounds", "eps_sweep", "epsilon_explorer", "explorer_attacks", "image_row",
-           "reach_explorer", "show_image", "show_perturbation", "smoothing_radii"]
+__all__ = ["EPS_RANGES", "SWEEP_MAX", "adversarial_figure", "attack_explorer", "black_box_attacks",
+           "defence_curves", "draw_output_bounds", "eps_sweep", "epsilon_explorer", "explorer_attacks",
+           "image_row", "query_explorer", "reach_explorer", "show_image", "show_perturbation",
+           "smoothing_radii"]

@@ -13,6 +13,7 @@ from torch import nn
 from .. import attacks
 from .._model import predict
 from ..evaluate import PRESETS, robust_accuracy
+from ..utils import generator
 from .figures import adversarial_figure
 
 
@@ -208,6 +209,64 @@ def eps_sweep(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
 
     norm_w.observe(change_norm, "value")
     for w in (sel_w, max_w):
+        w.observe(update, "value")
+    update()
+    return box
+
+
+def black_box_attacks(*, seed: int = 0) -> dict:
+    """The attacks of `query_explorer`: name -> ``fn(model, x, y, max_queries) -> (x_adv, queries)``.
+
+    Square (L-inf, scores) at two budgets and HopSkipJump (L2, labels only). Every call draws
+    from a fresh `robustlab.generator(seed)`, so the same settings always give the same result.
+    """
+    def square(eps):
+        return lambda m, x, y, q: attacks.square(m, x, y, eps=eps, max_queries=q,
+                                                 generator=generator(seed))
+
+    def hsj(m, x, y, q):
+        return attacks.hop_skip_jump(m, x, y, max_queries=q, generator=generator(seed))
+
+    return {"Square L∞ ε=0.2": square(0.2), "Square L∞ ε=0.1": square(0.1), "HopSkipJump L2": hsj}
+
+
+def query_explorer(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
+                   attack_fns: dict | None = None, budget: int = 200, max_budget: int = 3000,
+                   class_names: Sequence[str] | None = None) -> W.VBox:
+    """A black-box attack, a query budget and an image: the attack's result within that budget.
+
+    `attack_fns` maps a name to ``fn(model, x, y, max_queries) -> (x_adv, queries used)``
+    (default: `black_box_attacks()`). Controls: ``.attack``, ``.budget`` and ``.index``; the
+    latest result is in ``.state`` (with ``queries``, the queries the attack really used).
+    """
+    fns = attack_fns or black_box_attacks()
+    if not 1 <= budget <= max_budget:
+        raise ValueError(f"budget must be in [1, max_budget={max_budget}], got {budget}")
+    atk_w = W.Dropdown(options=list(fns), description="attack")
+    budget_w = W.IntSlider(value=budget, min=10, max=max_budget, step=10, description="budget",
+                           continuous_update=False)
+    idx_w = W.IntSlider(value=0, min=0, max=len(x) - 1, description="image",
+                        continuous_update=False)
+    out = W.Output()
+    box = W.VBox([W.HBox([atk_w, budget_w, idx_w]), out])
+    box.attack, box.budget, box.index, box.out, box.state = atk_w, budget_w, idx_w, out, {}
+
+    def update(_=None):
+        i = idx_w.value
+        xi, yi = x[i:i + 1], y[i:i + 1]
+        x_adv, used = fns[atk_w.value](model, xi, yi, budget_w.value)
+        with out:
+            out.clear_output(wait=True)
+            fig, state = adversarial_figure(model, xi[0], x_adv[0], class_names, int(yi))
+            plt.show()
+            plt.close(fig)
+            d = (x_adv - xi).flatten()
+            print(f"{atk_w.value}: {int(used)} of {budget_w.value} queries, fooled: "
+                  f"{state['fooled']}, L2 {d.norm():.3f}, L∞ {d.abs().max():.3f}")
+        box.state = {**state, "attack": atk_w.value, "budget": budget_w.value, "index": i,
+                     "queries": int(used), "l2": d.norm().item(), "linf": d.abs().max().item()}
+
+    for w in (atk_w, budget_w, idx_w):
         w.observe(update, "value")
     update()
     return box
