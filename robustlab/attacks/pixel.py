@@ -215,6 +215,11 @@ def random_pixel_search(model: nn.Module | Oracle, x: torch.Tensor, y: torch.Ten
 
     Returns ``(x_adv, queries)``: the first fooling candidate (else x) and the queries (N,)
     long each example cost in this call.
+
+    Arguments:
+        model: the classifier, or an Oracle (scores or labels) that counts and caps queries.
+        pixels: pixels changed per candidate; max_queries: budget per example.
+        round_size: candidates per example per round; generator: draws the candidates.
     """
     for value, name in ((pixels, "pixels"), (max_queries, "max_queries"), (round_size, "round_size")):
         check_positive(value, name, integer=True)
@@ -249,6 +254,11 @@ def corner_pixel_search(model: nn.Module | Oracle, x: torch.Tensor, y: torch.Ten
 
     Returns ``(x_adv, queries)``: the first fooling candidate in the example's order (else x)
     and the queries (N,) long each example cost in this call.
+
+    Arguments:
+        model: the classifier, or an Oracle (scores or labels) that counts and caps queries.
+        max_queries: budget per example (default: every candidate); colours: (K, C) in [0, 1].
+        round_size: candidates per example per round; generator: draws each example's order.
     """
     check_positive(round_size, "round_size", integer=True)
     x = check_images(x)
@@ -265,6 +275,8 @@ def corner_pixel_search(model: nn.Module | Oracle, x: torch.Tensor, y: torch.Ten
     order = torch.rand(len(x), total, generator=generator, device=dev).argsort(1).to(x.device)
     rounds = [min(round_size, total - start) for start in range(0, total, round_size)]
     rounds = [k for k, start in zip(rounds, range(0, total, round_size)) if start + k <= budget]
+    if not rounds:
+        raise ValueError(f"max_queries ({max_queries}) is less than one round of round_size ({round_size})")
 
     def propose(r, idx):  # candidate number k is position k // len(col) with colour k % len(col)
         k = order[idx, r * round_size:r * round_size + rounds[r]]

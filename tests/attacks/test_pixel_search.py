@@ -7,8 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from robustlab.attacks import Oracle, corner_pixel_search, one_pixel, random_pixel_search
-from robustlab.attacks import single_pixel_search
+from robustlab.attacks import Oracle, corner_pixel_search, one_pixel, random_pixel_search, single_pixel_search
 
 from ..conftest import CountingModel, assert_unchanged, check_conventions, messy_model, snapshot
 from ..conftest import seeded as gen
@@ -163,7 +162,8 @@ def test_random_search_names_bad_arguments(batch, kw, name):
 
 
 @pytest.mark.parametrize("kw", [dict(colours=[[0.0, 1.0]]), dict(colours=[[2.0, 0.0, 0.0]]),
-                                dict(colours=[]), dict(max_queries=-1), dict(round_size=0)])
+                                dict(colours=[]), dict(max_queries=-1), dict(round_size=0),
+                                dict(max_queries=10, round_size=20)])
 def test_corner_search_names_bad_arguments(kw):
     x, y = trigger_images(2, 0.2)   # three channels: a colour needs three values
     with pytest.raises(ValueError, match=next(iter(kw))):
