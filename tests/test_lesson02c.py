@@ -70,3 +70,84 @@ def test_a_row_without_success_is_left_out_of_the_means():
     with pytest.raises(AssertionError):   # the solution's one-pixel answer is then wrong
         run_check(None, table(one_pixel_success=0))
     run_check({"fewest_pixels": "Square Linf 0.2"}, table(one_pixel_success=0))
+
+
+# Exercise 5: HopSkipJump's binary search to the boundary. The check runs on an affine model, where
+# the boundary on the segment is known exactly, then on three digits of the CNN.
+HSJ_MARKER = "def boundary_search("
+
+
+@pytest.fixture(scope="module")
+def hsj_inputs():
+    """What the check cell reads from the lesson: its setting, the CNN and digits, the helpers."""
+    import torch
+
+    import robustlab
+    from robustlab import data, models, train
+    from robustlab.attacks import Oracle
+
+    namespace = {"torch": torch, "robustlab": robustlab, "train": train, "models": models, "data": data,
+                 "Oracle": Oracle, "device": "cpu", "SEED": 0}
+    helpers = next(s for s in LESSON.cells() if "def fooled(" in s)   # fooled, dist, cnn, xs, ys
+    return LESSON.run(helpers, namespace)
+
+
+def _segment(x0, x_adv, alpha):
+    return (1 - alpha) * x0 + alpha * x_adv
+
+
+def returns_the_clean_end(oracle, x0, x_adv, y, theta=1e-3):
+    low, high = 0.0, 1.0
+    while high - low > theta:
+        mid = (low + high) / 2
+        low, high = (low, mid) if oracle(_segment(x0, x_adv, mid)).item() != y else (mid, high)
+    return _segment(x0, x_adv, low)
+
+
+def no_search(oracle, x0, x_adv, y, theta=1e-3):
+    return x_adv.clone()
+
+
+def four_halvings(oracle, x0, x_adv, y, theta=1e-3):
+    low, high = 0.0, 1.0
+    for _ in range(4):   # ignores theta
+        mid = (low + high) / 2
+        low, high = (low, mid) if oracle(_segment(x0, x_adv, mid)).item() != y else (mid, high)
+    return _segment(x0, x_adv, high)
+
+
+def linear_scan(oracle, x0, x_adv, y, theta=1e-3):
+    alpha = 0.0
+    while oracle(_segment(x0, x_adv, alpha)).item() == y:   # exact, but costs 1 / theta queries
+        alpha += theta
+    return _segment(x0, x_adv, alpha)
+
+
+def swapped_ends(oracle, x0, x_adv, y, theta=1e-3):
+    low, high = 0.0, 1.0
+    while high - low > theta:
+        mid = (low + high) / 2
+        low, high = (low, mid) if oracle(_segment(x_adv, x0, mid)).item() != y else (mid, high)
+    return _segment(x_adv, x0, high)
+
+
+def off_the_segment(oracle, x0, x_adv, y, theta=1e-3):
+    low, high = 0.0, 1.0
+    while high - low > theta:
+        mid = (low + high) / 2
+        low, high = (low, mid) if oracle(_segment(x0, x_adv, mid)).item() != y else (mid, high)
+    return (_segment(x0, x_adv, high) + 0.05).clamp(0, 1)   # pushed off the line toward white
+
+
+def test_the_binary_search_solution_passes(hsj_inputs):
+    LESSON.check(HSJ_MARKER, dict(hsj_inputs))
+
+
+HSJ_WRONG = {f.__name__: f for f in (returns_the_clean_end, no_search, four_halvings, linear_scan,
+                                     swapped_ends, off_the_segment)}
+
+
+@pytest.mark.parametrize("wrong", HSJ_WRONG.values(), ids=list(HSJ_WRONG))
+def test_a_wrong_binary_search_fails(hsj_inputs, wrong):
+    with pytest.raises(AssertionError):
+        LESSON.check(HSJ_MARKER, dict(hsj_inputs), {"boundary_search": wrong})

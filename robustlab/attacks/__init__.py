@@ -27,3 +27,6 @@ __all__ = ["BPDA", "EOT", "Oracle", "QueryBudgetError", "QueryLedger", "apply_gu
            "hop_skip_jump", "lbfgs", "one_pixel", "patch", "patch_success", "pgd", "single_pixel_search",
            "square", "stadv", "uap", "zoo"]
 __all__ += ["embedding_pgd", "embedding_robust_accuracy"]
+from .pixel import corner_pixel_search, random_pixel_search  # noqa: E402
+
+__all__ += ["corner_pixel_search", "random_pixel_search"]

@@ -12,7 +12,7 @@ import itertools
 import torch
 from torch import nn
 
-from .._checks import check_in_range, check_positive
+from .._checks import check_images, check_in_range, check_positive
 from .._model import check_attack_inputs, eval_mode, logits_of
 from .._random import draw_device
 from ..losses import is_fooled, other_max
@@ -37,11 +37,7 @@ def single_pixel_search(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
     """
     x, y, _, _ = check_attack_inputs(model, x, y)
     n, c, h, w = x.shape
-    if colours is None:
-        colours = CUBE_CORNERS if c == 3 else ((0.0,) * c, (1.0,) * c)
-    col = torch.as_tensor(colours, dtype=x.dtype, device=x.device).view(-1, c)
-    check_in_range(col.min().item(), "colours", 0, 1)
-    check_in_range(col.max().item(), "colours", 0, 1)
+    col = _colours(colours, x)
     x_adv, found = x.clone(), torch.zeros(n, dtype=torch.bool, device=x.device)
     # candidate k = (position p, colour q): p = k // len(col), q = k % len(col)
     cand = torch.arange(h * w * len(col), device=x.device)
@@ -65,6 +61,34 @@ def single_pixel_search(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
             if best is not None:
                 x_adv[i], found[i] = best, True
     return x_adv, found
+
+
+def _colours(colours, x: torch.Tensor) -> torch.Tensor:
+    """The colours (K, C) a corner search tries: by default the 8 corners of the RGB cube for 3
+    channels, black and white otherwise; checked to lie in [0, 1]."""
+    c = x.shape[1]
+    if colours is None:
+        colours = CUBE_CORNERS if c == 3 else ((0.0,) * c, (1.0,) * c)
+    col = torch.as_tensor(colours, dtype=x.dtype, device=x.device)
+    if not col.numel() or col.numel() % c:
+        raise ValueError(f"colours must be a list of {c}-channel colours, got shape {tuple(col.shape)}")
+    col = col.reshape(-1, c)
+    check_in_range(col.min().item(), "colours", 0, 1)
+    check_in_range(col.max().item(), "colours", 0, 1)
+    return col
+
+
+def _initial_population(n: int, popsize: int, pixels: int, c: int, h: int, w: int,
+                        generator, device) -> torch.Tensor:
+    """DE's first generation, (n, popsize, pixels, 2 + c): rows and columns uniform on
+    [0, h-1] and [0, w-1] (rounded when painted), colours N(0.5, 0.5) clipped to [0, 1]."""
+    dev = draw_device(generator, device)
+    pop = torch.rand(n, popsize, pixels, 2 + c, generator=generator, device=dev)
+    pop[..., 0] *= h - 1
+    pop[..., 1] *= w - 1
+    colours = 0.5 + 0.5 * torch.randn(n, popsize, pixels, c, generator=generator, device=dev)
+    pop[..., 2:] = colours.clamp(0, 1)
+    return pop
 
 
 def _paint(x: torch.Tensor, cand: torch.Tensor) -> torch.Tensor:
@@ -114,7 +138,9 @@ def one_pixel(model: nn.Module | Oracle, x: torch.Tensor, y: torch.Tensor, *, pi
     popsize (max_iter + 1).
 
     Returns ``(x_adv, queries)``: the fooling candidate of least fitness (else x) and the
-    queries (N,) long each example cost in this call.
+    queries (N,) long each example cost in this call. Every generation is charged whole, so a
+    success came in generation ``queries // popsize - 1`` (0: the random initial population,
+    which `random_pixel_search` draws from too).
     """
     for value, name in ((pixels, "pixels"), (popsize, "popsize"), (max_iter, "max_iter")):
         check_positive(value, name, integer=True)
@@ -132,13 +158,7 @@ def one_pixel(model: nn.Module | Oracle, x: torch.Tensor, y: torch.Tensor, *, pi
         p_y = probs.gather(2, ys[..., None])[..., 0]
         return (-p_y if targeted else p_y), is_fooled(probs.argmax(2), ys, targeted)
 
-    dev = draw_device(generator, x.device)
-    pop = torch.rand(n, popsize, pixels, 2 + c, generator=generator, device=dev)
-    pop[..., 0] *= h - 1
-    pop[..., 1] *= w - 1
-    colours = 0.5 + 0.5 * torch.randn(n, popsize, pixels, c, generator=generator, device=dev)
-    pop[..., 2:] = colours.clamp(0, 1)
-    pop = pop.to(x)
+    pop = _initial_population(n, popsize, pixels, c, h, w, generator, x.device).to(x)
     fit = torch.full((n, popsize), torch.inf, dtype=x.dtype, device=x.device)
     hit = torch.zeros(n, popsize, dtype=torch.bool, device=x.device)
     if len(act := (ledger.left() >= popsize).nonzero()[:, 0]):  # a spent Oracle may leave some nothing
@@ -157,3 +177,111 @@ def one_pixel(model: nn.Module | Oracle, x: torch.Tensor, y: torch.Tensor, *, pi
     x_adv = x.clone()
     x_adv[won] = _paint(x[won], pop[won, pick[won]][:, None])[:, 0]
     return ledger.result(x_adv)
+
+
+def _first_fooling(ledger: QueryLedger, x: torch.Tensor, rounds: list[int], propose,
+                   targeted: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ask rounds of candidates, `rounds[r]` per example in round r from ``propose(r, idx)``
+    (A, k, pixels, 2 + C), until each example is fooled or cannot pay for a whole round; keep
+    the first fooling candidate of an example's first successful round."""
+    x_adv = x.clone()
+    won = torch.zeros(len(x), dtype=torch.bool, device=x.device)
+    for r, k in enumerate(rounds):
+        act = (~won & (ledger.left() >= k)).nonzero()[:, 0]
+        if not len(act):  # budgets only shrink and successes only grow: no later round can run
+            break
+        imgs = _paint(x[act], propose(r, act))
+        hit = ledger.fooled(imgs.flatten(0, 1), act.repeat_interleave(k), targeted).view(len(act), k)
+        first = imgs[torch.arange(len(act), device=x.device), hit.int().argmax(1)]  # argmax: first True
+        x_adv[act] = torch.where(hit.any(1)[:, None, None, None], first, x_adv[act])
+        won[act] = hit.any(1)
+    return ledger.result(x_adv)
+
+
+@torch.no_grad()
+def random_pixel_search(model: nn.Module | Oracle, x: torch.Tensor, y: torch.Tensor, *,
+                        pixels: int = 1, max_queries: int = 8192, round_size: int = 256,
+                        targeted: bool = False,
+                        generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random search for a one-pixel (or `pixels`-pixel) attack: the baseline DE must beat.
+
+    Draws candidates from the distribution of `one_pixel`'s first generation (Su et al. 2019,
+    section III: positions uniform, colours N(0.5, 0.5) clipped to [0, 1]), `round_size` per
+    example per round, and stops an example at the first round holding a candidate that
+    changes the label (reaches the target when `targeted`). It needs only the label, so a
+    label-only Oracle will do. Rounds are charged whole: an example spends at most
+    round_size * (max_queries // round_size) queries, and when it is fooled its count is the
+    end of that round, as `one_pixel`'s is the end of a generation.
+
+    Returns ``(x_adv, queries)``: the first fooling candidate (else x) and the queries (N,)
+    long each example cost in this call.
+
+    Arguments:
+        model: the classifier, or an Oracle (scores or labels) that counts and caps queries.
+        pixels: pixels changed per candidate; max_queries: budget per example.
+        round_size: candidates per example per round; generator: draws the candidates.
+    """
+    for value, name in ((pixels, "pixels"), (max_queries, "max_queries"), (round_size, "round_size")):
+        check_positive(value, name, integer=True)
+    if round_size > max_queries:
+        raise ValueError(f"round_size ({round_size}) must not exceed max_queries ({max_queries})")
+    oracle = as_oracle(model, "label", max_queries)
+    x, y, _, _ = oracle.check_inputs(x, y)
+    ledger = QueryLedger(oracle, x, y, max_queries)
+    _, c, h, w = x.shape
+
+    def propose(r, idx):
+        return _initial_population(len(idx), round_size, pixels, c, h, w, generator, x.device).to(x)
+
+    return _first_fooling(ledger, x, [round_size] * (max_queries // round_size), propose, targeted)
+
+
+@torch.no_grad()
+def corner_pixel_search(model: nn.Module | Oracle, x: torch.Tensor, y: torch.Tensor, *,
+                        max_queries: int | None = None, colours=None, round_size: int = 256,
+                        targeted: bool = False,
+                        generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The corner-colour search of `single_pixel_search` as a black-box attack with a budget.
+
+    Tries every (position, colour) pair, H * W * len(colours) candidates (default colours: the
+    8 corners of the RGB cube, so 8,192 on a 32 x 32 image), in a random order of its own for
+    each example, `round_size` per round, and stops an example at the first round holding a
+    candidate that changes the label (reaches the target when `targeted`). It needs only the
+    label. With the default budget, all the candidates, it finds exactly the images that
+    `single_pixel_search` finds; a smaller `max_queries` stops it after the whole rounds that
+    fit, so the random order makes success within a budget a fair comparison with
+    `random_pixel_search` and `one_pixel`.
+
+    Returns ``(x_adv, queries)``: the first fooling candidate in the example's order (else x)
+    and the queries (N,) long each example cost in this call.
+
+    Arguments:
+        model: the classifier, or an Oracle (scores or labels) that counts and caps queries.
+        max_queries: budget per example (default: every candidate); colours: (K, C) in [0, 1].
+        round_size: candidates per example per round; generator: draws each example's order.
+    """
+    check_positive(round_size, "round_size", integer=True)
+    x = check_images(x)
+    _, c, h, w = x.shape
+    col = _colours(colours, x)
+    total = h * w * len(col)
+    if max_queries is not None:
+        check_positive(max_queries, "max_queries", integer=True)
+    budget = total if max_queries is None else min(max_queries, total)
+    oracle = as_oracle(model, "label", budget)
+    x, y, _, _ = oracle.check_inputs(x, y)
+    ledger = QueryLedger(oracle, x, y, budget)
+    dev = draw_device(generator, x.device)
+    order = torch.rand(len(x), total, generator=generator, device=dev).argsort(1).to(x.device)
+    rounds = [min(round_size, total - start) for start in range(0, total, round_size)]
+    rounds = [k for k, start in zip(rounds, range(0, total, round_size)) if start + k <= budget]
+    if not rounds:
+        raise ValueError(f"max_queries ({max_queries}) is less than one round of round_size ({round_size})")
+
+    def propose(r, idx):  # candidate number k is position k // len(col) with colour k % len(col)
+        k = order[idx, r * round_size:r * round_size + rounds[r]]
+        p, q = k // len(col), k % len(col)
+        where = torch.stack([p // w, p % w], -1).to(x.dtype)
+        return torch.cat([where, col[q]], -1)[:, :, None]
+
+    return _first_fooling(ledger, x, rounds, propose, targeted)
