@@ -134,15 +134,16 @@ def colour_digits(split: str = "train", n: int | None = None, size: int = 32,
     Each 3 x size x size image takes one scikit-learn digit of the same split (`digits`),
     resizes it bilinearly to 0.6-0.8 of the image side at a random position, and paints it
     in light ink of a random tint, 0.25-0.5 above a random dark-to-mid colour, over a
-    background of smooth colour texture (two scales, random strength) and pixel noise. Low
-    contrast and texture are what natural photographs have and the 8x8 digits lack; they
-    are why a normally trained network is fooled here by changes too small to see
-    (lesson 01, section 7).
+    background of smooth colour texture (two scales, random strength) and pixel noise: the
+    low contrast and texture of photographs, which the 8x8 digits lack. A normally trained
+    network classifies these images well and is fooled by changes too small to see (zoo
+    model ``colour-digits-cnn``, lesson 01 section 7).
 
     Returns ``(x, y)``: ``x`` float ``(n, 3, size, size)`` in [0, 1], ``y`` long ``(n,)``.
     The train split has 3,000 images and the test split 1,000 unless `n` says otherwise; the
-    splits draw from the digits' own train and test images with different seeds, so they
-    never share a glyph. `size` must be an int of at least 16 (`COLOUR_DIGITS_MIN_SIZE`).
+    splits take their glyphs from the digits' own train and test splits and draw everything
+    else from different seeds, so no image is in both. `size` must be an int of at least 16
+    (`COLOUR_DIGITS_MIN_SIZE`).
     """
     _check_split(split)
     n = check_positive(n if n is not None else (3000 if split == "train" else 1000), "n",
