@@ -1,4 +1,5 @@
-"""Datasets: the embedded scikit-learn digits, generated traffic lights, optional torchvision sets.
+"""Datasets: the embedded scikit-learn digits, generated traffic lights and colour digits, optional
+torchvision sets.
 
 Everything here returns pixel-space tensors: images ``(N, C, H, W)`` float in ``[0, 1]`` and
 labels ``(N,)`` long. Nothing in the embedded path touches the network.
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 from ._checks import check_positive
@@ -22,6 +24,9 @@ TRAFFIC_LIGHT_CLASSES = ("red", "amber", "green")
 # 0.19 * size apart: from size 8 up they are at least 1.5 pixels apart and each lamp covers at
 # least one pixel of its own; below that neighbouring lamps blur into the same pixels.
 TRAFFIC_LIGHT_MIN_SIZE = 8
+# Colour digits: each glyph covers 0.6-0.8 of the image side (about 19-26 pixels at size 32), so
+# below 16 pixels a stroke of the 8x8 source would be thinner than one pixel.
+COLOUR_DIGITS_MIN_SIZE = 16
 TORCHVISION_SETS = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST", "cifar10": "CIFAR10"}
 
 
@@ -116,6 +121,62 @@ def traffic_lights(split: str = "train", n: int | None = None, size: int = 32,
     return img.clamp(0, 1), y
 
 
+def _smooth_noise(n: int, cells: int, size: int, g: torch.Generator) -> torch.Tensor:
+    """Colour noise with `cells` x `cells` independent values, smoothly resized: (n, 3, size, size)."""
+    z = torch.rand(n, 3, cells, cells, generator=g) - 0.5
+    return F.interpolate(z, size=(size, size), mode="bicubic", align_corners=False)
+
+
+def colour_digits(split: str = "train", n: int | None = None, size: int = 32,
+                  seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """A generated set of colour images of handwritten digits: 0-9 on textured backgrounds.
+
+    Each 3 x size x size image takes one scikit-learn digit of the same split (`digits`),
+    resizes it bilinearly to 0.6-0.8 of the image side at a random position, and paints it
+    in light ink of a random tint, 0.25-0.5 above a random dark-to-mid colour, over a
+    background of smooth colour texture (two scales, random strength) and pixel noise: the
+    low contrast and texture of photographs, which the 8x8 digits lack. A normally trained
+    network classifies these images well and is fooled by changes too small to see (zoo
+    model ``colour-digits-cnn``, lesson 01 section 7).
+
+    Returns ``(x, y)``: ``x`` float ``(n, 3, size, size)`` in [0, 1], ``y`` long ``(n,)``.
+    The train split has 3,000 images and the test split 1,000 unless `n` says otherwise; the
+    splits take their glyphs from the digits' own train and test splits and draw everything
+    else from different seeds, so no image is in both. `size` must be an int of at least 16
+    (`COLOUR_DIGITS_MIN_SIZE`).
+    """
+    _check_split(split)
+    n = check_positive(n if n is not None else (3000 if split == "train" else 1000), "n",
+                       integer=True)
+    check_positive(size, "size", integer=True)
+    if size < COLOUR_DIGITS_MIN_SIZE:
+        raise ValueError(f"size must be >= {COLOUR_DIGITS_MIN_SIZE} (smaller, a digit's strokes "
+                         f"are thinner than a pixel), got {size}")
+    glyphs, labels = digits(split)
+    g = torch.Generator().manual_seed(seed * 2 + (split == "test"))
+    pick = torch.randint(0, len(glyphs), (n,), generator=g)
+    glyph, y = glyphs[pick], labels[pick]
+    # place the glyph: scale s of the side, shifted so that it stays inside the image; the
+    # affine grid maps output coordinates to the glyph's, hence the inverse scale
+    scale = 0.6 + 0.2 * torch.rand(n, generator=g)
+    shift = (torch.rand(n, 2, generator=g) * 2 - 1) * (1 - scale)[:, None]
+    theta = torch.zeros(n, 2, 3)
+    theta[:, 0, 0] = theta[:, 1, 1] = 1 / scale
+    theta[:, :, 2] = -shift / scale[:, None]
+    grid = F.affine_grid(theta, [n, 1, size, size], align_corners=False)
+    ink = F.grid_sample(glyph, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    # background: a colour, texture at two scales of random strength, pixel noise
+    base = 0.05 + 0.5 * torch.rand(n, 3, 1, 1, generator=g)
+    strength = 0.2 * torch.rand(n, 1, 1, 1, generator=g)
+    background = base + strength * (_smooth_noise(n, 4, size, g) + _smooth_noise(n, 9, size, g))
+    background = background + 0.03 * torch.randn(n, 3, size, size, generator=g)
+    # ink: lighter than the background in every channel, tinted, by a random contrast
+    tint = (1 + 0.3 * torch.randn(n, 3, 1, 1, generator=g)).clamp(min=0.1)
+    tint = tint / tint.norm(dim=1, keepdim=True) * 3 ** 0.5
+    contrast = 0.25 + 0.25 * torch.rand(n, 1, 1, 1, generator=g)
+    return (background + contrast * tint * ink).clamp(0, 1), y
+
+
 def _load_torchvision(name: str, split: str, root):
     try:
         import torchvision  # noqa: F401  (any failure, not only ImportError: see README)
@@ -141,7 +202,7 @@ def _load_torchvision(name: str, split: str, root):
 def load(name: str, split: str = "train", root=None) -> tuple[torch.Tensor, torch.Tensor]:
     """Load a dataset by name as pixel-space tensors ``(x, y)``.
 
-    ``"digits"`` and ``"traffic-lights"`` are embedded and always work. ``"mnist"``,
+    ``"digits"``, ``"traffic-lights"`` and ``"colour-digits"`` are embedded and always work. ``"mnist"``,
     ``"fashion-mnist"`` and ``"cifar10"`` need torchvision and either the files under
     `root` (default ``~/.cache/robustlab``) or a network; otherwise a RuntimeError says why.
     """
@@ -150,9 +211,11 @@ def load(name: str, split: str = "train", root=None) -> tuple[torch.Tensor, torc
         return digits(split)
     if name == "traffic-lights":
         return traffic_lights(split)
+    if name == "colour-digits":
+        return colour_digits(split)
     if name in TORCHVISION_SETS:
         return _load_torchvision(name, split, root)
-    known = ["digits", "traffic-lights", *TORCHVISION_SETS]
+    known = ["digits", "traffic-lights", "colour-digits", *TORCHVISION_SETS]
     raise ValueError(f"name must be one of {known}, got {name!r}")
 
 

@@ -1,4 +1,4 @@
-"""Models of the course: a normalisation layer, an MLP, a small CNN, a small ResNet, the zoo.
+"""Models of the course: a normalisation layer, an MLP, two small CNNs, a small ResNet, the zoo.
 
 All models take pixel-space images in [0, 1] and return logits ``(N, K)``; normalisation is a
 layer inside the model, so attacks never need to know about it.
@@ -69,6 +69,24 @@ class SmallCNN(nn.Sequential):
         )
 
 
+def _conv_bn_relu(cin: int, cout: int) -> list[nn.Module]:
+    return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU()]
+
+
+class PooledCNN(nn.Sequential):
+    """Four conv-BatchNorm-ReLU layers (w, 2w, 2w, 4w channels, 2x2 max-pooling after the first
+    and the third), global average pooling and a linear head: any image size, few weights."""
+
+    def __init__(self, in_channels: int = 3, num_classes: int = 10, width: int = 16):
+        w = width
+        super().__init__(
+            *_conv_bn_relu(in_channels, w), nn.MaxPool2d(2),
+            *_conv_bn_relu(w, 2 * w), *_conv_bn_relu(2 * w, 2 * w), nn.MaxPool2d(2),
+            *_conv_bn_relu(2 * w, 4 * w), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+            nn.Linear(4 * w, num_classes),
+        )
+
+
 class BasicBlock(nn.Module):
     """He et al. (CVPR 2016) residual block: relu(bn(conv(relu(bn(conv x)))) + shortcut x)."""
 
@@ -112,6 +130,9 @@ ARCHITECTURES = {
     "digits-resnet": lambda: SmallResNet(1, 10, width=16),
     "traffic-cnn": lambda: nn.Sequential(Normalize([0.5] * 3, [0.25] * 3),
                                          SmallCNN(3, 3, width=16, image_size=32)),
+    # a normally trained CNN on 32x32 colour digits (data.colour_digits): fooled by changes of
+    # 1-4/255 that cannot be seen (lesson 01)
+    "colour-digits-cnn": lambda: nn.Sequential(Normalize([0.5] * 3, [0.25] * 3), PooledCNN(3, 10, 16)),
     # robust versions of digits-cnn: PGD-AT, TRADES, Gaussian-noise training (for smoothing)
     "digits-cnn-pgd": lambda: SmallCNN(1, 10, width=16, image_size=8),
     "digits-cnn-trades": lambda: SmallCNN(1, 10, width=16, image_size=8),

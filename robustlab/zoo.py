@@ -30,6 +30,9 @@ RECIPES = {
     "digits-resnet": dict(dataset="digits", epochs=40, lr=2e-3, batch_size=64, weight_decay=5e-4),
     "traffic-cnn": dict(dataset="traffic-lights", epochs=12, lr=2e-3, batch_size=64,
                         weight_decay=5e-4),
+    # a standard CNN on the generated 32x32 colour digits: accurate, and not robust at 1-4/255
+    "colour-digits-cnn": dict(dataset="colour-digits", epochs=12, lr=2e-3, batch_size=64,
+                              weight_decay=5e-4),
     # Robust digits models: `objective` names a factory of robustlab.defences and its arguments
     # (its random draws come from the seeded global RNG); `attack` is the PGD that measures the
     # robust accuracy the manifest records (no random start, so the number is deterministic).

@@ -96,3 +96,43 @@ def test_traffic_lights_smallest_size_shows_the_lit_lamp():
     red, green = y == 0, y == 2
     assert top[red, 0].mean() > top[green, 0].mean()
     assert bottom[green, 1].mean() > bottom[red, 1].mean()
+
+
+def test_colour_digits():
+    """Deterministic, in range, all ten classes, train and test different; each image shows its
+    digit: the ink (the source glyph placed as the generator places it) is lighter."""
+    x, y = data.colour_digits("test")
+    assert x.shape == (1000, 3, 32, 32) and x.dtype == torch.float32
+    assert y.dtype == torch.long and x.min() >= 0 and x.max() <= 1
+    assert torch.bincount(y, minlength=10).min() > 60
+    x2, y2 = data.colour_digits("test")
+    assert torch.equal(x, x2) and torch.equal(y, y2)
+    xa, _ = data.colour_digits("train", n=1000)
+    assert not torch.isclose(xa, x).flatten(1).all(1).any(), "a test image repeats in train"
+    xs, _ = data.colour_digits("test", seed=1)
+    assert not torch.equal(xs, x)
+    assert data.colour_digits("train", n=7, size=20)[0].shape == (7, 3, 20, 20)
+    assert torch.equal(data.load("colour-digits", "test")[0], x)
+
+
+def test_colour_digits_classes_differ_where_the_strokes_are():
+    """A 0 has its hole where a 1 has its stroke: the image centre is brighter, relative to
+    the image, for ones than for zeros (the glyphs are centred up to a small shift)."""
+    x, y = data.colour_digits("test")
+    grey = x.mean(1)
+    centre = grey[:, 13:19, 13:19].mean((1, 2)) - grey.mean((1, 2))
+    assert centre[y == 1].mean() > centre[y == 0].mean() + 0.05
+
+
+@pytest.mark.parametrize("kwargs, error, message", [
+    (dict(n=2.5), TypeError, "n must be an int, got float"),
+    (dict(n=0), ValueError, "n must be > 0, got 0"),
+    (dict(size=0), ValueError, "size must be > 0, got 0"),
+    (dict(size=15), ValueError, r"size must be >= 16 \(smaller, a digit's strokes"),
+    (dict(size=32.0), TypeError, "size must be an int, got float"),
+])
+def test_colour_digits_bad_arguments(kwargs, error, message):
+    with pytest.raises(error, match=message):
+        data.colour_digits("test", **kwargs)
+    with pytest.raises(ValueError, match="split must be 'train' or 'test', got 'val'"):
+        data.colour_digits("val")

@@ -92,7 +92,7 @@ def test_normalize():
 @pytest.mark.parametrize("name", sorted(models.ARCHITECTURES))
 def test_architectures_return_logits(name):
     m = models.ARCHITECTURES[name]()
-    x = torch.rand(3, 3, 32, 32) if name.startswith("traffic") else torch.rand(3, 1, 8, 8)
+    x = torch.rand(3, 3, 32, 32) if name.startswith(("traffic", "colour")) else torch.rand(3, 1, 8, 8)
     out = m(x)
     assert out.shape == (3, 3 if name.startswith("traffic") else 10)
 
@@ -131,3 +131,9 @@ def test_manifest_file_escaping_weights_is_refused(fake_weights, file):
     _edit_manifest(fake_weights, "digits-cnn", file=file)
     with pytest.raises(ValueError, match="escapes weights/: refusing it"):
         models.pretrained("digits-cnn")
+
+
+def test_pooled_cnn_takes_any_image_size():
+    """Global average pooling: the same weights classify 16x16 and 32x32 images."""
+    m = models.PooledCNN(3, 10, width=4)
+    assert m(torch.rand(2, 3, 16, 16)).shape == m(torch.rand(2, 3, 32, 32)).shape == (2, 10)
