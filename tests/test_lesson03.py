@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import robustlab
 from robustlab import attacks, data, models, train
 from robustlab.defences import pgd_at
 
@@ -24,7 +25,7 @@ def lesson_namespace():
     cells = code_cells()
     ns = {"torch": torch, "F": F, "attacks": attacks, "data": data, "models": models,
           "train": train, "pgd_at": pgd_at, "device": torch.device("cpu"),
-          "seeded": lambda k=0: torch.Generator().manual_seed(k)}
+          "robustlab": robustlab}
     run(next(s for s in cells if s.startswith("FAST = False")), ns)
     run(next(s for s in cells if "def fresh_mlp" in s), ns)
     return ns

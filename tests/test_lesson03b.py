@@ -28,7 +28,7 @@ def lesson_namespace():
     ns = {"torch": torch, "stats": stats, "partial": partial, "attacks": attacks, "data": data,
           "models": models, "train": train, "smoothing": smoothing, "bit_depth": bit_depth,
           "Defended": Defended, "device": torch.device("cpu"),
-          "seeded": lambda k=0: robustlab.generator(k)}
+          "robustlab": robustlab}
     run(next(s for s in cells if s.startswith("FAST = False")), ns)
     ns["SAMPLES"] = 1000
     run(next(s for s in cells if 'models.pretrained("digits-cnn"' in s), ns)
