@@ -58,6 +58,18 @@ def digits(split: str = "train") -> tuple[torch.Tensor, torch.Tensor]:
     return torch.from_numpy(x.copy()), torch.from_numpy(y.copy())
 
 
+def _generated_split(split: str, n, size, seed: int, *, counts: tuple[int, int], min_size: int,
+                     why: str) -> tuple[int, torch.Generator]:
+    """The checked arguments of a generated set: its size `n` (default `counts` for train and
+    test) and the generator it draws from, seeded apart for the two splits."""
+    _check_split(split)
+    n = check_positive(n if n is not None else counts[split == "test"], "n", integer=True)
+    check_positive(size, "size", integer=True)
+    if size < min_size:
+        raise ValueError(f"size must be >= {min_size} ({why}), got {size}")
+    return n, torch.Generator().manual_seed(seed * 2 + (split == "test"))
+
+
 def _disc(h: int, w: int, cy, cx, r):
     """Soft-edged discs: (B, h, w) coverage in [0, 1] for centres (B,) and radii (B,)."""
     yy = torch.arange(h, dtype=torch.float32)[None, :, None]
@@ -80,14 +92,8 @@ def traffic_lights(split: str = "train", n: int | None = None, size: int = 32,
     two splits are drawn from different seeds and so never share an image. `size` must be an
     int of at least 8 (`TRAFFIC_LIGHT_MIN_SIZE`): smaller, the three lamps share pixels.
     """
-    _check_split(split)
-    n = check_positive(n if n is not None else (1800 if split == "train" else 600), "n",
-                       integer=True)
-    check_positive(size, "size", integer=True)
-    if size < TRAFFIC_LIGHT_MIN_SIZE:
-        raise ValueError(f"size must be >= {TRAFFIC_LIGHT_MIN_SIZE} (smaller, the three lamps of "
-                         f"a traffic light share pixels), got {size}")
-    g = torch.Generator().manual_seed(seed * 2 + (split == "test"))
+    n, g = _generated_split(split, n, size, seed, counts=(1800, 600), min_size=TRAFFIC_LIGHT_MIN_SIZE,
+                            why="smaller, the three lamps of a traffic light share pixels")
     rand = functools.partial(torch.rand, generator=g)
     s = size
     y = torch.randint(0, 3, (n,), generator=g)
@@ -145,15 +151,9 @@ def colour_digits(split: str = "train", n: int | None = None, size: int = 32,
     else from different seeds, so no image is in both. `size` must be an int of at least 16
     (`COLOUR_DIGITS_MIN_SIZE`).
     """
-    _check_split(split)
-    n = check_positive(n if n is not None else (3000 if split == "train" else 1000), "n",
-                       integer=True)
-    check_positive(size, "size", integer=True)
-    if size < COLOUR_DIGITS_MIN_SIZE:
-        raise ValueError(f"size must be >= {COLOUR_DIGITS_MIN_SIZE} (smaller, a digit's strokes "
-                         f"are thinner than a pixel), got {size}")
+    n, g = _generated_split(split, n, size, seed, counts=(3000, 1000), min_size=COLOUR_DIGITS_MIN_SIZE,
+                            why="smaller, a digit's strokes are thinner than a pixel")
     glyphs, labels = digits(split)
-    g = torch.Generator().manual_seed(seed * 2 + (split == "test"))
     pick = torch.randint(0, len(glyphs), (n,), generator=g)
     glyph, y = glyphs[pick], labels[pick]
     # place the glyph: scale s of the side, shifted so that it stays inside the image; the

@@ -96,12 +96,17 @@ def _segment(x0, x_adv, alpha):
     return (1 - alpha) * x0 + alpha * x_adv
 
 
-def returns_the_clean_end(oracle, x0, x_adv, y, theta=1e-3):
+def _bisect(oracle, start, end, y, theta):
+    """A correct bisection between `start` and `end`: the last (low, high) bracket."""
     low, high = 0.0, 1.0
     while high - low > theta:
         mid = (low + high) / 2
-        low, high = (low, mid) if oracle(_segment(x0, x_adv, mid)).item() != y else (mid, high)
-    return _segment(x0, x_adv, low)
+        low, high = (low, mid) if oracle(_segment(start, end, mid)).item() != y else (mid, high)
+    return low, high
+
+
+def returns_the_clean_end(oracle, x0, x_adv, y, theta=1e-3):
+    return _segment(x0, x_adv, _bisect(oracle, x0, x_adv, y, theta)[0])
 
 
 def no_search(oracle, x0, x_adv, y, theta=1e-3):
@@ -124,18 +129,11 @@ def linear_scan(oracle, x0, x_adv, y, theta=1e-3):
 
 
 def swapped_ends(oracle, x0, x_adv, y, theta=1e-3):
-    low, high = 0.0, 1.0
-    while high - low > theta:
-        mid = (low + high) / 2
-        low, high = (low, mid) if oracle(_segment(x_adv, x0, mid)).item() != y else (mid, high)
-    return _segment(x_adv, x0, high)
+    return _segment(x_adv, x0, _bisect(oracle, x_adv, x0, y, theta)[1])
 
 
 def off_the_segment(oracle, x0, x_adv, y, theta=1e-3):
-    low, high = 0.0, 1.0
-    while high - low > theta:
-        mid = (low + high) / 2
-        low, high = (low, mid) if oracle(_segment(x0, x_adv, mid)).item() != y else (mid, high)
+    high = _bisect(oracle, x0, x_adv, y, theta)[1]
     return (_segment(x0, x_adv, high) + 0.05).clamp(0, 1)   # pushed off the line toward white
 
 

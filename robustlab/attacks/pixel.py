@@ -273,8 +273,8 @@ def corner_pixel_search(model: nn.Module | Oracle, x: torch.Tensor, y: torch.Ten
     ledger = QueryLedger(oracle, x, y, budget)
     dev = draw_device(generator, x.device)
     order = torch.rand(len(x), total, generator=generator, device=dev).argsort(1).to(x.device)
-    rounds = [min(round_size, total - start) for start in range(0, total, round_size)]
-    rounds = [k for k, start in zip(rounds, range(0, total, round_size)) if start + k <= budget]
+    ends = [min(start + round_size, total) for start in range(0, total, round_size)]
+    rounds = [end - start for start, end in zip(range(0, total, round_size), ends) if end <= budget]
     if not rounds:
         raise ValueError(f"max_queries ({max_queries}) is less than one round of round_size ({round_size})")
 

@@ -17,13 +17,27 @@ from ..utils import generator
 from .figures import adversarial_figure
 
 
+def _redraw(out: W.Output, model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor,
+            class_names: Sequence[str] | None, y: torch.Tensor) -> dict:
+    """Replace `out`'s content by `adversarial_figure` of one image (1, C, H, W) and its attack;
+    return the figure's predictions with the perturbation's L2 and L-inf norms."""
+    with out:
+        out.clear_output(wait=True)
+        fig, state = adversarial_figure(model, x[0], x_adv[0], class_names, int(y))
+        plt.show()
+        plt.close(fig)
+    d = (x_adv - x).flatten()
+    return {**state, "l2": d.norm().item(), "linf": d.abs().max().item()}
+
+
 def epsilon_explorer(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
                      attack: Callable | None = None, eps_max: float = 0.5, eps: float = 0.1,
                      class_names: Sequence[str] | None = None) -> W.VBox:
     """An eps slider and an image picker showing image, perturbation, prediction, confidence.
 
     `attack(model, x, y, eps=...)` defaults to FGSM (L-inf). Controls: ``.eps`` and ``.index``;
-    the latest prediction is in ``.state`` (keys pred, conf, pred_adv, conf_adv, fooled).
+    the latest prediction is in ``.state`` (keys pred, conf, pred_adv, conf_adv, fooled,
+    l2, linf).
     """
     attack = attack or attacks.fgsm
     eps_w = W.FloatSlider(value=eps, min=0.0, max=eps_max, step=eps_max / 50, description="ε",
@@ -38,11 +52,7 @@ def epsilon_explorer(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
         i = idx_w.value
         xi, yi = x[i:i + 1], y[i:i + 1]
         x_adv = attack(model, xi, yi, eps=eps_w.value)
-        with out:
-            out.clear_output(wait=True)
-            fig, state = adversarial_figure(model, xi[0], x_adv[0], class_names, int(yi))
-            plt.show()
-            plt.close(fig)
+        state = _redraw(out, model, xi, x_adv, class_names, yi)
         box.state = {**state, "eps": eps_w.value, "index": i}
 
     eps_w.observe(update, "value")
@@ -130,15 +140,10 @@ def attack_explorer(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
         xi, yi = x[i:i + 1], y[i:i + 1]
         label = yi if t is None else torch.full_like(yi, t)
         x_adv = fn(model, xi, label, eps_w.value, norm_w.value, t is not None)
-        with out:
-            out.clear_output(wait=True)
-            fig, state = adversarial_figure(model, xi[0], x_adv[0], names, int(yi))
-            plt.show()
-            plt.close(fig)
-        d = (x_adv - xi).flatten()
+        state = _redraw(out, model, xi, x_adv, names, yi)
         box.state = {**state, "attack": atk_w.value, "eps": eps_w.value, "norm": norm_w.value,
                      "target": t, "index": i, "reached_target": t is not None and
-                     state["pred_adv"] == t, "linf": d.abs().max().item(), "l2": d.norm().item()}
+                     state["pred_adv"] == t}
 
     def change_norm(_=None):
         value, top = ranges[norm_w.value]
@@ -255,16 +260,12 @@ def query_explorer(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
         i = idx_w.value
         xi, yi = x[i:i + 1], y[i:i + 1]
         x_adv, used = fns[atk_w.value](model, xi, yi, budget_w.value)
+        state = _redraw(out, model, xi, x_adv, class_names, yi)
         with out:
-            out.clear_output(wait=True)
-            fig, state = adversarial_figure(model, xi[0], x_adv[0], class_names, int(yi))
-            plt.show()
-            plt.close(fig)
-            d = (x_adv - xi).flatten()
             print(f"{atk_w.value}: {int(used)} of {budget_w.value} queries, fooled: "
-                  f"{state['fooled']}, L2 {d.norm():.3f}, L∞ {d.abs().max():.3f}")
+                  f"{state['fooled']}, L2 {state['l2']:.3f}, L∞ {state['linf']:.3f}")
         box.state = {**state, "attack": atk_w.value, "budget": budget_w.value, "index": i,
-                     "queries": int(used), "l2": d.norm().item(), "linf": d.abs().max().item()}
+                     "queries": int(used)}
 
     for w in (atk_w, budget_w, idx_w):
         w.observe(update, "value")
