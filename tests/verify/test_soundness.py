@@ -1,0 +1,659 @@
+"""Soundness of every verifier against the model as torch runs it, in float32.
+
+A property test over seeded random networks, readable and hostile: shared module instances,
+subclasses with their own forward, forward hooks and pre-hooks, instance-level forwards,
+nested Sequentials, hand-written modules and cancellation networks whose float32 rounding is
+larger than their margin. Each network is, for each verifier, either refused with a clear error
+(a ValueError or TypeError that names the offending module by class or path) or answered
+soundly:
+  * interval, crown, reach: every sampled point of the ball (uniform draws, L-inf corners) and
+    every PGD point pushing a logit up or down has float32 logits inside the bounds, evaluated
+    alone and inside a batch;
+  * milp, reluplex, branch_and_bound: "verified" means no sampled or PGD point of the ball is
+    misclassified (alone or in a mixed batch); "falsified" means the counterexample lies in the
+    ball (L-inf) and in [0, 1] and the model misclassifies it, alone and in a batch;
+  * min_distortion: an "optimal" counterexample is misclassified (alone and in a batch) at the
+    stated distance, and no point closer than the lower bound is misclassified.
+
+Then one regression test per fault the hostile tester found (a reused ReLU dropped, subclasses
+and hooks read as the plain layer, a "verified" that float32 rounding refutes).
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import types
+from collections import OrderedDict
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from robustlab.attacks import pgd
+from robustlab.models import Normalize
+from robustlab.verify import (Bounds, branch_and_bound, crown, interval, margin_spec, milp, min_distortion,
+                              reach, reluplex)
+
+from .conftest import Pushed, ball_points, randomise_batch_norm
+
+REFUSALS = (ValueError, TypeError)
+TIME = 5.0  # seconds per example for the complete verifiers
+
+
+# --------------------------------------------------------------------------------------------
+# hostile modules (module level, so that their class names are distinctive and picklable)
+
+
+class Chain(nn.Sequential):
+    """The root of every generated network: a Sequential subclass without its own forward."""
+
+
+class HookedRoot(nn.Sequential):
+    """A root Sequential that gets a hook itself."""
+
+
+class ShiftReLU(nn.ReLU):
+    def forward(self, x):
+        return torch.relu(x - 0.2)
+
+
+class TripleLinear(nn.Linear):
+    def forward(self, x):
+        return 3 * super().forward(x)
+
+
+class OffsetConv(nn.Conv2d):
+    def forward(self, x):
+        return super().forward(x) + 0.25
+
+
+class LeakyReLUish(nn.ReLU):
+    def forward(self, x):
+        return F.leaky_relu(x, 0.3)
+
+
+class SameLinear(nn.Linear):
+    """Its own forward, which happens to compute exactly what nn.Linear does."""
+
+    def forward(self, x):
+        return F.linear(x, self.weight, self.bias)
+
+
+class ScaledIdentity(nn.Identity):
+    def forward(self, x):
+        return 1.5 * x + 0.1
+
+
+class NoisyDropout(nn.Dropout):
+    def forward(self, x):
+        return x * 0.5
+
+
+class TwistedFlatten(nn.Flatten):
+    def forward(self, x):
+        return super().forward(x).flip(1)
+
+
+class DoubledChain(nn.Sequential):
+    def forward(self, x):
+        return 2 * super().forward(x)
+
+
+class Residual(nn.Module):
+    """x + relu(lin(x)): a hand-written block with a shortcut."""
+
+    def __init__(self, width):
+        super().__init__()
+        self.lin = nn.Linear(width, width)
+
+    def forward(self, x):
+        return x + torch.relu(self.lin(x))
+
+
+class HandNet(nn.Module):
+    """A hand-written MLP: the same function as a chain, but its forward is its own."""
+
+    def __init__(self, n, w, k):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(n, w), nn.Linear(w, k)
+
+    def forward(self, x):
+        return self.fc2(torch.relu(self.fc1(x.flatten(1))))
+
+
+class Shifted(nn.Module):
+    """A hand-written layer: a chain with a twist (relu(x) - 0.1)."""
+
+    def forward(self, x):
+        return torch.relu(x) - 0.1
+
+
+HOSTILE_CLASSES = {c.__name__ for c in (HookedRoot, ShiftReLU, TripleLinear, OffsetConv, LeakyReLUish,
+                                        SameLinear, ScaledIdentity, NoisyDropout, TwistedFlatten,
+                                        DoubledChain, Residual, HandNet, Shifted)}
+
+
+# --------------------------------------------------------------------------------------------
+# the generator
+
+
+def _square_linear(g, n, m, scale=1.0, centre=False):
+    """A Linear(n, m) with N(0, 1) weights over sqrt(n) (times scale), its bias centring the
+    pre-activations on inputs 0.5 when `centre` (decision boundaries cross the box)."""
+    lin = nn.Linear(n, m)
+    with torch.no_grad():
+        lin.weight.copy_(torch.randn(m, n, generator=g) * scale * (3 if centre else 1.5) / n ** 0.5)
+        lin.bias.copy_(0.1 * torch.randn(m, generator=g) - (lin.weight.sum(1) * 0.5 if centre else 0))
+    return lin
+
+
+def _conv(g, cin, cout, k, stride, padding):
+    conv = nn.Conv2d(cin, cout, k, stride=stride, padding=padding)
+    with torch.no_grad():
+        fan = cin * k * k
+        conv.weight.copy_(torch.randn(conv.weight.shape, generator=g) * 3 / fan ** 0.5)
+        conv.bias.copy_(0.1 * torch.randn(cout, generator=g) - conv.weight.sum((1, 2, 3)) * 0.5)
+    return conv
+
+
+def _pick(g, seq):
+    return seq[int(torch.randint(len(seq), (1,), generator=g))]
+
+
+def _int(g, lo, hi):
+    return int(torch.randint(lo, hi + 1, (1,), generator=g))
+
+
+def plain_layers(g, shape, conv: bool, nested: bool = False) -> list:
+    """A readable chain for inputs `shape`: [Normalize] [Conv2d [BN] ReLU [pool]] Flatten
+    (Linear [BN] ReLU [Dropout/Identity])* Linear, 2 to 4 affine layers, widths 3 to 12, 3 to
+    5 classes."""
+    c, h, w = shape
+    layers, k = [], _int(g, 3, 5)
+    if conv:
+        if _int(g, 0, 1):
+            layers.append(Normalize([0.4], [0.3]))
+        cout = _int(g, 2, 4)
+        layers += [_conv(g, c, cout, _pick(g, [2, 3]), _pick(g, [1, 2]), _pick(g, [0, 1]))]
+        if _int(g, 0, 1):
+            layers.append(nn.BatchNorm2d(cout))
+        layers.append(nn.ReLU())
+        probe = nn.Sequential(*layers).eval()(torch.zeros(1, *shape))
+        if min(probe.shape[2:]) >= 2:
+            layers.append(_pick(g, [nn.MaxPool2d(2, stride=1), nn.AvgPool2d(2), nn.MaxPool2d(2),
+                                    nn.AdaptiveAvgPool2d(1) if min(probe.shape[2:]) < 3 else
+                                    nn.AvgPool2d(2, stride=1)]))
+    layers.append(nn.Flatten())
+    n = int(nn.Sequential(*layers).eval()(torch.zeros(1, *shape)).shape[1])
+    depth = _int(g, 1, 2 if conv else 3)
+    for i in range(depth):
+        m = _int(g, 3, 12)
+        layers.append(_square_linear(g, n, m, centre=(i == 0 and not conv)))
+        if _int(g, 0, 2) == 0:
+            layers.append(nn.BatchNorm1d(m))
+        layers.append(nn.ReLU())
+        if _int(g, 0, 3) == 0:
+            layers.append(_pick(g, [nn.Dropout(0.3), nn.Identity()]))
+        n = m
+    layers.append(_square_linear(g, n, k))
+    if nested:  # wrap random runs in (named) Sequentials
+        out, i = [], 0
+        while i < len(layers):
+            j = min(len(layers), i + _int(g, 1, 3))
+            run = layers[i:j]
+            if len(run) > 1 and _int(g, 0, 1):
+                run = [nn.Sequential(OrderedDict((f"part{t}", m) for t, m in enumerate(run)))
+                       if _int(g, 0, 1) else nn.Sequential(*run)]
+            out += run
+            i = j
+        layers = out
+    return layers
+
+
+class Net:
+    """A generated network: the model, the shape of one input, its kind, whether a verifier
+    must read it (plain) or may refuse it, and the names a refusal must mention."""
+
+    def __init__(self, kind, seed, model, shape, readable, classes=(), paths=(), note=""):
+        self.kind, self.seed, self.model, self.shape = kind, seed, model.eval(), tuple(shape)
+        self.readable, self.classes, self.paths, self.note = readable, set(classes), list(paths), note
+
+    def __repr__(self):
+        return f"Net({self.kind}, seed={self.seed}{', ' + self.note if self.note else ''})"
+
+
+def _paths_of(root: nn.Module, target: nn.Module) -> list:
+    return [p for p, m in root.named_modules(remove_duplicate=False) if m is target]
+
+
+def _leaf_positions(model, types_):
+    return [(p, m) for p, m in model.named_modules(remove_duplicate=False)
+            if p and isinstance(m, types_) and not isinstance(m, nn.Sequential)]
+
+
+def _hook_output(mod, inp, out):
+    return out * 1.5 + 0.1
+
+
+def _prehook_input(mod, args):
+    return (args[0] * 0.5 + 0.05,)
+
+
+def _harmless_hook(mod, inp, out):
+    mod.calls = getattr(mod, "calls", 0) + 1  # returns None: the output is unchanged
+
+
+def build(kind: str, seed: int) -> Net:
+    """The network of `kind` drawn with `seed`."""
+    g = torch.Generator().manual_seed(1000 * KINDS.index(kind) + seed)
+    shape = _pick(g, [(1, 4, 4), (1, 8, 8)]) if kind != "cancel" else None
+    conv = bool(_int(g, 0, 1))
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return BUILDERS[kind](g, seed, shape, conv)
+
+
+def _finish(model, seed):
+    return randomise_batch_norm(model, seed)
+
+
+def _plain(g, seed, shape, conv):
+    return Net("plain", seed, _finish(Chain(*plain_layers(g, shape, conv)), seed), shape, True,
+               note="conv" if conv else "mlp")
+
+
+def _nested(g, seed, shape, conv):
+    return Net("nested", seed, _finish(Chain(*plain_layers(g, shape, conv, nested=True)), seed), shape,
+               True, note="conv" if conv else "mlp")
+
+
+def _shared(g, seed, shape, conv):
+    """A reused ReLU instance, or a reused square Linear (with a reused ReLU) where shapes allow."""
+    n = shape[0] * shape[1] * shape[2]
+    w, k = _int(g, 3, 12), _int(g, 3, 5)
+    act = nn.ReLU()
+    first = _square_linear(g, n, w, centre=True)
+    if seed % 2:
+        mid = _square_linear(g, w, w, scale=1.2)
+        layers = [nn.Flatten(), first, act, mid, act, mid, act, _square_linear(g, w, k)]
+        note = "reused Linear and ReLU"
+    else:
+        layers = [nn.Flatten(), first, act, _square_linear(g, w, w), act]
+        if _int(g, 0, 1):
+            layers = [nn.Flatten(), first, act, nn.Sequential(_square_linear(g, w, w), act),
+                      _square_linear(g, w, w), act]
+        layers.append(_square_linear(g, w, k))
+        note = "reused ReLU"
+    model = _finish(Chain(*layers), seed)
+    shared = [m for m in (act, layers[3]) if len(_paths_of(model, m)) > 1]
+    paths = [p for m in shared for p in _paths_of(model, m)]
+    return Net("shared", seed, model, shape, False, paths=paths, note=note)
+
+
+def _subclass(g, seed, shape, conv):
+    """A layer replaced by a subclass with its own forward (or a new layer of one inserted)."""
+    layers = plain_layers(g, shape, conv)
+    choice = seed % 7
+    if choice in (0, 1):
+        i = _pick(g, [i for i, m in enumerate(layers) if type(m) is nn.ReLU])
+        layers[i] = ShiftReLU() if choice == 0 else LeakyReLUish()
+    elif choice in (2, 3):
+        i = _pick(g, [i for i, m in enumerate(layers) if type(m) is nn.Linear])
+        old = layers[i]
+        new = (TripleLinear if choice == 2 else SameLinear)(old.in_features, old.out_features)
+        new.load_state_dict(old.state_dict())
+        layers[i] = new
+    elif choice == 4:
+        i = [i for i, m in enumerate(layers) if isinstance(m, nn.Flatten)][0]
+        layers.insert(i + 1, _pick(g, [ScaledIdentity(), NoisyDropout(0.2)]))
+    elif choice == 5:
+        i = [i for i, m in enumerate(layers) if isinstance(m, nn.Flatten)][0]
+        layers[i] = TwistedFlatten()
+    else:
+        i = [i for i, m in enumerate(layers) if isinstance(m, nn.Flatten)][0]
+        if conv and isinstance(layers[0], nn.Conv2d):
+            old = layers[0]
+            layers[0] = OffsetConv(old.in_channels, old.out_channels, old.kernel_size, old.stride,
+                                   old.padding)
+            layers[0].load_state_dict(old.state_dict())
+        else:
+            layers = [layers[0], DoubledChain(*layers[1:])] if i == 0 else [DoubledChain(*layers)]
+    model = _finish(Chain(*layers), seed)
+    bad = [(p, m) for p, m in model.named_modules() if type(m).__name__ in HOSTILE_CLASSES]
+    return Net("subclass", seed, model, shape, False, classes=[type(m).__name__ for _, m in bad],
+               paths=[p for p, _ in bad], note=type(bad[0][1]).__name__)
+
+
+def _instance_forward(g, seed, shape, conv):
+    """`m.forward = ...` on one instance of a plain layer."""
+    model = _finish(Chain(*plain_layers(g, shape, conv, nested=bool(seed % 2))), seed)
+    path, m = _pick(g, _leaf_positions(model, (nn.Linear, nn.ReLU, nn.Conv2d, nn.Identity,
+                                                nn.Dropout, nn.Flatten)))
+    plain_forward = type(m).forward
+    if isinstance(m, nn.Flatten):
+        m.forward = types.MethodType(lambda self, x: plain_forward(self, x) * 1.25, m)
+    else:
+        m.forward = types.MethodType(lambda self, x: plain_forward(self, x + 0.15), m)
+    return Net("instance-forward", seed, model, shape, False, paths=[path], note=f"{type(m).__name__} at {path}")
+
+
+def _hooked(g, seed, shape, conv, pre: bool):
+    model = _finish((HookedRoot if seed % 5 == 4 else Chain)(
+        *plain_layers(g, shape, conv, nested=bool(seed % 2))), seed)
+    if seed % 5 == 4:
+        path, m = "", model
+    else:
+        path, m = _pick(g, [(p, m) for p, m in model.named_modules(remove_duplicate=False) if p])
+    if pre:
+        m.register_forward_pre_hook(_prehook_input)
+    elif seed % 5 == 3:
+        m.register_forward_hook(_harmless_hook)
+    else:
+        m.register_forward_hook(_hook_output)
+    classes = ["HookedRoot"] if m is model else []
+    return Net("prehook" if pre else "hook", seed, model, shape, False, classes=classes, paths=[path] if path else [],
+               note=f"{'pre-' if pre else ''}hook on {type(m).__name__} at {path!r}")
+
+
+def _hand_written(g, seed, shape, conv):
+    n = shape[0] * shape[1] * shape[2]
+    w, k = _int(g, 3, 12), _int(g, 3, 5)
+    choice = seed % 3
+    if choice == 0:
+        model, note = HandNet(n, w, k), "HandNet"
+        with torch.no_grad():
+            model.fc1.weight.mul_(3)
+            model.fc1.bias.copy_(-model.fc1.weight.sum(1) * 0.5)
+    elif choice == 1:
+        model, note = Chain(nn.Flatten(), _square_linear(g, n, w, centre=True), nn.ReLU(), Residual(w),
+                            _square_linear(g, w, k)), "Residual"
+    else:
+        model, note = Chain(nn.Flatten(), _square_linear(g, n, w, centre=True), Shifted(),
+                            _square_linear(g, w, k)), "Shifted"
+    bad = [(p, m) for p, m in model.named_modules() if type(m).__name__ in HOSTILE_CLASSES]
+    return Net("hand-written", seed, model, shape, False, classes=[type(m).__name__ for _, m in bad],
+               paths=[p for p, _ in bad if p], note=note)
+
+
+def cancellation_net(scale=1e4, ratio=3.0, margin=5e-4, n=1, k=2, g=None) -> tuple:
+    """Item 3 of the report, generalised: two hidden units a * s * (v.x + 1) and
+    ratio * a * s * (v.x + 1) (both positive on [0, 1]), and logit 0 = h_0 - h_1 / ratio + margin,
+    every other logit 0: exactly class 0 everywhere in real arithmetic (up to the float32
+    rounding of 1 / ratio), but float32 rounds h_0 - h_1 / ratio by about scale * 1e-7 > margin.
+    Returns (model, input shape)."""
+    v = torch.ones(n) / n if g is None else torch.rand(n, generator=g) / n
+    lin1, lin2 = nn.Linear(n, 2), nn.Linear(2, k)
+    with torch.no_grad():
+        lin1.weight.copy_(torch.stack([v * scale, v * scale * ratio]))
+        lin1.bias.copy_(torch.tensor([scale, scale * ratio]))
+        w2 = torch.zeros(k, 2)
+        w2[0] = torch.tensor([1.0, -1.0 / ratio])
+        lin2.weight.copy_(w2)
+        b2 = torch.zeros(k)
+        b2[0] = margin
+        lin2.bias.copy_(b2)
+    shape = (1, 1, 1) if n == 1 else (1, 1, n)
+    return nn.Sequential(nn.Flatten(), lin1, nn.ReLU(), lin2).eval(), shape
+
+
+def _cancel(g, seed, shape, conv):
+    if seed == 0:
+        model, shape = cancellation_net()
+        note = "item 3"
+    else:
+        n, k = _pick(g, [1, 2, 4]), _int(g, 2, 4)
+        scale = _pick(g, [1e4, 3e4, 1e5])
+        ratio = _pick(g, [3.0, 7.0, 1.5, 11.0])
+        model, shape = cancellation_net(scale, ratio, 5e-4 * scale / 1e4, n, k, g)
+        note = f"scale {scale:g}, ratio {ratio:g}, n {n}, k {k}"
+    return Net("cancel", seed, model, shape, False, paths=[], note=note)
+
+
+BUILDERS = {"plain": _plain, "nested": _nested, "shared": _shared, "subclass": _subclass,
+            "instance-forward": _instance_forward,
+            "hook": functools.partial(_hooked, pre=False), "prehook": functools.partial(_hooked, pre=True),
+            "hand-written": _hand_written, "cancel": _cancel}
+KINDS = list(BUILDERS)
+# networks per kind; the test of each kind checks its own share of the points
+PLAN = {"plain": 8, "nested": 5, "shared": 6, "subclass": 10, "instance-forward": 5, "hook": 6,
+        "prehook": 5, "hand-written": 6, "cancel": 5}
+# points evaluated per network at least (each one alone and in a batch); see test_plan
+MIN_POINTS_PER_NET = 180
+
+
+# --------------------------------------------------------------------------------------------
+# checks
+
+
+class Tally:
+    def __init__(self):
+        self.points = 0
+        self.nets = 0
+
+
+def refusal_ok(net: Net, err: Exception) -> str | None:
+    """None when `err` names the culprit of `net` (class or path), else why not."""
+    msg = str(err)
+    if net.readable:
+        return f"{net} is a chain of supported layers but was refused: {msg}"
+    if any(re.search(rf"\b{re.escape(c)}\b", msg) for c in net.classes):
+        return None
+    for p in net.paths:
+        if re.search(r"(?:^|[.\s'\"(\[`])" + re.escape(p) + r"(?![\w.])", msg):
+            return None
+    if net.kind == "cancel":
+        return None  # no module is to blame: any clear refusal will do
+    return f"{net}: the refusal names neither {sorted(net.classes)} nor paths {net.paths}: {msg}"
+
+
+def evaluate(model, pts: torch.Tensor, tally: Tally) -> tuple[torch.Tensor, torch.Tensor]:
+    """float32 logits of `pts` (P, C, H, W), one at a time and as one batch."""
+    with torch.no_grad():
+        alone = torch.cat([model(p[None]) for p in pts])
+        batch = model(pts)
+    tally.points += len(pts)
+    return alone, batch
+
+
+def pgd_points(model, x, eps, norm, steps=10, C=None) -> torch.Tensor:
+    """PGD points (S * 2 * N, ...) pushing each logit (or each row of C @ logits) up and down."""
+    with torch.no_grad():
+        z = model(x)
+    s = z.shape[1] if C is None else C.shape[1]
+    one = torch.ones(len(x), dtype=torch.long)
+    pts = []
+    for sign in (1, -1):
+        for row in range(s):
+            pts.append(pgd(Pushed(model, row, sign, C), x, one, eps=eps, alpha=eps / 4, steps=steps,
+                           norm=norm, targeted=True, generator=torch.Generator().manual_seed(row)))
+    return torch.cat(pts)
+
+
+def points_around(model, x, eps, norm, n, seed, y=None) -> torch.Tensor:
+    """Sampled points of the ball (n per example; random corners for L-inf) and PGD points, for
+    every example of x (N, ...): (P, C, H, W). With y, PGD pushes the margins z_y - z_j down."""
+    if eps == 0:
+        return x.clone()
+    sampled = ball_points(x, eps, norm, n, seed).flatten(0, 1)
+    with torch.no_grad():
+        C = None if y is None else margin_spec(y, model(x).shape[1])
+    return torch.cat([sampled, pgd_points(model, x, eps, norm, C=C)])
+
+
+def check_bounds(net: Net, name: str, fn, x, eps, norm, tally: Tally, failures: list):
+    try:
+        b = fn(net.model, x, eps=eps) if name == "reach" else fn(net.model, x, eps=eps, norm=norm)
+    except REFUSALS as err:
+        why = refusal_ok(net, err)
+        if why:
+            failures.append(f"{name} eps={eps} {norm}: {why}")
+        return
+    pts = points_around(net.model, x, eps, norm, 24, net.seed)
+    alone, batch = evaluate(net.model, pts, tally)
+    n = len(x)
+    idx = torch.arange(len(pts)) % n  # points are stacked point-major over the examples
+    per_point = Bounds(b.lower[idx], b.upper[idx])
+    for how, z in (("alone", alone), ("in a batch", batch)):
+        out = ~per_point.contains(z)
+        if out.any():
+            i = int(out.nonzero()[0])
+            ex = int(idx[i])
+            excess = torch.maximum(b.lower[ex] - z[i], z[i] - b.upper[ex]).max().item()
+            failures.append(f"{name} eps={eps} {norm}: {int(out.sum())} of {len(pts)} points outside the "
+                            f"bounds ({how}), e.g. example {ex}: logits {z[i].tolist()} vs "
+                            f"[{b.lower[ex].tolist()}, {b.upper[ex].tolist()}] (by {excess:.3g}) at "
+                            f"{pts[i].flatten().tolist()}")
+
+
+def misclassified(model, pts, y_of_pts, tally) -> tuple[torch.Tensor, torch.Tensor]:
+    alone, batch = evaluate(model, pts, tally)
+    return alone.argmax(1) != y_of_pts, batch.argmax(1) != y_of_pts
+
+
+def boundary_eps(model, x, y) -> float:
+    """About the PGD distance to the decision boundary of each x (L-inf), by bisection."""
+    lo, hi = 0.0, 0.5
+    for _ in range(6):
+        mid = (lo + hi) / 2
+        adv = pgd(model, x, y, eps=mid, alpha=mid / 4, steps=10, loss="margin",
+                  generator=torch.Generator().manual_seed(0))
+        with torch.no_grad():
+            fooled = (model(adv).argmax(1) != y).any().item()
+        lo, hi = (lo, mid) if fooled else (mid, hi)
+    return hi
+
+
+def check_verdict(net, name, v, model, x, y, eps, pts, tally, failures):
+    """One example's verdict against the float32 model."""
+    yi = int(y)
+    if v.status == "verified":
+        ys = torch.full((len(pts),), yi)
+        a, b = misclassified(model, pts, ys, tally)
+        for how, bad in (("alone", a), ("in a batch", b)):
+            if bad.any():
+                i = int(bad.nonzero()[0])
+                with torch.no_grad():
+                    z = model(pts[i][None])[0].tolist()
+                failures.append(f"{name} eps={eps:.4g}: verified, but {int(bad.sum())} of {len(pts)} "
+                                f"points are misclassified ({how}), e.g. {pts[i].flatten().tolist()} "
+                                f"with logits {z} (label {yi})")
+    elif v.status == "falsified":
+        check_counterexample(name, model, x, yi, v.counterexample, eps, pts, tally, failures)
+
+
+def check_counterexample(name, model, x, yi, adv, eps, others, tally, failures, what="falsified"):
+    if adv.shape != x.shape[1:] or adv.dtype != x.dtype:
+        failures.append(f"{name}: {what} counterexample of shape {tuple(adv.shape)} {adv.dtype}")
+        return
+    dist = (adv - x[0]).abs().max().item()
+    if adv.min() < 0 or adv.max() > 1:
+        failures.append(f"{name}: {what} counterexample outside [0, 1]: {adv.flatten().tolist()}")
+    if dist > eps * (1 + 1e-6) + 1e-9:
+        failures.append(f"{name}: {what} counterexample at L-inf distance {dist:.9g} > eps {eps:.9g}")
+    mixed = torch.cat([others[:7], adv[None], others[7:15]])
+    with torch.no_grad():
+        alone = model(adv[None])[0]
+        batch = model(mixed)[7]
+    tally.points += 1
+    for how, z in (("alone", alone), ("in a batch", batch)):
+        if z.argmax().item() == yi:
+            failures.append(f"{name} eps={eps:.4g}: {what} counterexample {adv.flatten().tolist()} is "
+                            f"classified {yi} ({how}): logits {z.tolist()}")
+
+
+def complete_checks(net: Net, tally: Tally, failures: list):
+    """milp, reluplex and branch_and_bound at two eps around one example's boundary distance,
+    and min_distortion."""
+    model, shape = net.model, net.shape
+    x = torch.rand(1, *shape, generator=torch.Generator().manual_seed(net.seed + 77))
+    if net.kind == "cancel":
+        x = torch.full((1, *shape), 0.5)
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    d = 0.1 if net.kind == "cancel" else boundary_eps(model, x, y)
+    has_pool = any(isinstance(m, nn.MaxPool2d) for m in model.modules())
+    verifiers = [("milp", milp)]
+    if not has_pool:
+        verifiers += [("reluplex", reluplex), ("branch_and_bound", branch_and_bound)]
+    epses = (d,) if net.kind == "cancel" else (0.6 * d, 1.3 * d)
+    for eps in epses:
+        eps = min(eps, 0.5)
+        pts = points_around(model, x, eps, "linf", 150, net.seed, y=y)
+        if net.kind == "cancel":  # a float32 grid of the ball along the direction of v
+            t = torch.linspace(-eps, eps, 2001).view(-1, *[1] * len(shape))
+            pts = torch.cat([pts, (x + t).clamp(0, 1)])
+        for name, fn in verifiers:
+            try:
+                (v,) = fn(model, x, y, eps=eps, time_limit=TIME)
+            except REFUSALS as err:
+                why = refusal_ok(net, err)
+                if why:
+                    failures.append(f"{name}: {why}")
+                continue
+            check_verdict(net, name, v, model, x, y, eps, pts, tally, failures)
+    if net.kind == "cancel" or net.seed % 2:
+        return
+    cap = min(2.5 * d, 0.5)
+    try:
+        md = min_distortion(model, x, y, norm="linf", max_eps=cap, time_limit=TIME)
+    except REFUSALS as err:
+        why = refusal_ok(net, err)
+        if why:
+            failures.append(f"min_distortion: {why}")
+        return
+    status, dist, lower = md.status[0], md.distortion[0].item(), md.lower[0].item()
+    if status == "optimal":
+        check_counterexample("min_distortion", model, x, int(y), md.counterexamples[0],
+                             dist * (1 + 1e-6) + 1e-9, points_around(model, x, max(lower, 1e-6), "linf",
+                                                                     8, net.seed, y=y),
+                             tally, failures, what="optimal")
+    if status in ("optimal", "beyond max_eps") and lower > 0:
+        r = lower * (1 - 1e-6) if status == "optimal" else lower
+        pts = points_around(model, x, r, "linf", 100, net.seed + 1, y=y)
+        a, b = misclassified(model, pts, torch.full((len(pts),), int(y)), tally)
+        if a.any() or b.any():
+            i = int((a | b).nonzero()[0])
+            failures.append(f"min_distortion: status {status}, lower {lower:.6g}, but a point at L-inf "
+                            f"distance {(pts[i] - x[0]).abs().max().item():.6g} is misclassified: "
+                            f"{pts[i].flatten().tolist()}")
+
+
+BOUNDING = {"interval": interval, "crown": crown, "reach": reach}
+
+
+def check_net(net: Net, tally: Tally) -> list:
+    failures = []
+    x = torch.rand(2, *net.shape, generator=torch.Generator().manual_seed(net.seed))
+    if net.kind == "cancel":
+        x[0] = 0.5
+    norm = "l2" if net.seed % 3 == 2 else "linf"
+    for eps in (0.0, 0.03, 0.12):
+        for name, fn in BOUNDING.items():
+            check_bounds(net, name, fn, x, eps, "linf" if name == "reach" else norm, tally, failures)
+    complete_checks(net, tally, failures)
+    tally.nets += 1
+    return [f"{net}: {f}" for f in failures]
+
+
+# --------------------------------------------------------------------------------------------
+# the property test
+
+
+def test_plan():
+    """At least 50 networks, and at least 10,000 points over all of them (each kind's test
+    asserts its share: MIN_POINTS_PER_NET per network)."""
+    assert sum(PLAN.values()) >= 50
+    assert sum(PLAN.values()) * MIN_POINTS_PER_NET >= 10_000
+    assert set(PLAN) == set(KINDS)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_refused_or_sound(kind):
+    tally, failures = Tally(), []
+    for seed in range(PLAN[kind]):
+        failures += check_net(build(kind, seed), tally)
+    assert tally.nets == PLAN[kind]
+    assert tally.points >= MIN_POINTS_PER_NET * PLAN[kind], tally.points
+    assert not failures, f"{len(failures)} failures:\n" + "\n".join(failures[:40])
