@@ -683,3 +683,166 @@ def test_refused_or_sound(kind):
         assert tally.points >= READ_POINTS * PLAN[kind], tally.points
     if kind == "plain":  # the radii straddle the decision boundary
         assert tally.verdicts.get(("milp", "verified")) and tally.verdicts.get(("milp", "falsified"))
+
+
+# --------------------------------------------------------------------------------------------
+# regressions: the faults the hostile tester found, one by one
+
+
+@functools.cache
+def _digits_mlp_layers():
+    from robustlab.models import pretrained
+    m = pretrained("digits-mlp").eval()
+    return m[0], m[1], m[3], m[5]
+
+
+@functools.cache
+def _digits_test():
+    from robustlab.data import digits
+    return digits("test")
+
+
+def shared_relu_mlp() -> nn.Module:
+    """digits-mlp with one ReLU instance used at both hidden layers (the same function)."""
+    flatten, lin1, lin2, lin3 = _digits_mlp_layers()
+    act = nn.ReLU()
+    return nn.Sequential(flatten, lin1, act, lin2, act, lin3).eval()
+
+
+def shift_relu_mlp() -> nn.Module:
+    flatten, lin1, lin2, lin3 = _digits_mlp_layers()
+    return nn.Sequential(flatten, lin1, ShiftReLU(), lin2, ShiftReLU(), lin3).eval()
+
+
+def triple_linear_mlp() -> nn.Module:
+    flatten, lin1, lin2, lin3 = _digits_mlp_layers()
+    last = TripleLinear(lin3.in_features, lin3.out_features)
+    last.load_state_dict(lin3.state_dict())
+    return nn.Sequential(flatten, lin1, nn.ReLU(), lin2, nn.ReLU(), last).eval()
+
+
+def hooked_mlp() -> nn.Module:
+    flatten, lin1, lin2, lin3 = _digits_mlp_layers()
+    last = nn.Linear(lin3.in_features, lin3.out_features)
+    last.load_state_dict(lin3.state_dict())
+    last.register_forward_hook(lambda mod, inp, out: out * 2 - 1)
+    return nn.Sequential(flatten, lin1, nn.ReLU(), lin2, nn.ReLU(), last).eval()
+
+
+def assert_names(err: Exception, classes=(), paths=()):
+    net = Net("regression", 0, nn.Identity(), (1,), False, classes=classes, paths=paths)
+    why = refusal_ok(net, err)
+    assert why is None, why
+
+
+def assert_contains_or_refuses(model, fn, classes=(), paths=(), n=360):
+    """fn(model, x, eps=0) contains model(x) for the test digits, or refuses naming the culprit."""
+    x = _digits_test()[0][:n]
+    try:
+        b = fn(model, x, eps=0.0)
+    except REFUSALS as err:
+        assert_names(err, classes, paths)
+        return
+    with torch.no_grad():
+        z = model(x)
+    bad = ~b.contains(z)
+    assert not bad.any(), (f"{int(bad.sum())} of {len(x)} digits' logits lie outside {fn.__name__}'s "
+                           f"bounds at eps = 0, e.g. digit {int(bad.nonzero()[0])}")
+
+
+def assert_not_verified(model, fn, x, y, eps, pts, classes=(), paths=(), **kw):
+    """fn does not say "verified" where `pts` holds a misclassified point, and a falsified
+    verdict's counterexample checks out; or fn refuses naming the culprit."""
+    yi = int(y)
+    with torch.no_grad():
+        wrong = model(pts).argmax(1) != yi
+    assert wrong.any(), "the regression lost its point: nothing in pts is misclassified"
+    try:
+        (v,) = fn(model, x, y, eps=eps, time_limit=20.0, **kw)
+    except REFUSALS as err:
+        assert_names(err, classes, paths)
+        return
+    assert v.status != "verified", (f"{fn.__name__} says verified, but the model misclassifies "
+                                    f"{int(wrong.sum())} of {len(pts)} points of the ball, e.g. "
+                                    f"{pts[wrong][0].flatten().tolist()}")
+    if v.status == "falsified":
+        failures = []
+        check_counterexample(fn.__name__, model, x, yi, v.counterexample, eps, pts, Tally(), failures)
+        assert not failures, failures
+
+
+def pgd_found(model, x, y, eps) -> torch.Tensor:
+    adv = pgd(model, x, y, eps=eps, alpha=0.01, steps=50, generator=torch.Generator().manual_seed(0))
+    return adv
+
+
+@pytest.mark.parametrize("fn", [interval, crown, reach], ids=lambda f: f.__name__)
+def test_reused_relu_read_exactly_or_refused(fn):
+    """Fault 1: `act` used twice was read once (named_children skips repeats): the second ReLU
+    was dropped and the bounds at eps = 0 missed model(x)."""
+    assert_contains_or_refuses(shared_relu_mlp(), fn, paths=["2", "4"])
+
+
+def test_reused_relu_not_verified_by_milp():
+    model = shared_relu_mlp()
+    xs, ys = _digits_test()
+    x, y = xs[300:301], ys[300:301]
+    assert_not_verified(model, milp, x, y, 0.1, pgd_found(model, x, y, 0.1), paths=["2", "4"])
+
+
+def test_subclass_with_own_forward_not_verified_by_milp():
+    """Fault 2: a ReLU subclass whose forward is relu(x - 0.2) was read as a ReLU."""
+    model = shift_relu_mlp()
+    xs, ys = _digits_test()
+    x, y = xs[276:277], ys[276:277]
+    assert_not_verified(model, milp, x, y, 0.08, pgd_found(model, x, y, 0.08), classes=["ShiftReLU"])
+
+
+@pytest.mark.parametrize("fn", [interval, crown, reach], ids=lambda f: f.__name__)
+def test_subclasses_and_hooks_read_exactly_or_refused(fn):
+    """Fault 2: a Linear subclass returning 3 * super().forward(x), and a forward hook on the
+    last layer, were read as plain Linear layers."""
+    assert_contains_or_refuses(shift_relu_mlp(), fn, classes=["ShiftReLU"])
+    assert_contains_or_refuses(triple_linear_mlp(), fn, classes=["TripleLinear"])
+    assert_contains_or_refuses(hooked_mlp(), fn, paths=["5"])
+
+
+def test_pre_hook_read_exactly_or_refused():
+    flatten, lin1, lin2, lin3 = _digits_mlp_layers()
+    act = nn.ReLU()
+    act.register_forward_pre_hook(lambda mod, args: (args[0] + 0.5,))
+    model = nn.Sequential(flatten, lin1, act, lin2, nn.ReLU(), lin3).eval()
+    for fn in (interval, crown, reach):
+        assert_contains_or_refuses(model, fn, paths=["2"])
+
+
+GRID = torch.linspace(0.4, 0.6, 20_001).view(-1, 1, 1, 1)  # float32 grid of the ball of item 3
+
+
+@pytest.mark.parametrize("fn", [milp, reluplex, branch_and_bound], ids=lambda f: f.__name__)
+def test_cancellation_not_verified(fn):
+    """Fault 3: class 0 everywhere in real arithmetic, by a margin of 5e-4 beside hidden units of
+    1e4; float32 rounds the difference by more and misclassifies thousands of grid points."""
+    model, _ = cancellation_net()
+    x, y = torch.full((1, 1, 1, 1), 0.5), torch.tensor([0])
+    with torch.no_grad():
+        wrong = (model(GRID).argmax(1) != 0).sum().item()
+    assert wrong > 1000, wrong
+    assert_not_verified(model, fn, x, y, 0.1, GRID)
+
+
+def test_cancellation_min_distortion_lower_bound():
+    """No misclassified float32 point lies closer than min_distortion's proven lower bound."""
+    model, _ = cancellation_net()
+    x, y = torch.full((1, 1, 1, 1), 0.5), torch.tensor([0])
+    md = min_distortion(model, x, y, max_eps=0.1, time_limit=20.0)
+    with torch.no_grad():
+        wrong = model(GRID).argmax(1) != 0
+    nearest = (GRID[wrong] - 0.5).abs().min().item()
+    assert md.lower[0].item() <= nearest, (md.status[0], md.lower[0].item(), nearest)
+    if md.status[0] == "optimal":
+        failures = []
+        check_counterexample("min_distortion", model, x, 0, md.counterexamples[0],
+                             md.distortion[0].item() * (1 + 1e-6) + 1e-9, GRID[::1000], Tally(), failures,
+                             what="optimal")
+        assert not failures, failures
