@@ -101,6 +101,33 @@ class DoubledChain(nn.Sequential):
         return 2 * super().forward(x)
 
 
+class ShiftReLUChild(ShiftReLU):
+    """No forward of its own: it inherits its parent's."""
+
+
+class CallOverride(nn.ReLU):
+    """Overrides __call__ rather than forward."""
+
+    def __call__(self, *args, **kwargs):
+        return super().__call__(*args, **kwargs) * 0.5 + 0.1
+
+
+class ImplOverride(nn.Linear):
+    """Overrides _call_impl, which nn.Module.__call__ goes through."""
+
+    def _call_impl(self, *args, **kwargs):
+        return super()._call_impl(*args, **kwargs) + 0.3
+
+
+class RepeatChain(nn.Sequential):
+    """Sequential.forward as is, but iterating yields every layer twice."""
+
+    def __iter__(self):
+        for m in self._modules.values():
+            yield m
+            yield m
+
+
 class Residual(nn.Module):
     """x + relu(lin(x)): a hand-written block with a shortcut."""
 
@@ -132,7 +159,8 @@ class Shifted(nn.Module):
 
 HOSTILE_CLASSES = {c.__name__ for c in (HookedRoot, ShiftReLU, TripleLinear, OffsetConv, LeakyReLUish,
                                         SameLinear, ScaledIdentity, NoisyDropout, TwistedFlatten,
-                                        DoubledChain, Residual, HandNet, Shifted)}
+                                        DoubledChain, ShiftReLUChild, CallOverride, ImplOverride,
+                                        RepeatChain, Residual, HandNet, Shifted)}
 
 
 # --------------------------------------------------------------------------------------------
@@ -296,31 +324,32 @@ def _shared(g, seed, shape, conv):
 def _subclass(g, seed, shape, conv):
     """A layer replaced by a subclass with its own forward (or a new layer of one inserted)."""
     layers = plain_layers(g, shape, conv)
-    choice = seed % 7
-    if choice in (0, 1):
-        i = _pick(g, [i for i, m in enumerate(layers) if type(m) is nn.ReLU])
-        layers[i] = ShiftReLU() if choice == 0 else LeakyReLUish()
-    elif choice in (2, 3):
-        i = _pick(g, [i for i, m in enumerate(layers) if type(m) is nn.Linear])
+    choice = seed % 11
+    relus = [i for i, m in enumerate(layers) if type(m) is nn.ReLU]
+    linears = [i for i, m in enumerate(layers) if type(m) is nn.Linear]
+    flat = [i for i, m in enumerate(layers) if isinstance(m, nn.Flatten)][0]
+    if choice in (0, 1, 7, 8):
+        layers[_pick(g, relus)] = {0: ShiftReLU, 1: LeakyReLUish, 7: ShiftReLUChild, 8: CallOverride}[choice]()
+    elif choice in (2, 3, 9):
+        i = _pick(g, linears)
         old = layers[i]
-        new = (TripleLinear if choice == 2 else SameLinear)(old.in_features, old.out_features)
+        new = {2: TripleLinear, 3: SameLinear, 9: ImplOverride}[choice](old.in_features, old.out_features)
         new.load_state_dict(old.state_dict())
         layers[i] = new
     elif choice == 4:
-        i = [i for i, m in enumerate(layers) if isinstance(m, nn.Flatten)][0]
-        layers.insert(i + 1, _pick(g, [ScaledIdentity(), NoisyDropout(0.2)]))
+        layers.insert(flat + 1, _pick(g, [ScaledIdentity(), NoisyDropout(0.2)]))
     elif choice == 5:
-        i = [i for i, m in enumerate(layers) if isinstance(m, nn.Flatten)][0]
-        layers[i] = TwistedFlatten()
+        layers[flat] = TwistedFlatten()
+    elif choice == 10:
+        w = layers[linears[-1]].in_features
+        layers.insert(linears[-1], RepeatChain(_square_linear(g, w, w, scale=1.2), nn.ReLU()))
+    elif conv and isinstance(layers[0], nn.Conv2d):
+        old = layers[0]
+        layers[0] = OffsetConv(old.in_channels, old.out_channels, old.kernel_size, old.stride,
+                               old.padding)
+        layers[0].load_state_dict(old.state_dict())
     else:
-        i = [i for i, m in enumerate(layers) if isinstance(m, nn.Flatten)][0]
-        if conv and isinstance(layers[0], nn.Conv2d):
-            old = layers[0]
-            layers[0] = OffsetConv(old.in_channels, old.out_channels, old.kernel_size, old.stride,
-                                   old.padding)
-            layers[0].load_state_dict(old.state_dict())
-        else:
-            layers = [layers[0], DoubledChain(*layers[1:])] if i == 0 else [DoubledChain(*layers)]
+        layers = [layers[0], DoubledChain(*layers[1:])] if flat == 0 else [DoubledChain(*layers)]
     model = _finish(Chain(*layers), seed)
     bad = [(p, m) for p, m in model.named_modules() if type(m).__name__ in HOSTILE_CLASSES]
     return Net("subclass", seed, model, shape, False, classes=[type(m).__name__ for _, m in bad],
@@ -333,11 +362,15 @@ def _instance_forward(g, seed, shape, conv):
     path, m = _pick(g, _leaf_positions(model, (nn.Linear, nn.ReLU, nn.Conv2d, nn.Identity,
                                                 nn.Dropout, nn.Flatten)))
     plain_forward = type(m).forward
-    if isinstance(m, nn.Flatten):
+    if seed % 5 == 4:  # what torch.compile sets: __call__ goes to it instead of _call_impl
+        m._compiled_call_impl = lambda *args, **kwargs: plain_forward(m, *args, **kwargs) * 0.75 + 0.05
+    elif isinstance(m, nn.Flatten):
         m.forward = types.MethodType(lambda self, x: plain_forward(self, x) * 1.25, m)
     else:
         m.forward = types.MethodType(lambda self, x: plain_forward(self, x + 0.15), m)
-    return Net("instance-forward", seed, model, shape, False, paths=[path], note=f"{type(m).__name__} at {path}")
+    how = "_compiled_call_impl" if seed % 5 == 4 else "forward"
+    return Net("instance-forward", seed, model, shape, False, paths=[path],
+               note=f"{how} of the {type(m).__name__} at {path}")
 
 
 def _hooked(g, seed, shape, conv, pre: bool):
@@ -417,8 +450,8 @@ BUILDERS = {"plain": _plain, "nested": _nested, "shared": _shared, "subclass": _
             "hook": functools.partial(_hooked, pre=False), "prehook": functools.partial(_hooked, pre=True),
             "hand-written": _hand_written, "cancel": _cancel}
 KINDS = list(BUILDERS)
-# networks per kind (60 in all)
-PLAN = {"plain": 8, "nested": 5, "shared": 6, "subclass": 10, "instance-forward": 5, "hook": 6,
+# networks per kind (61 in all)
+PLAN = {"plain": 8, "nested": 5, "shared": 6, "subclass": 11, "instance-forward": 5, "hook": 6,
         "prehook": 5, "hand-written": 6, "cancel": 5}
 READABLE = ("plain", "nested")  # the kinds every bounding verifier must read
 
@@ -735,13 +768,15 @@ def assert_names(err: Exception, classes=(), paths=()):
     assert why is None, why
 
 
-def assert_contains_or_refuses(model, fn, classes=(), paths=(), n=360):
-    """fn(model, x, eps=0) contains model(x) for the test digits, or refuses naming the culprit."""
+def assert_contains_or_refuses(model, fn, classes=(), paths=(), n=360, why=None):
+    """fn(model, x, eps=0) contains model(x) for the test digits, or refuses naming the culprit
+    (or, with `why`, saying what matches that regex)."""
     x = _digits_test()[0][:n]
     try:
         b = fn(model, x, eps=0.0)
     except REFUSALS as err:
-        assert_names(err, classes, paths)
+        if why is None or not re.search(why, str(err), re.I):
+            assert_names(err, classes, paths)
         return
     with torch.no_grad():
         z = model(x)
@@ -814,6 +849,20 @@ def test_pre_hook_read_exactly_or_refused():
     model = nn.Sequential(flatten, lin1, act, lin2, nn.ReLU(), lin3).eval()
     for fn in (interval, crown, reach):
         assert_contains_or_refuses(model, fn, paths=["2"])
+
+
+@pytest.mark.parametrize("fn", [interval, crown, reach], ids=lambda f: f.__name__)
+def test_global_forward_hook_read_exactly_or_refused(fn):
+    """A module forward hook registered for every module (torch's global hooks) that changes the
+    last layer's output: the same function as a hook on that layer."""
+    flatten, lin1, lin2, lin3 = _digits_mlp_layers()
+    model = nn.Sequential(flatten, lin1, nn.ReLU(), lin2, nn.ReLU(), lin3).eval()
+    handle = nn.modules.module.register_module_forward_hook(
+        lambda mod, inp, out: out * 2 - 1 if mod is lin3 else None)
+    try:
+        assert_contains_or_refuses(model, fn, paths=["5"], why=r"global|hook")
+    finally:
+        handle.remove()
 
 
 GRID = torch.linspace(0.4, 0.6, 20_001).view(-1, 1, 1, 1)  # float32 grid of the ball of item 3
