@@ -33,6 +33,7 @@ from torch import nn
 
 from robustlab.attacks import pgd
 from robustlab.models import Normalize
+from robustlab.norms import flat_norm
 from robustlab.verify import (Bounds, branch_and_bound, crown, interval, margin_spec, milp, min_distortion,
                               reach, reluplex)
 
@@ -511,18 +512,36 @@ def pgd_points(model, x, eps, norm, steps=10, C=None, signs=(1, -1)) -> torch.Te
     return torch.cat(pts)
 
 
+def distance(pts, x, norm="linf") -> torch.Tensor:
+    """The exact distances (P,) of float32 points (P, ...) from x (N, ...) (point i from
+    example i mod N), in float64."""
+    idx = torch.arange(len(pts)) % len(x)
+    return flat_norm(pts.double() - x.double()[idx], norm)
+
+
 def points_around(model, x, eps, norm, n, seed, y=None) -> torch.Tensor:
     """n sampled points of the ball per example of x (N, ...) (uniform draws and, for L-inf,
     random corners) and PGD points pushing every logit up and down, or with labels y every
-    margin z_y - z_j down: (P, C, H, W), example i at the rows P = i mod N."""
+    margin z_y - z_j down: (P, C, H, W), example i at the rows P = i mod N. Points that float32
+    rounding put outside the ball (by an ulp) are left out."""
     if eps == 0:
         return x.clone()
     sampled = ball_points(x, eps, norm, n, seed).flatten(0, 1)
     if y is None:
-        return torch.cat([sampled, pgd_points(model, x, eps, norm)])
-    with torch.no_grad():
-        C = margin_spec(y, model(x).shape[1])
-    return torch.cat([sampled, pgd_points(model, x, eps, norm, C=C, signs=(-1,))])
+        pts = torch.cat([sampled, pgd_points(model, x, eps, norm)])
+    else:
+        with torch.no_grad():
+            C = margin_spec(y, model(x).shape[1])
+        pts = torch.cat([sampled, pgd_points(model, x, eps, norm, C=C, signs=(-1,))])
+    inside = distance(pts, x, norm) <= eps
+    return _keep_inside(pts, x, inside)
+
+
+def _keep_inside(pts, x, inside):
+    """The points inside, keeping the rows example-minor: a point outside is replaced by its
+    example's x (which is inside)."""
+    idx = torch.arange(len(pts)) % len(x)
+    return torch.where(inside.view(-1, *[1] * (pts.dim() - 1)), pts, x[idx])
 
 
 SAMPLES = 200  # sampled points per example and ball in the bounding checks
@@ -586,9 +605,9 @@ def check_verified(name, model, x, yi, eps, pts, tally, failures, what="verified
             i = int(bad.nonzero()[0])
             with torch.no_grad():
                 z = model(pts[i][None])[0].tolist()
-            dist = (pts[i] - x[0]).abs().max().item()
-            failures.append(f"{name} eps={eps:.6g}: {what}, but {int(bad.sum())} of {len(pts)} points are "
-                            f"misclassified ({how}), e.g. at L-inf distance {dist:.6g}: "
+            dist = distance(pts[i:i + 1], x).item()
+            failures.append(f"{name} eps={eps:.9g}: {what}, but {int(bad.sum())} of {len(pts)} points are "
+                            f"misclassified ({how}), e.g. at L-inf distance {dist:.9g}: "
                             f"{pts[i].flatten().tolist()} with logits {z} (label {yi})")
 
 
@@ -665,7 +684,7 @@ def complete_checks(net: Net, tally: Tally, failures: list):
                              what="optimal")
     if status in ("optimal", "beyond max_eps") and lower > 0:
         pts = points_around(model, x, lower, "linf", 100, net.seed + 1, y=y)
-        pts = pts[(pts - x).flatten(1).abs().amax(1) < lower]
+        pts = pts[distance(pts, x) < lower]
         check_verified("min_distortion", model, x, yi, lower, pts, tally, failures,
                        what=f"{status} with lower bound {lower:.9g}")
 
