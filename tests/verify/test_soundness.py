@@ -250,6 +250,11 @@ class Net:
         self.kind, self.seed, self.model, self.shape = kind, seed, model.eval(), tuple(shape)
         self.readable, self.classes, self.paths, self.note = readable, set(classes), list(paths), note
 
+    @property
+    def key(self) -> int:
+        """A seed of its own for the points drawn around it."""
+        return 1000 * (KINDS.index(self.kind) if self.kind in KINDS else 99) + self.seed
+
     def __repr__(self):
         return f"Net({self.kind}, seed={self.seed}{', ' + self.note if self.note else ''})"
 
@@ -452,8 +457,8 @@ BUILDERS = {"plain": _plain, "nested": _nested, "shared": _shared, "subclass": _
             "hook": functools.partial(_hooked, pre=False), "prehook": functools.partial(_hooked, pre=True),
             "hand-written": _hand_written, "cancel": _cancel}
 KINDS = list(BUILDERS)
-# networks per kind (61 in all)
-PLAN = {"plain": 8, "nested": 5, "shared": 6, "subclass": 11, "instance-forward": 5, "hook": 6,
+# networks per kind (66 in all)
+PLAN = {"plain": 12, "nested": 6, "shared": 6, "subclass": 11, "instance-forward": 5, "hook": 6,
         "prehook": 5, "hand-written": 6, "cancel": 5}
 READABLE = ("plain", "nested")  # the kinds every bounding verifier must read
 
@@ -563,7 +568,7 @@ def check_bounds(net: Net, x, eps, norm, tally: Tally, failures: list):
                 failures.append(f"{name} eps={eps} {norm}: {why}")
     if not answers:
         return
-    pts = points_around(net.model, x, eps, norm, SAMPLES, net.seed)
+    pts = points_around(net.model, x, eps, norm, SAMPLES, net.key)
     alone, batch = evaluate(net.model, pts, tally)
     idx = torch.arange(len(pts)) % len(x)
     for name, b in answers.items():
@@ -638,7 +643,7 @@ def complete_checks(net: Net, tally: Tally, failures: list):
     """milp, reluplex and branch_and_bound at two eps around one example's distance to the
     boundary (one robust, one not, mostly), and min_distortion on every other network."""
     model, shape = net.model, net.shape
-    x = torch.rand(1, *shape, generator=torch.Generator().manual_seed(net.seed + 77))
+    x = torch.rand(1, *shape, generator=torch.Generator().manual_seed(net.key + 77))
     if net.kind == "cancel":
         x = torch.full((1, *shape), 0.5)
     with torch.no_grad():
@@ -650,7 +655,7 @@ def complete_checks(net: Net, tally: Tally, failures: list):
         verifiers += [("reluplex", reluplex), ("branch_and_bound", branch_and_bound)]
     epses = (d,) if net.kind == "cancel" else (0.6 * d, 1.3 * d) if d < 0.1 else (0.03, 0.1)
     for eps in epses:
-        pts = points_around(model, x, eps, "linf", 150, net.seed, y=y)
+        pts = points_around(model, x, eps, "linf", 150, net.key, y=y)
         if net.kind == "cancel":  # a float32 grid of the ball along the diagonal
             grid = torch.linspace(0.5 - eps, 0.5 + eps, 2001).view(-1, *[1] * len(shape))
             pts = torch.cat([pts, grid.expand(-1, *shape)])
@@ -681,10 +686,10 @@ def complete_checks(net: Net, tally: Tally, failures: list):
     tally.saw("min_distortion", status)
     if status == "optimal":
         check_counterexample("min_distortion", model, x, yi, md.counterexamples[0], dist * (1 + 1e-6) + 1e-9,
-                             points_around(model, x, dist, "linf", 8, net.seed, y=y), tally, failures,
+                             points_around(model, x, dist, "linf", 8, net.key, y=y), tally, failures,
                              what="optimal")
     if status in ("optimal", "beyond max_eps") and lower > 0:
-        pts = points_around(model, x, lower, "linf", 100, net.seed + 1, y=y)
+        pts = points_around(model, x, lower, "linf", 100, net.key + 1, y=y)
         pts = pts[distance(pts, x) < lower]
         check_verified("min_distortion", model, x, yi, lower, pts, tally, failures,
                        what=f"{status} with lower bound {lower:.9g}")
@@ -693,7 +698,7 @@ def complete_checks(net: Net, tally: Tally, failures: list):
 def check_net(net: Net, tally: Tally) -> list:
     """Every verifier on `net`: the failures, each naming the network."""
     failures = []
-    x = torch.rand(2, *net.shape, generator=torch.Generator().manual_seed(net.seed))
+    x = torch.rand(2, *net.shape, generator=torch.Generator().manual_seed(net.key))
     if net.kind == "cancel":
         x[0] = 0.5
     norms = ("linf", "l2") if net.seed % 3 == 2 else ("linf",)
