@@ -49,6 +49,7 @@ def _batches(data, batch_size: int, shuffle: bool, seed: int) -> Iterable:
 
 
 _REPORTED = ("epoch", "loss", "test_acc")  # history keys fit writes itself
+_EVAL_BATCH = 512  # evaluate's batch size, also for fit's eval_data
 
 
 def _loss_and_logs(out: torch.Tensor | tuple) -> tuple[torch.Tensor, dict]:
@@ -64,6 +65,11 @@ def _loss_and_logs(out: torch.Tensor | tuple) -> tuple[torch.Tensor, dict]:
                              f"reports those itself")
         return loss, logs
     return out, {}
+
+
+def _mark_first(first: torch.Tensor, bad: torch.Tensor, batch: int) -> torch.Tensor:
+    """`batch` where `bad` holds and no earlier batch was marked, else `first` (no host sync)."""
+    return torch.where((first < 0) & bad, batch, first)
 
 
 def _epoch(model: nn.Module, batches: Iterable, objective: Objective,
@@ -87,7 +93,7 @@ def _epoch(model: nn.Module, batches: Iterable, objective: Objective,
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-        first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss.detach()), batch, first_bad)
+        first_bad = _mark_first(first_bad, ~torch.isfinite(loss.detach()), batch)
         for key, value in {"loss": loss, **logs}.items():
             # tensors stay tensors (no sync); plain floats stay on the host (no copy to the device)
             if isinstance(value, torch.Tensor):
@@ -182,7 +188,7 @@ def fit(model: nn.Module, data, *, epochs: int, objective: Objective = cross_ent
         if scheduler is not None:
             scheduler.step()
         if eval_data is not None:
-            row["test_acc"] = evaluate(model, eval_data, device=device)
+            row["test_acc"] = _accuracy(model, eval_data, "eval_data", device, _EVAL_BATCH)
         stop = after_epoch is not None and after_epoch(model, row) is True
         history.append(row)
         if save_to is not None:
@@ -251,21 +257,35 @@ def _resume(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, sche
 
 
 def evaluate(model: nn.Module, data, *, device: str | torch.device | None = None,
-             batch_size: int = 512) -> float:
+             batch_size: int = _EVAL_BATCH) -> float:
     """Accuracy of `model` on `data` (an ``(x, y)`` pair or a DataLoader), in eval mode.
 
     The train/eval mode of every submodule is restored afterwards. A model whose output is not
-    logits of shape (N, K) raises a ValueError that says so.
+    logits of shape (N, K) raises a ValueError that says so, and so do NaN or infinite images
+    (whose NaN logits would otherwise count as class 0), as in
+    `robustlab.evaluate.robust_accuracy`.
     """
+    return _accuracy(model, data, "data", device, batch_size)
+
+
+def _accuracy(model: nn.Module, data, name: str, device, batch_size: int) -> float:
+    """`evaluate`, naming `data` as `name` in its errors (fit says eval_data)."""
     if device is not None:
         model.to(device)
     dev = model_device(model)
     hits, count = 0, 0
+    # the first batch holding a non-finite pixel, tracked on the device (no sync per batch)
+    first_bad = torch.full((), -1, dtype=torch.long, device=dev)
     with eval_mode(model):
-        for x, y in _batches(data, batch_size, shuffle=False, seed=0):
+        for batch, (x, y) in enumerate(_batches(data, batch_size, shuffle=False, seed=0)):
             x, y = x.to(dev or x.device), y.to(dev or x.device)
-            hits = hits + correct(model, x, y, batch_size=batch_size).sum()  # no sync per batch
+            first_bad = _mark_first(first_bad, ~torch.isfinite(x).all(), batch)
+            hits = hits + correct(model, x, y, batch_size=batch_size).sum()
             count += len(x)
     if count == 0:
-        raise ValueError("data is empty")
-    return int(hits) / count
+        raise ValueError(f"{name} is empty")
+    hits, bad = torch.stack([torch.as_tensor(hits, device=first_bad.device), first_bad]).tolist()
+    if bad >= 0:
+        raise ValueError(f"{name} holds NaN or infinite images (batch {bad + 1}): accuracy on "
+                         f"them is meaningless (NaN logits count as class 0)")
+    return hits / count

@@ -167,3 +167,20 @@ def test_fit_step_replaces_objective_and_after_epoch_can_stop():
     assert hist[1]["twice"] == pytest.approx(2 * hist[1]["loss"])
     with pytest.raises(ValueError, match="objective or a step"):
         fit(model, batches, epochs=1, step=step, objective=lambda m, x, y: m(x).sum())
+
+
+# issue 15: all-NaN images labelled 0 scored accuracy 1.0 (the argmax of NaN logits is 0)
+def test_evaluate_and_fit_refuse_nan_images():
+    x, y = data.digits("test")
+    x, y = x[:64].clone(), torch.zeros(64, dtype=torch.long)
+    x[40:] = float("nan")  # the second batch of 32
+    model = models.MLP()
+    with pytest.raises(ValueError, match=r"data holds NaN or infinite images \(batch 2\)"):
+        evaluate(model, (x, y), batch_size=32)
+    x[40:] = float("inf")
+    with pytest.raises(ValueError, match="data holds NaN or infinite images"):
+        evaluate(model, [(x[:32], y[:32]), (x[32:], y[32:])])
+    train = data.digits("test")
+    with pytest.raises(ValueError, match=r"eval_data holds NaN or infinite images \(batch 1\)"):
+        fit(model, (train[0][:32], train[1][:32]), epochs=1, eval_data=(x[40:], y[40:]),
+            progress=False)
