@@ -1,3 +1,5 @@
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -184,3 +186,47 @@ def test_evaluate_and_fit_refuse_nan_images():
     with pytest.raises(ValueError, match=r"eval_data holds NaN or infinite images \(batch 1\)"):
         fit(model, (train[0][:32], train[1][:32]), epochs=1, eval_data=(x[40:], y[40:]),
             progress=False)
+
+
+def same_state(a, b) -> bool:
+    """Whether two state dicts (nested containers of tensors and numbers) are equal bit for bit."""
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b)
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(same_state(a[k], b[k])
+                                                                      for k in a)
+    if isinstance(a, (list, tuple)):
+        return type(a) is type(b) and len(a) == len(b) and all(map(same_state, a, b))
+    return a == b
+
+
+def _stop_in_epoch_2(model, row):
+    if row["epoch"] == 2:
+        raise RuntimeError("callback failed")
+
+
+# issue 15: a failing fit left the weights NaN (the optimiser had stepped before the loss was
+# read) or half trained; now any exception leaves model, optimiser and scheduler as passed in
+@pytest.mark.parametrize("failure", ["nan data", "after_epoch raises"])
+def test_failing_fit_leaves_model_optimizer_and_scheduler_as_passed(failure):
+    seed_everything(0)
+    model = models.MLP()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
+    fit(model, _digits_batches(), epochs=1, optimizer=opt, scheduler=sched, progress=False)
+    model.train()  # as a caller might hand it over: mode, .grad and optimiser state all set
+    batches, after = _digits_batches(n=96), _stop_in_epoch_2
+    if failure == "nan data":
+        x, y = batches[2]
+        batches[2], after = (torch.full_like(x, float("nan")), y), None
+    opt_before, sched_before = copy.deepcopy(opt.state_dict()), copy.deepcopy(sched.state_dict())
+
+    def failing_fit():
+        with pytest.raises((FloatingPointError, RuntimeError)):
+            fit(model, batches, epochs=3, optimizer=opt, scheduler=sched, progress=False,
+                after_epoch=after)
+
+    leaves_as_found(failing_fit, model)
+    assert same_state(opt.state_dict(), opt_before)
+    assert same_state(sched.state_dict(), sched_before)
+    assert opt.param_groups[0]["lr"] == opt_before["param_groups"][0]["lr"]
