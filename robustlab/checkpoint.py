@@ -38,9 +38,25 @@ from .models import sha256
 
 __all__ = ["FORMAT", "capture_rng", "check_classes", "check_rng", "check_same_model",
            "check_same_optimizer", "class_names", "exists", "load", "objective_generators",
-           "restore_rng", "save", "sidecar_path"]
+           "restore_rng", "save", "sidecar_path", "without_torch_advice"]
 
 FORMAT = "robustlab.fit/1"
+
+
+def without_torch_advice(err: BaseException) -> str:
+    """The message of a failed `torch.load`, cut to what was refused.
+
+    torch's weights_only refusal advises that loading with weights_only=False "will likely
+    succeed": advice that runs an untrusted file's code, never to be repeated for a file the
+    library refuses. Only the unpickler's reason (the global or operand it refused) is kept;
+    a message without that advice is returned whole."""
+    text = str(err)
+    if "weights_only" not in text:
+        return text
+    if "WeightsUnpickler error:" not in text:
+        return f"{type(err).__name__} (torch's weights_only loader refused it)"
+    reason = text.split("WeightsUnpickler error:", 1)[1].strip().split("\n", 1)[0]
+    return reason.split(". ", 1)[0].rstrip(".")
 
 
 def sidecar_path(path: str | os.PathLike) -> Path:
@@ -105,7 +121,7 @@ def save(path: str | os.PathLike, state: dict) -> str:
             raise ValueError(f"checkpoint {path}: the state holds more than tensors and plain "
                              f"containers, so it would not load with weights_only=True (a "
                              f"scheduler or objective keeping objects in its state?): "
-                             f"{err}") from None
+                             f"{without_torch_advice(err)}") from None
         digest = sha256(blob)
         record = {"file": path.name, "sha256": digest, "format": FORMAT}
         _write_atomic(sidecar_path(path),
@@ -160,7 +176,8 @@ def load(path: str | os.PathLike) -> dict:
         state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as err:  # UnpicklingError for anything weights_only does not allow
         raise ValueError(f"checkpoint {path} does not load with weights_only=True (it holds "
-                         f"more than tensors and plain containers): {err}") from None
+                         f"more than tensors and plain containers): "
+                         f"{without_torch_advice(err)}") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise ValueError(f"checkpoint {path} is not a robustlab fit checkpoint (format "
                          f"{FORMAT!r})")

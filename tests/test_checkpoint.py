@@ -249,3 +249,19 @@ def test_failing_resume_leaves_model_optimizer_and_rng_as_found(digits, tmp_path
     resume_refused(saved, digits, torch.optim.Adam, "has scheduler state", scheduler=None)
     resume_refused(saved, digits, torch.optim.Adam, r"with the scheduler .*StepLR.*"
                    r"scheduler=.*ExponentialLR", scheduler=partial(ExponentialLR, gamma=0.5))
+
+
+# issue 15: refusals repeated torch's advice that weights_only=False "will likely succeed"
+def test_refusals_never_advise_weights_only_false(tmp_path):
+    path = tmp_path / "evil.pt"
+    torch.save({"format": ckpt.FORMAT, "epoch": 1, "extra": Payload()}, path)
+    ckpt.sidecar_path(path).write_text(json.dumps({"sha256": models.sha256(path.read_bytes())}))
+    with pytest.raises(ValueError) as refused_load:
+        ckpt.load(path)
+    with pytest.raises(ValueError) as refused_save:
+        ckpt.save(tmp_path / "run.pt", {"format": ckpt.FORMAT, "scheduler": {"hook": Payload()}})
+    for refused in (refused_load, refused_save):
+        message = str(refused.value)
+        assert "False" not in message and "likely succeed" not in message
+        assert "trust" not in message and "safe_globals" not in message
+        assert "print" in message  # what weights_only refused is still named
