@@ -74,6 +74,25 @@ def check_positive(value, name: str, integer: bool = False):
     return value
 
 
+def check_bool(value, name: str) -> bool:
+    """True or False itself: a string such as "no" or a number would pass as a truth value."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {type(value).__name__}")
+    return value
+
+
+SEED_LIMIT = 2 ** 32  # numpy's seed range, which seed_everything passes every seed on to
+
+
+def check_seed(seed, name: str = "seed") -> int:
+    """An int seed in [0, 2**32): the seeds `robustlab.seed_everything` accepts."""
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"{name} must be an int, got {type(seed).__name__}")
+    if not 0 <= seed < SEED_LIMIT:
+        raise ValueError(f"{name} must lie in [0, 2**32), got {seed}")
+    return seed
+
+
 def check_images(x, name: str = "x", ndim: int | None = 4) -> torch.Tensor:
     """A floating tensor of images in [0, 1] with no NaN, shape (N, C, H, W) by default."""
     if not isinstance(x, torch.Tensor):
