@@ -50,11 +50,18 @@ def check_nonnegative(value, name: str) -> float:
     return check_eps(value, name)
 
 
+def _check_number(value, name: str, integer: bool) -> None:
+    """An int, or a number (int or float) unless `integer`; never a bool (True == 1)."""
+    kind = int if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kind):
+        raise TypeError(f"{name} must be {'an int' if integer else 'a number'}, "
+                        f"got {type(value).__name__}")
+
+
 def check_in_range(value, name: str, low: float, high: float, *, low_open: bool = False,
-                   high_open: bool = False) -> float:
-    """A number in [low, high]; `low_open` / `high_open` exclude the ends."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+                   high_open: bool = False, integer: bool = False) -> float:
+    """A number in [low, high] (an int when `integer`); `low_open` / `high_open` exclude the ends."""
+    _check_number(value, name, integer)
     above = value > low if low_open else value >= low
     below = value < high if high_open else value <= high
     if not (above and below):  # NaN fails both
@@ -65,10 +72,7 @@ def check_in_range(value, name: str, low: float, high: float, *, low_open: bool 
 
 def check_positive(value, name: str, integer: bool = False):
     """A strictly positive number (an int when `integer`)."""
-    kind = int if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kind):
-        raise TypeError(f"{name} must be {'an int' if integer else 'a number'}, "
-                        f"got {type(value).__name__}")
+    _check_number(value, name, integer)
     if not value > 0 or (not integer and not math.isfinite(value)):
         raise ValueError(f"{name} must be > 0, got {value}")
     return value

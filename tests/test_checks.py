@@ -42,6 +42,7 @@ def test_check_norm_refuses_anything_else(norm):
     (lambda v: check_in_range(v, "p", 0, 1), 1.5, ValueError, r"p must lie in \[0, 1\]"),
     (lambda v: check_in_range(v, "p", 0, 1), math.nan, ValueError, "p must lie in"),
     (lambda v: check_in_range(v, "p", 0, 1), None, TypeError, "p must be a number"),
+    (lambda v: check_in_range(v, "rank", 0, 1, integer=True), 1.0, TypeError, "rank must be an int"),
     (lambda v: check_positive(v, "steps", integer=True), 2.0, TypeError, "steps must be an int"),
     (lambda v: check_positive(v, "lr"), 0, ValueError, "lr must be > 0"),
     (lambda v: check_eps(v), torch.ones(2), ValueError, "single number"),
