@@ -94,6 +94,7 @@ class Oracle:
         return (2 ** 62 if self.budget is None else self.budget) - self._lookup(idx)
 
     def _lookup(self, idx: torch.Tensor) -> torch.Tensor:
+        """The counts of checked CPU indices `idx`, 0 for an example not seen."""
         if not len(self.seen):
             return torch.zeros_like(idx)
         pos = torch.searchsorted(self.seen, idx).clamp(max=len(self.seen) - 1)
