@@ -16,6 +16,7 @@ cell of any lesson, about 12 s in full mode), so a hanging cell cannot block `ma
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from pathlib import Path
@@ -131,16 +132,24 @@ def table(rows) -> str:
                            for r in rows])
 
 
-def positive_seconds(text: str) -> int:
-    """A --timeout value: a whole number of seconds > 0 (nbclient takes whole seconds)."""
-    try:
-        seconds = int(text)
-    except ValueError:
-        seconds = 0
-    if seconds <= 0:
-        raise argparse.ArgumentTypeError(f"--timeout must be a whole number of seconds > 0, "
-                                         f"got {text!r}")
-    return seconds
+def whole_number(option: str, what: str, low: int, high: float = math.inf):
+    """An argparse type for `option`: a whole number in [low, high], else a usage error that
+    says `option` must be `what`."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{option} must be {what}, got {text!r}")
+        return value
+    return parse
+
+
+# nbclient takes whole seconds
+positive_seconds = whole_number("--timeout", "a whole number of seconds > 0", 1)
+# the lessons pass SEED to robustlab.seed_everything, and numpy takes seeds in [0, 2**32)
+seed_value = whole_number("--seed", "a whole number from 0 to 2**32 - 1", 0, 2 ** 32 - 1)
 
 
 def main(argv=None) -> int:
@@ -153,8 +162,8 @@ def main(argv=None) -> int:
     p.add_argument("--timeout", type=positive_seconds, default=CELL_TIMEOUT,
                    help=f"fail a cell that runs longer than this, in seconds "
                         f"(default {CELL_TIMEOUT})")
-    p.add_argument("--seed", type=int, default=None,
-                   help="run the lessons with this SEED instead of their own (0)")
+    p.add_argument("--seed", type=seed_value, default=None,
+                   help="run the lessons with this SEED (0 to 2**32 - 1) instead of their own (0)")
     args = p.parse_args(argv)
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)

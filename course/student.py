@@ -40,13 +40,17 @@ def strip_solutions(source: str) -> str:
 def student_copy(nb, name: str = "notebook"):
     """A copy of notebook `nb` with solutions stripped and every output cleared.
 
-    Raises ValueError naming `name` and the cell (0-based index) when a stripped code cell no
-    longer parses as Python: students would get a SyntaxError instead of the exercise.
+    Raises ValueError naming `name` and the cell (0-based index) when a code cell's solution
+    markers are unbalanced, or when a stripped code cell no longer parses as Python: students
+    would get a SyntaxError instead of the exercise.
     """
     nb = nbformat.from_dict(nb)
     for index, cell in enumerate(nb.cells):
         if cell.cell_type == "code":
-            stripped = strip_solutions(cell.source)
+            try:
+                stripped = strip_solutions(cell.source)
+            except ValueError as e:  # the author needs to know which cell to fix
+                raise ValueError(f"{name} cell {index}: {e}") from e
             if stripped != cell.source:
                 try:
                     ast.parse(python_source(stripped))

@@ -15,9 +15,13 @@ from .evaluate import PRESETS, markdown_table, robust_accuracy
 
 
 def attack_table(model_name: str, attack: str, eps_list, norm: str, n: int | None) -> str:
-    """Robust accuracy of a zoo model on its test split for each eps, as a markdown table."""
-    entry = models.manifest().get(model_name, {})
-    x, y = data.load(entry.get("dataset", "digits"), "test")
+    """Robust accuracy of a zoo model on its first `n` test examples (all when None) for each
+    eps, as a markdown table. An `n` beyond the test split uses all of it, with a note on stderr."""
+    dataset = models.manifest().get(model_name, {}).get("dataset", "digits")
+    x, y = data.load(dataset, "test")
+    if n is not None and n > len(x):  # as `head -n` would, but not silently: the table says less
+        print(f"note: -n {n} is more than the {len(x)} test examples of {dataset}: using all "
+              f"{len(x)}", file=sys.stderr)
     x, y = x[:n], y[:n]
     model = models.pretrained(model_name)
     curve = robust_accuracy(model, x, y, PRESETS[attack], eps_list=eps_list, norm=norm)
@@ -51,7 +55,8 @@ def main(argv=None) -> int:
     a.add_argument("--attack", default="pgd", choices=sorted(PRESETS))
     a.add_argument("--eps", type=_eps, nargs="+", default=[0.0, 0.1, 0.2])
     a.add_argument("--norm", default="linf", choices=["linf", "l2"])
-    a.add_argument("-n", type=_count, default=None, help="use the first n test examples")
+    a.add_argument("-n", type=_count, default=None,
+                   help="use the first n test examples (all, with a note, if there are fewer)")
     args = p.parse_args(argv)
     if args.cmd == "zoo":
         return zoo.main([args.action])

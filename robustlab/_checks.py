@@ -50,11 +50,18 @@ def check_nonnegative(value, name: str) -> float:
     return check_eps(value, name)
 
 
+def _check_number(value, name: str, integer: bool) -> None:
+    """An int, or a number (int or float) unless `integer`; never a bool (True == 1)."""
+    kind = int if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kind):
+        raise TypeError(f"{name} must be {'an int' if integer else 'a number'}, "
+                        f"got {type(value).__name__}")
+
+
 def check_in_range(value, name: str, low: float, high: float, *, low_open: bool = False,
-                   high_open: bool = False) -> float:
-    """A number in [low, high]; `low_open` / `high_open` exclude the ends."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+                   high_open: bool = False, integer: bool = False) -> float:
+    """A number in [low, high] (an int when `integer`); `low_open` / `high_open` exclude the ends."""
+    _check_number(value, name, integer)
     above = value > low if low_open else value >= low
     below = value < high if high_open else value <= high
     if not (above and below):  # NaN fails both
@@ -65,13 +72,29 @@ def check_in_range(value, name: str, low: float, high: float, *, low_open: bool 
 
 def check_positive(value, name: str, integer: bool = False):
     """A strictly positive number (an int when `integer`)."""
-    kind = int if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kind):
-        raise TypeError(f"{name} must be {'an int' if integer else 'a number'}, "
-                        f"got {type(value).__name__}")
+    _check_number(value, name, integer)
     if not value > 0 or (not integer and not math.isfinite(value)):
         raise ValueError(f"{name} must be > 0, got {value}")
     return value
+
+
+def check_bool(value, name: str) -> bool:
+    """True or False itself: a string such as "no" or a number would pass as a truth value."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {type(value).__name__}")
+    return value
+
+
+SEED_LIMIT = 2 ** 32  # numpy's seed range, which seed_everything passes every seed on to
+
+
+def check_seed(seed, name: str = "seed") -> int:
+    """An int seed in [0, 2**32): the seeds `robustlab.seed_everything` accepts."""
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"{name} must be an int, got {type(seed).__name__}")
+    if not 0 <= seed < SEED_LIMIT:
+        raise ValueError(f"{name} must lie in [0, 2**32), got {seed}")
+    return seed
 
 
 def check_images(x, name: str = "x", ndim: int | None = 4) -> torch.Tensor:

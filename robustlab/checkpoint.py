@@ -36,10 +36,27 @@ from torch import nn
 
 from .models import sha256
 
-__all__ = ["FORMAT", "capture_rng", "check_same_model", "exists", "load", "objective_generators",
-           "restore_rng", "save", "sidecar_path"]
+__all__ = ["FORMAT", "capture_rng", "check_classes", "check_rng", "check_same_model",
+           "check_same_optimizer", "class_names", "exists", "load", "objective_generators",
+           "restore_rng", "save", "sidecar_path", "without_torch_advice"]
 
 FORMAT = "robustlab.fit/1"
+
+
+def without_torch_advice(err: BaseException) -> str:
+    """The message of a failed `torch.load`, cut to what was refused.
+
+    torch's weights_only refusal advises that loading with weights_only=False "will likely
+    succeed": advice that runs an untrusted file's code, never to be repeated for a file the
+    library refuses. Only the unpickler's reason (the global or operand it refused) is kept;
+    a message without that advice is returned whole."""
+    text = str(err)
+    if "weights_only" not in text:
+        return text
+    if "WeightsUnpickler error:" not in text:
+        return f"{type(err).__name__} (torch's weights_only loader refused it)"
+    reason = text.split("WeightsUnpickler error:", 1)[1].strip().split("\n", 1)[0]
+    return reason.split(". ", 1)[0].rstrip(".")
 
 
 def sidecar_path(path: str | os.PathLike) -> Path:
@@ -104,7 +121,7 @@ def save(path: str | os.PathLike, state: dict) -> str:
             raise ValueError(f"checkpoint {path}: the state holds more than tensors and plain "
                              f"containers, so it would not load with weights_only=True (a "
                              f"scheduler or objective keeping objects in its state?): "
-                             f"{err}") from None
+                             f"{without_torch_advice(err)}") from None
         digest = sha256(blob)
         record = {"file": path.name, "sha256": digest, "format": FORMAT}
         _write_atomic(sidecar_path(path),
@@ -159,7 +176,8 @@ def load(path: str | os.PathLike) -> dict:
         state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as err:  # UnpicklingError for anything weights_only does not allow
         raise ValueError(f"checkpoint {path} does not load with weights_only=True (it holds "
-                         f"more than tensors and plain containers): {err}") from None
+                         f"more than tensors and plain containers): "
+                         f"{without_torch_advice(err)}") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise ValueError(f"checkpoint {path} is not a robustlab fit checkpoint (format "
                          f"{FORMAT!r})")
@@ -225,8 +243,24 @@ def capture_rng(batches=None, objective=None) -> dict:
     }
 
 
+def check_rng(rng: dict, batches=None, objective=None) -> None:
+    """Refuse RNG states that `restore_rng` could not set on this loader and objective."""
+    generators = _loader_generators(batches)
+    if len(generators) != len(rng["loader"]):
+        raise ValueError(f"the data loader has {len(generators)} shuffling generator(s), the "
+                         f"checkpoint {len(rng['loader'])}: resume with data of the same kind")
+    if "objective" in rng:  # absent from checkpoints written before it was saved
+        generators = objective_generators(objective)
+        if len(generators) != len(rng["objective"]):
+            raise ValueError(f"the objective draws from {len(generators)} torch generator(s), "
+                             f"the checkpoint saved {len(rng['objective'])}: resume with the "
+                             f"same objective")
+
+
 def restore_rng(rng: dict, batches=None, objective=None) -> None:
-    """Set every RNG back to the states `capture_rng` returned."""
+    """Set every RNG back to the states `capture_rng` returned (checked first: nothing is set
+    when the loader or the objective does not match)."""
+    check_rng(rng, batches, objective)
     torch.set_rng_state(rng["torch"])
     if rng["cuda"] and torch.cuda.is_available():
         count = min(len(rng["cuda"]), torch.cuda.device_count())
@@ -237,20 +271,46 @@ def restore_rng(rng: dict, batches=None, objective=None) -> None:
                          n["has_gauss"], n["cached"]))
     p = rng["python"]
     random.setstate((p["version"], tuple(p["state"].tolist()), p["gauss_next"]))
-    generators = _loader_generators(batches)
-    if len(generators) != len(rng["loader"]):
-        raise ValueError(f"the data loader has {len(generators)} shuffling generator(s), the "
-                         f"checkpoint {len(rng['loader'])}: resume with data of the same kind")
-    for gen, state in zip(generators, rng["loader"]):
+    for gen, state in zip(_loader_generators(batches), rng["loader"]):
         gen.set_state(state)
-    if "objective" in rng:  # absent from checkpoints written before it was saved
-        generators = objective_generators(objective)
-        if len(generators) != len(rng["objective"]):
-            raise ValueError(f"the objective draws from {len(generators)} torch generator(s), "
-                             f"the checkpoint saved {len(rng['objective'])}: resume with the "
-                             f"same objective")
-        for gen, state in zip(generators, rng["objective"]):
-            gen.set_state(state)
+    for gen, state in zip(objective_generators(objective), rng.get("objective", [])):
+        gen.set_state(state)
+
+
+def class_names(**objects) -> dict[str, str | None]:
+    """The full class name of each object (None for None), as a checkpoint records them."""
+    return {name: None if obj is None else f"{type(obj).__module__}.{type(obj).__qualname__}"
+            for name, obj in objects.items()}
+
+
+def check_classes(state: dict, where, **objects) -> None:
+    """Refuse a checkpoint saved with another class of each named object (optimizer=,
+    scheduler=), before anything is loaded; `where` names the checkpoint."""
+    saved = state.get("classes", {})  # absent from checkpoints written before they were saved
+    for name, given in class_names(**objects).items():
+        if None not in (given, saved.get(name)) and saved[name] != given:
+            raise ValueError(f"resume: checkpoint {where} was saved with the {name} "
+                             f"{saved[name]}, and fit was given {name}={given}: resume with the "
+                             f"same {name} class")
+
+
+def check_same_optimizer(optimizer: torch.optim.Optimizer, state_dict: dict, where) -> None:
+    """Refuse an optimizer state dict of other parameter groups or unknown options, naming them.
+
+    Options the optimizer does not know (SGD's momentum for Adam, Adam's betas for SGD) tell
+    another optimizer even in a checkpoint that did not record its class; options it has and
+    the checkpoint lacks are allowed (torch fills in those added by newer versions)."""
+    saved, own = state_dict["param_groups"], optimizer.param_groups
+    sizes = [len(g["params"]) for g in saved], [len(g["params"]) for g in own]
+    if sizes[0] != sizes[1]:
+        raise ValueError(f"resume: checkpoint {where}'s optimizer has parameter groups of sizes "
+                         f"{sizes[0]}, optimizer's {sizes[1]}: resume with the same optimizer")
+    for i, (g, o) in enumerate(zip(saved, own)):
+        unknown = sorted(set(g) - set(o))
+        if unknown:
+            raise ValueError(f"resume: checkpoint {where}'s optimizer has the options {unknown} "
+                             f"in parameter group {i}, which optimizer={type(optimizer).__name__}"
+                             f" does not have: resume with the same optimizer")
 
 
 def check_same_model(model: nn.Module, state_dict: dict, where) -> None:

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-from ._checks import check_positive
+from ._checks import check_bool, check_positive, check_seed
 
 SPLITS = ("train", "test")
 DIGITS_TEST_SIZE = 360
@@ -67,7 +67,7 @@ def _generated_split(split: str, n, size, seed: int, *, counts: tuple[int, int],
     check_positive(size, "size", integer=True)
     if size < min_size:
         raise ValueError(f"size must be >= {min_size} ({why}), got {size}")
-    return n, torch.Generator().manual_seed(seed * 2 + (split == "test"))
+    return n, torch.Generator().manual_seed(check_seed(seed) * 2 + (split == "test"))
 
 
 def _disc(h: int, w: int, cy, cx, r):
@@ -91,6 +91,7 @@ def traffic_lights(split: str = "train", n: int | None = None, size: int = 32,
     The train split has 1,800 images and the test split 600 unless `n` says otherwise; the
     two splits are drawn from different seeds and so never share an image. `size` must be an
     int of at least 8 (`TRAFFIC_LIGHT_MIN_SIZE`): smaller, the three lamps share pixels.
+    `seed` is an int in [0, 2**32), as for `robustlab.seed_everything`.
     """
     n, g = _generated_split(split, n, size, seed, counts=(1800, 600), min_size=TRAFFIC_LIGHT_MIN_SIZE,
                             why="smaller, the three lamps of a traffic light share pixels")
@@ -149,7 +150,8 @@ def colour_digits(split: str = "train", n: int | None = None, size: int = 32,
     The train split has 3,000 images and the test split 1,000 unless `n` says otherwise; the
     splits take their glyphs from the digits' own train and test splits and draw everything
     else from different seeds, so no image is in both. `size` must be an int of at least 16
-    (`COLOUR_DIGITS_MIN_SIZE`).
+    (`COLOUR_DIGITS_MIN_SIZE`). `seed` is an int in [0, 2**32), as for
+    `robustlab.seed_everything`.
     """
     n, g = _generated_split(split, n, size, seed, counts=(3000, 1000), min_size=COLOUR_DIGITS_MIN_SIZE,
                             why="smaller, a digit's strokes are thinner than a pixel")
@@ -224,5 +226,5 @@ def loader(x: torch.Tensor, y: torch.Tensor, *, batch_size: int = 128, shuffle: 
     """A DataLoader over tensors; shuffling uses its own seeded generator (reproducible)."""
     if len(x) != len(y):
         raise ValueError(f"x and y must have the same length, got {len(x)} and {len(y)}")
-    g = torch.Generator().manual_seed(seed) if shuffle else None
+    g = torch.Generator().manual_seed(check_seed(seed)) if check_bool(shuffle, "shuffle") else None
     return DataLoader(TensorDataset(x, y), batch_size=batch_size, shuffle=shuffle, generator=g)

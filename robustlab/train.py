@@ -9,8 +9,10 @@ in here.
 
 from __future__ import annotations
 
+import copy
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -49,6 +51,7 @@ def _batches(data, batch_size: int, shuffle: bool, seed: int) -> Iterable:
 
 
 _REPORTED = ("epoch", "loss", "test_acc")  # history keys fit writes itself
+_EVAL_BATCH = 512  # evaluate's batch size, also for fit's eval_data
 
 
 def _loss_and_logs(out: torch.Tensor | tuple) -> tuple[torch.Tensor, dict]:
@@ -64,6 +67,11 @@ def _loss_and_logs(out: torch.Tensor | tuple) -> tuple[torch.Tensor, dict]:
                              f"reports those itself")
         return loss, logs
     return out, {}
+
+
+def _mark_first(first: torch.Tensor, bad: torch.Tensor, batch: int) -> torch.Tensor:
+    """`batch` where `bad` holds and no earlier batch was marked, else `first` (no host sync)."""
+    return torch.where((first < 0) & bad, batch, first)
 
 
 def _epoch(model: nn.Module, batches: Iterable, objective: Objective,
@@ -87,7 +95,7 @@ def _epoch(model: nn.Module, batches: Iterable, objective: Objective,
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-        first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss.detach()), batch, first_bad)
+        first_bad = _mark_first(first_bad, ~torch.isfinite(loss.detach()), batch)
         for key, value in {"loss": loss, **logs}.items():
             # tensors stay tensors (no sync); plain floats stay on the host (no copy to the device)
             if isinstance(value, torch.Tensor):
@@ -137,7 +145,7 @@ def fit(model: nn.Module, data, *, epochs: int, objective: Objective = cross_ent
         eval_data: if given, test accuracy is measured after every epoch.
         checkpoint: a file to save the run to after every epoch, atomically (see
             `robustlab.checkpoint`): the model's state dict, the optimizer's and scheduler's
-            states, the history, the epoch and every RNG state (torch CPU and CUDA, NumPy,
+            states and classes, the history, the epoch and every RNG state (torch CPU and CUDA, NumPy,
             Python, the loader's shuffling generator, the generators in the objective's
             closure), loadable with weights_only=True, with
             its sha256 in ``<checkpoint>.sha256.json``.
@@ -147,6 +155,8 @@ def fit(model: nn.Module, data, *, epochs: int, objective: Objective = cross_ent
             against its sha256 and must come from the same model, optimizer and scheduler;
             training continues at the epoch after it up to `epochs` in all, and the model
             and history equal those of an uninterrupted run with the same seed and data.
+            Everything (model, optimizer class and parameter groups, scheduler, the data's and
+            objective's generators) is checked before anything is loaded.
         step: instead of `objective`, a whole training step ``step(model, x, y, optimizer)
             -> loss | (loss, logs)`` that runs its own backward passes and optimiser steps
             (the defences of `robustlab.defences.loops`); the loss it returns is only logged.
@@ -157,45 +167,84 @@ def fit(model: nn.Module, data, *, epochs: int, objective: Objective = cross_ent
     and ``test_acc``. Running sums stay on the device and are read once per epoch, so a GPU is
     not stalled every batch; a non-finite loss is therefore caught at the end of its epoch,
     which raises a FloatingPointError naming the epoch and the first bad batch (both counted
-    from 1). Empty data
-    raises a ValueError.
+    from 1). Empty data raises a ValueError.
+
+    Any exception (a non-finite loss, a refused resume, a failing callback) leaves the model,
+    the optimizer and the scheduler exactly as they were passed in: fit keeps a copy of their
+    states to put back (a checkpoint already saved keeps the epochs it holds). An interrupt
+    (KeyboardInterrupt) keeps what was trained so far.
     """
     check_positive(epochs, "epochs", integer=True)
     if step is not None and objective is not cross_entropy:
         raise ValueError("fit takes an objective or a step, not both")
-    device = default_device(device)
-    model.to(device)
-    if optimizer is None:
-        optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
-    save_to, resume_from = _checkpoint_paths(checkpoint, resume)
-    batches = _batches(data, batch_size, shuffle=True, seed=seed)
-    history, start = [], 0
-    if resume_from is not None:
-        history, start = _resume(resume_from, model, optimizer, scheduler, batches, epochs,
-                                 objective)
-    bar = tqdm(range(start, epochs), desc="fit", disable=not progress, leave=False,
-               initial=start, total=epochs)
-    for epoch in bar:
-        model.train()
-        row = {"epoch": epoch + 1,
-               **_epoch(model, batches, objective, optimizer, device, epoch + 1, step)}
-        if scheduler is not None:
-            scheduler.step()
-        if eval_data is not None:
-            row["test_acc"] = evaluate(model, eval_data, device=device)
-        stop = after_epoch is not None and after_epoch(model, row) is True
-        history.append(row)
-        if save_to is not None:
-            _ckpt.save(save_to, {
-                "format": _ckpt.FORMAT, "epoch": epoch + 1, "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": None if scheduler is None else scheduler.state_dict(),
-                "history": history, "rng": _ckpt.capture_rng(batches, objective)})
-        bar.set_postfix({k: round(v, 4) for k, v in row.items() if k != "epoch"})
-        if stop:
-            break
-    model.eval()
+    with _restored_on_failure(model, optimizer, scheduler):
+        device = default_device(device)
+        model.to(device)
+        if optimizer is None:
+            optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+        save_to, resume_from = _checkpoint_paths(checkpoint, resume)
+        batches = _batches(data, batch_size, shuffle=True, seed=seed)
+        history, start = [], 0
+        if resume_from is not None:
+            history, start = _resume(resume_from, model, optimizer, scheduler, batches, epochs,
+                                     objective)
+        bar = tqdm(range(start, epochs), desc="fit", disable=not progress, leave=False,
+                   initial=start, total=epochs)
+        for epoch in bar:
+            model.train()
+            row = {"epoch": epoch + 1,
+                   **_epoch(model, batches, objective, optimizer, device, epoch + 1, step)}
+            if scheduler is not None:
+                scheduler.step()
+            if eval_data is not None:
+                row["test_acc"] = _accuracy(model, eval_data, "eval_data", device, _EVAL_BATCH)
+            stop = after_epoch is not None and after_epoch(model, row) is True
+            history.append(row)
+            if save_to is not None:
+                _ckpt.save(save_to, {
+                    "format": _ckpt.FORMAT, "epoch": epoch + 1, "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": None if scheduler is None else scheduler.state_dict(),
+                    "classes": _ckpt.class_names(optimizer=optimizer, scheduler=scheduler),
+                    "history": history, "rng": _ckpt.capture_rng(batches, objective)})
+            bar.set_postfix({k: round(v, 4) for k, v in row.items() if k != "epoch"})
+            if stop:
+                break
+        model.eval()
     return history
+
+
+@contextmanager
+def _restored_on_failure(model: nn.Module, optimizer: torch.optim.Optimizer | None,
+                         scheduler) -> Iterator[None]:
+    """Run the block; if it raises, put the model, optimizer and scheduler back as they were.
+
+    The model's parameters and buffers (values, device, dtype), their .grad and every
+    submodule's train/eval mode are copied first, and the optimizer's and scheduler's state
+    dicts: a failure midway (a NaN loss after the optimizer stepped, a refused resume) must not
+    leave the caller half-trained or NaN weights. KeyboardInterrupt is not caught: stopping a
+    run by hand keeps what was trained so far.
+    """
+    tensors = [*model.parameters(), *model.buffers()]
+    values = [t.detach().clone() for t in tensors]
+    grads = [None if p.grad is None else p.grad.clone() for p in model.parameters()]
+    modes = [m.training for m in model.modules()]
+    optimizer_state = None if optimizer is None else copy.deepcopy(optimizer.state_dict())
+    scheduler_state = None if scheduler is None else copy.deepcopy(scheduler.state_dict())
+    try:
+        yield
+    except Exception:
+        for t, value in zip(tensors, values):
+            t.data = value  # the same tensor objects, so the optimizer's references stay valid
+        for p, grad in zip(model.parameters(), grads):
+            p.grad = grad
+        for m, mode in zip(model.modules(), modes):
+            m.training = mode
+        if optimizer is not None:
+            optimizer.load_state_dict(optimizer_state)
+        if scheduler is not None:
+            scheduler.load_state_dict(scheduler_state)
+        raise
 
 
 def _checkpoint_paths(checkpoint, resume) -> tuple[Path | None, Path | None]:
@@ -233,17 +282,21 @@ def _resume(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, sche
     if done > epochs:
         raise ValueError(f"epochs={epochs} is fewer than the {done} epochs already done in the "
                          f"checkpoint {path}")
+    # check everything before loading anything
     _ckpt.check_same_model(model, state["model"], path)
+    if (scheduler is None) != (state["scheduler"] is None):
+        has = "has" if state["scheduler"] is not None else "has no"
+        raise ValueError(f"resume: the checkpoint {path} {has} scheduler state, and fit was "
+                         f"given scheduler={'None' if scheduler is None else 'a scheduler'}")
+    _ckpt.check_classes(state, path, optimizer=optimizer, scheduler=scheduler)
+    _ckpt.check_same_optimizer(optimizer, state["optimizer"], path)
+    _ckpt.check_rng(state["rng"], batches, objective)
     model.load_state_dict(state["model"])
     try:
         optimizer.load_state_dict(state["optimizer"])
     except (ValueError, KeyError) as err:
         raise ValueError(f"resume: the optimizer does not match the checkpoint {path}'s: "
                          f"{err}") from None
-    if (scheduler is None) != (state["scheduler"] is None):
-        has = "has" if state["scheduler"] is not None else "has no"
-        raise ValueError(f"resume: the checkpoint {path} {has} scheduler state, and fit was "
-                         f"given scheduler={'None' if scheduler is None else 'a scheduler'}")
     if scheduler is not None:
         scheduler.load_state_dict(state["scheduler"])
     _ckpt.restore_rng(state["rng"], batches, objective)
@@ -251,21 +304,35 @@ def _resume(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, sche
 
 
 def evaluate(model: nn.Module, data, *, device: str | torch.device | None = None,
-             batch_size: int = 512) -> float:
+             batch_size: int = _EVAL_BATCH) -> float:
     """Accuracy of `model` on `data` (an ``(x, y)`` pair or a DataLoader), in eval mode.
 
     The train/eval mode of every submodule is restored afterwards. A model whose output is not
-    logits of shape (N, K) raises a ValueError that says so.
+    logits of shape (N, K) raises a ValueError that says so, and so do NaN or infinite images
+    (whose NaN logits would otherwise count as class 0), as in
+    `robustlab.evaluate.robust_accuracy`.
     """
+    return _accuracy(model, data, "data", device, batch_size)
+
+
+def _accuracy(model: nn.Module, data, name: str, device, batch_size: int) -> float:
+    """`evaluate`, naming `data` as `name` in its errors (fit says eval_data)."""
     if device is not None:
         model.to(device)
     dev = model_device(model)
     hits, count = 0, 0
+    # the first batch holding a non-finite pixel, tracked on the device (no sync per batch)
+    first_bad = torch.full((), -1, dtype=torch.long, device=dev)
     with eval_mode(model):
-        for x, y in _batches(data, batch_size, shuffle=False, seed=0):
+        for batch, (x, y) in enumerate(_batches(data, batch_size, shuffle=False, seed=0)):
             x, y = x.to(dev or x.device), y.to(dev or x.device)
-            hits = hits + correct(model, x, y, batch_size=batch_size).sum()  # no sync per batch
+            first_bad = _mark_first(first_bad, ~torch.isfinite(x).all(), batch)
+            hits = hits + correct(model, x, y, batch_size=batch_size).sum()
             count += len(x)
     if count == 0:
-        raise ValueError("data is empty")
-    return int(hits) / count
+        raise ValueError(f"{name} is empty")
+    hits, bad = torch.stack([torch.as_tensor(hits, device=first_bad.device), first_bad]).tolist()
+    if bad >= 0:
+        raise ValueError(f"{name} holds NaN or infinite images (batch {bad + 1}): accuracy on "
+                         f"them is meaningless (NaN logits count as class 0)")
+    return hits / count

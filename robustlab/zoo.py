@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from . import data
+from .checkpoint import without_torch_advice
 from .models import ARCHITECTURES, manifest, pretrained, sha256
 from .train import cross_entropy, evaluate, fit
 from .utils import seed_everything
@@ -143,7 +144,7 @@ def verify() -> bool:
                       f"{robust:.4f}, manifest {entry['pgd_accuracy']:.4f})")
         except Exception as e:
             good = False
-            print(f"{name}: FAILED: {e}")
+            print(f"{name}: FAILED: {without_torch_advice(e)}")
         ok &= good
     return ok
 

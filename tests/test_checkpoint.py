@@ -1,15 +1,20 @@
 """fit(checkpoint=, resume=): atomic per-epoch checkpoints, checked on load, resuming exactly."""
 
+import copy
 import json
 import random
+from functools import partial
 
 import numpy as np
 import pytest
 import torch
+from torch.optim.lr_scheduler import ExponentialLR
 
 from robustlab import checkpoint as ckpt
 from robustlab import data, models, seed_everything
 from robustlab.train import cross_entropy, fit
+
+from .test_train import same_state
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +66,9 @@ def test_checkpoint_loads_with_weights_only(digits, tmp_path):
     model, hist = run(*digits, 1, checkpoint=path)
     state = torch.load(path, weights_only=True)
     assert state["epoch"] == 1 and state["history"] == hist
-    assert set(state) >= {"model", "optimizer", "scheduler", "rng", "history", "epoch"}
+    assert set(state) >= {"model", "optimizer", "scheduler", "classes", "rng", "history", "epoch"}
+    assert state["classes"] == {"optimizer": "torch.optim.adam.Adam",
+                                "scheduler": "torch.optim.lr_scheduler.StepLR"}
     assert set(state["rng"]) == {"torch", "cuda", "numpy", "python", "loader", "objective"}
     record = json.loads(ckpt.sidecar_path(path).read_text())
     assert record["file"] == "run.pt" and record["sha256"] == models.sha256(path.read_bytes())
@@ -179,3 +186,82 @@ def test_bad_checkpoint_arguments(digits, tmp_path):
     run(*digits, 2, checkpoint=path)
     with pytest.raises(ValueError, match="epochs=1 is fewer than the 2 epochs already done"):
         run(*digits, 1, checkpoint=path, resume=True)
+
+
+def step_lr(opt):
+    return torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
+
+
+def resume_refused(path, digits, optimizer_class, match, *, scheduler=step_lr, objective=noisy):
+    """Resume from `path` with a fresh model and an optimizer of `optimizer_class`; check it
+    raises a ValueError matching `match` and leaves the model, the optimizer, the scheduler and
+    torch's RNG exactly as they were."""
+    seed_everything(4)
+    model = models.MLP((1, 8, 8), (16,), 10)
+    opt = optimizer_class(model.parameters(), lr=1e-2)
+    sched = scheduler(opt) if scheduler else None
+    train, test = digits
+    before = (copy.deepcopy(model.state_dict()), copy.deepcopy(opt.state_dict()),
+              torch.get_rng_state())
+    with pytest.raises(ValueError, match=match):
+        fit(model, train, epochs=3, objective=objective, optimizer=opt, scheduler=sched,
+            batch_size=32, eval_data=test, seed=5, progress=False, device="cpu",
+            checkpoint=path, resume=True)
+    assert same_state(model.state_dict(), before[0]), "the failed resume loaded the model"
+    assert same_state(opt.state_dict(), before[1]), "the failed resume loaded the optimizer"
+    assert torch.equal(torch.get_rng_state(), before[2]), "the failed resume set the RNG"
+
+
+# issue 15: an Adam checkpoint resumed with SGD loaded silently, then crashed with
+# KeyError: 'momentum' (the reverse with 'betas'); a failing resume had already loaded the model
+def test_resume_with_another_optimizer_is_refused_before_loading(digits, tmp_path):
+    adam = tmp_path / "adam.pt"
+    run(*digits, 1, checkpoint=adam)  # Adam
+    resume_refused(adam, digits, torch.optim.SGD, r"resume: .*adam\.pt.* optimizer .*Adam.* "
+                                          r"optimizer=.*SGD")
+    sgd = tmp_path / "sgd.pt"
+    seed_everything(3)
+    model = models.MLP((1, 8, 8), (16,), 10)
+    opt = torch.optim.SGD(model.parameters(), lr=1e-2, momentum=0.9)
+    fit(model, digits[0], epochs=1, objective=noisy, optimizer=opt, progress=False,
+        device="cpu", checkpoint=sgd,
+        scheduler=step_lr(opt))
+    resume_refused(sgd, digits, torch.optim.Adam, r"optimizer .*SGD.* optimizer=.*Adam")
+    # a checkpoint that did not record the optimizer's class: told apart by its options
+    state = ckpt.load(adam)
+    del state["classes"]
+    ckpt.save(adam, state)
+    resume_refused(adam, digits, torch.optim.SGD, r"options \['amsgrad', 'betas'.* "
+                                                  r"optimizer=SGD does not have")
+
+
+def test_failing_resume_leaves_model_optimizer_and_rng_as_found(digits, tmp_path):
+    saved = tmp_path / "run.pt"
+    run(*digits, 1, checkpoint=saved)
+    draws = torch.Generator().manual_seed(0)
+
+    def drawing(model, x, y):  # closes over a generator the checkpoint did not save
+        noise = 0.01 * torch.rand(x.shape, generator=draws)
+        return cross_entropy(model, (x + noise).clamp(0, 1), y)
+
+    resume_refused(saved, digits, torch.optim.Adam, "objective draws from 1 torch generator",
+                   objective=drawing)
+    resume_refused(saved, digits, torch.optim.Adam, "has scheduler state", scheduler=None)
+    resume_refused(saved, digits, torch.optim.Adam, r"with the scheduler .*StepLR.*"
+                   r"scheduler=.*ExponentialLR", scheduler=partial(ExponentialLR, gamma=0.5))
+
+
+# issue 15: refusals repeated torch's advice that weights_only=False "will likely succeed"
+def test_refusals_never_advise_weights_only_false(tmp_path):
+    path = tmp_path / "evil.pt"
+    torch.save({"format": ckpt.FORMAT, "epoch": 1, "extra": Payload()}, path)
+    ckpt.sidecar_path(path).write_text(json.dumps({"sha256": models.sha256(path.read_bytes())}))
+    with pytest.raises(ValueError) as refused_load:
+        ckpt.load(path)
+    with pytest.raises(ValueError) as refused_save:
+        ckpt.save(tmp_path / "run.pt", {"format": ckpt.FORMAT, "scheduler": {"hook": Payload()}})
+    for refused in (refused_load, refused_save):
+        message = str(refused.value)
+        assert "False" not in message and "likely succeed" not in message
+        assert "trust" not in message and "safe_globals" not in message
+        assert "print" in message  # what weights_only refused is still named

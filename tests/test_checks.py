@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from robustlab._checks import (
+    check_bool,
     check_choice,
     check_eps,
     check_images,
@@ -15,6 +16,7 @@ from robustlab._checks import (
     check_nonnegative,
     check_norm,
     check_positive,
+    check_seed,
 )
 
 
@@ -40,6 +42,7 @@ def test_check_norm_refuses_anything_else(norm):
     (lambda v: check_in_range(v, "p", 0, 1), 1.5, ValueError, r"p must lie in \[0, 1\]"),
     (lambda v: check_in_range(v, "p", 0, 1), math.nan, ValueError, "p must lie in"),
     (lambda v: check_in_range(v, "p", 0, 1), None, TypeError, "p must be a number"),
+    (lambda v: check_in_range(v, "rank", 0, 1, integer=True), 1.0, TypeError, "rank must be an int"),
     (lambda v: check_positive(v, "steps", integer=True), 2.0, TypeError, "steps must be an int"),
     (lambda v: check_positive(v, "lr"), 0, ValueError, "lr must be > 0"),
     (lambda v: check_eps(v), torch.ones(2), ValueError, "single number"),
@@ -76,3 +79,21 @@ def test_labels_are_checked_against_the_classes_in_one_place():
     with pytest.raises(ValueError, match="negative label"):
         check_label_range(torch.tensor([0, -2]))
     check_label_range(torch.tensor([], dtype=torch.long), 3)
+
+
+@pytest.mark.parametrize("check,value,error,match", [
+    (lambda v: check_seed(v), "a", TypeError, "seed must be an int, got str"),
+    (lambda v: check_seed(v, "--seed"), True, TypeError, "--seed must be an int, got bool"),
+    (lambda v: check_seed(v), -1, ValueError, r"seed must lie in \[0, 2\*\*32\), got -1"),
+    (lambda v: check_bool(v, "random_start"), "no", TypeError,
+     "random_start must be True or False, got str"),
+    (lambda v: check_bool(v, "flag"), 1, TypeError, "flag must be True or False, got int"),
+])
+def test_seed_and_bool_checks_name_the_argument(check, value, error, match):
+    with pytest.raises(error, match=match):
+        check(value)
+
+
+def test_seed_and_bool_checks_return_good_values():
+    assert check_seed(0) == 0 and check_seed(2**32 - 1) == 2**32 - 1
+    assert check_bool(False, "flag") is False and check_bool(True, "flag") is True

@@ -32,3 +32,14 @@ def test_bad_numbers_are_usage_errors(args, message, capsys):
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("usage: robustlab attack") and message in err
+
+
+# issue 15: -n 99999 silently used the 360 test examples there are
+def test_n_beyond_the_test_split_says_so(capsys):
+    assert main(["attack", "--attack", "fgsm", "--eps", "0", "-n", "99999"]) == 0
+    captured = capsys.readouterr()
+    assert ("note: -n 99999 is more than the 360 test examples of digits: using all 360"
+            in captured.err)
+    assert "| 0 |" in captured.out and "note" not in captured.out  # the table stays clean
+    assert main(["attack", "--attack", "fgsm", "--eps", "0", "-n", "360"]) == 0
+    assert capsys.readouterr().err == ""

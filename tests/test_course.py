@@ -69,6 +69,16 @@ def test_runner_timeout_option(capsys):
     assert run.positive_seconds("30") == 30
 
 
+# issue 15: --seed -1 was accepted and failed deep in a lesson cell (numpy takes [0, 2**32))
+def test_runner_seed_option(capsys):
+    for bad in ("-1", str(2**32), "1.5", "one"):
+        with pytest.raises(SystemExit) as exit_info:
+            run.main(["--seed", bad, "--only", "no-such-lesson"])
+        assert exit_info.value.code == 2
+        assert f"--seed must be a whole number from 0 to 2**32 - 1, got '{bad}'" in capsys.readouterr().err
+    assert run.seed_value("0") == 0 and run.seed_value(str(2**32 - 1)) == 2**32 - 1
+
+
 spec_s = importlib.util.spec_from_file_location("course_student", ROOT / "course" / "student.py")
 student = importlib.util.module_from_spec(spec_s)
 spec_s.loader.exec_module(student)
@@ -119,6 +129,11 @@ def test_student_copy_rejects_a_cell_that_would_not_parse():
 def test_student_copy_rejects_unbalanced_markers():
     with pytest.raises(ValueError, match="unbalanced"):
         student.strip_solutions("### BEGIN SOLUTION\nx = 1\n")
+    # issue 15: the error named neither the notebook nor the cell
+    nb = notebook("FAST = False", "x = 1", "### BEGIN SOLUTION\ny = 2\n")
+    with pytest.raises(ValueError, match=r"lesson\.ipynb cell 2: unbalanced ### BEGIN SOLUTION / "
+                                         r"### END SOLUTION markers"):
+        student.student_copy(nb, name="lesson.ipynb")
 
 
 LESSON_PATHS = sorted((ROOT / "lessons").glob("*.ipynb"))

@@ -72,6 +72,11 @@ def test_loader_is_reproducible():
     assert all(torch.equal(u, v) for u, v in zip(a, b))
     with pytest.raises(ValueError, match="same length"):
         data.loader(x, y[:10])
+    # issue 15: shuffle="no" shuffled, and a bad seed failed inside torch
+    with pytest.raises(TypeError, match="shuffle must be True or False, got str"):
+        data.loader(x, y, shuffle="no")
+    with pytest.raises(TypeError, match="seed must be an int, got str"):
+        data.loader(x, y, shuffle=True, seed="3")
 
 
 @pytest.mark.parametrize("kwargs, error, message", [
@@ -136,3 +141,18 @@ def test_colour_digits_bad_arguments(kwargs, error, message):
         data.colour_digits("test", **kwargs)
     with pytest.raises(ValueError, match="split must be 'train' or 'test', got 'val'"):
         data.colour_digits("val")
+
+
+# issue 15: seed='a' and None failed with a raw TypeError on `seed * 2`, True passed as seed 1
+@pytest.mark.parametrize("make", [data.traffic_lights, data.colour_digits])
+@pytest.mark.parametrize("seed, error, message", [
+    ("a", TypeError, "seed must be an int, got str"),
+    (None, TypeError, "seed must be an int, got NoneType"),
+    (True, TypeError, "seed must be an int, got bool"),
+    (1.0, TypeError, "seed must be an int, got float"),
+    (-1, ValueError, r"seed must lie in \[0, 2\*\*32\), got -1"),
+    (2**32, ValueError, r"seed must lie in \[0, 2\*\*32\), got 4294967296"),
+])
+def test_generated_sets_check_the_seed(make, seed, error, message):
+    with pytest.raises(error, match=message):
+        make("test", n=4, seed=seed)

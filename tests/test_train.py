@@ -1,3 +1,5 @@
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -167,3 +169,64 @@ def test_fit_step_replaces_objective_and_after_epoch_can_stop():
     assert hist[1]["twice"] == pytest.approx(2 * hist[1]["loss"])
     with pytest.raises(ValueError, match="objective or a step"):
         fit(model, batches, epochs=1, step=step, objective=lambda m, x, y: m(x).sum())
+
+
+# issue 15: all-NaN images labelled 0 scored accuracy 1.0 (the argmax of NaN logits is 0)
+def test_evaluate_and_fit_refuse_nan_images():
+    x, y = data.digits("test")
+    x, y = x[:64].clone(), torch.zeros(64, dtype=torch.long)
+    x[40:] = float("nan")  # the second batch of 32
+    model = models.MLP()
+    with pytest.raises(ValueError, match=r"data holds NaN or infinite images \(batch 2\)"):
+        evaluate(model, (x, y), batch_size=32)
+    x[40:] = float("inf")
+    with pytest.raises(ValueError, match="data holds NaN or infinite images"):
+        evaluate(model, [(x[:32], y[:32]), (x[32:], y[32:])])
+    train = data.digits("test")
+    with pytest.raises(ValueError, match=r"eval_data holds NaN or infinite images \(batch 1\)"):
+        fit(model, (train[0][:32], train[1][:32]), epochs=1, eval_data=(x[40:], y[40:]),
+            progress=False)
+
+
+def same_state(a, b) -> bool:
+    """Whether two state dicts (nested containers of tensors and numbers) are equal bit for bit."""
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b)
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(same_state(a[k], b[k])
+                                                                      for k in a)
+    if isinstance(a, (list, tuple)):
+        return type(a) is type(b) and len(a) == len(b) and all(map(same_state, a, b))
+    return a == b
+
+
+def _stop_in_epoch_2(model, row):
+    if row["epoch"] == 2:
+        raise RuntimeError("callback failed")
+
+
+# issue 15: a failing fit left the weights NaN (the optimiser had stepped before the loss was
+# read) or half trained; now any exception leaves model, optimiser and scheduler as passed in
+@pytest.mark.parametrize("failure", ["nan data", "after_epoch raises"])
+def test_failing_fit_leaves_model_optimizer_and_scheduler_as_passed(failure):
+    seed_everything(0)
+    model = models.MLP()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
+    fit(model, _digits_batches(), epochs=1, optimizer=opt, scheduler=sched, progress=False)
+    model.train()  # as a caller might hand it over: mode, .grad and optimiser state all set
+    batches, after = _digits_batches(n=96), _stop_in_epoch_2
+    if failure == "nan data":
+        x, y = batches[2]
+        batches[2], after = (torch.full_like(x, float("nan")), y), None
+    opt_before, sched_before = copy.deepcopy(opt.state_dict()), copy.deepcopy(sched.state_dict())
+
+    def failing_fit():
+        with pytest.raises((FloatingPointError, RuntimeError)):
+            fit(model, batches, epochs=3, optimizer=opt, scheduler=sched, progress=False,
+                after_epoch=after)
+
+    leaves_as_found(failing_fit, model)
+    assert same_state(opt.state_dict(), opt_before)
+    assert same_state(sched.state_dict(), sched_before)
+    assert opt.param_groups[0]["lr"] == opt_before["param_groups"][0]["lr"]

@@ -1,3 +1,5 @@
+import io
+
 import torch
 
 from robustlab import data, models, zoo
@@ -75,3 +77,22 @@ def test_colour_digits_cnn_is_accurate_and_not_robust():
                 generator=torch.Generator().manual_seed(0))
     assert (x_adv - x[ok]).abs().max() <= eps + 1e-6
     assert (predict(model, x_adv).argmax(1) != y[ok]).float().mean() > 0.8
+
+
+class Payload:
+    def __reduce__(self):
+        return (print, ("this must never run",))
+
+
+# issue 15: a refused weights file must not come with torch's advice to use weights_only=False
+def test_verify_never_advises_weights_only_false(monkeypatch, capsys):
+    def refused(name, **kwargs):  # a weights file holding a pickled call, its sha256 forged
+        buf = io.BytesIO()
+        torch.save({"weight": Payload()}, buf)
+        return torch.load(io.BytesIO(buf.getvalue()), weights_only=True)
+
+    monkeypatch.setattr(zoo, "pretrained", refused)
+    assert not zoo.verify()
+    out = capsys.readouterr().out
+    assert "digits-cnn: FAILED: Unsupported global: GLOBAL print" in out
+    assert "False" not in out and "likely succeed" not in out

@@ -38,8 +38,10 @@ class Oracle:
 
     A query is one image evaluated. ``oracle(images, idx)`` evaluates ``images`` (B, C, H, W) in
     [0, 1] on behalf of examples ``idx`` (B,) (default 0..B-1), charges one query to each, and
-    returns probabilities (B, K) or labels (B,). Counts accumulate per example index in
-    ``queries`` until ``reset()``; a call that would take an example past ``budget`` raises
+    returns probabilities (B, K) or labels (B,). Counts accumulate per example index until
+    ``reset()``: ``count(idx)`` reads them, ``seen`` lists the indices met so far (the memory
+    taken grows with them, not with the largest index) and ``queries`` is the dense view of
+    examples 0..max(seen). A call that would take an example past ``budget`` raises
     QueryBudgetError and evaluates nothing. The model runs in eval mode under torch.no_grad(),
     and its modes, parameters and gradients are as they were afterwards.
 
@@ -68,33 +70,55 @@ class Oracle:
 
     def reset(self) -> None:
         """Forget every query made so far."""
-        self.queries = torch.zeros(0, dtype=torch.long)
+        # one count per example index seen, the indices sorted: memory grows with the examples
+        # seen, not with the largest index (a dense tensor up to index 10**8 took 800 MB)
+        self.seen = torch.zeros(0, dtype=torch.long)
+        self._counts = torch.zeros(0, dtype=torch.long)
+
+    @property
+    def queries(self) -> torch.Tensor:
+        """The counts of examples 0..m as one tensor, m the largest index seen (0 for an index
+        never charged). It is as long as m + 1: for scattered large indices ask ``count(idx)``."""
+        dense = self._counts.new_zeros(self.seen[-1].item() + 1 if len(self.seen) else 0)
+        dense[self.seen] = self._counts
+        return dense
+
+    def count(self, idx: torch.Tensor) -> torch.Tensor:
+        """The queries examples `idx` have made so far, as CPU longs."""
+        return self._lookup(self._check_idx(idx))
 
     def remaining(self, n: int) -> torch.Tensor:
         """Queries examples 0..n-1 may still make (2**62 without a budget)."""
-        self._grow(n)
-        return (2 ** 62 if self.budget is None else self.budget) - self.queries[:n]
+        idx = torch.arange(n)
+        self._admit(idx)
+        return (2 ** 62 if self.budget is None else self.budget) - self._lookup(idx)
 
-    def _grow(self, n: int) -> None:
-        if n > len(self.queries):
-            self.queries = torch.cat([self.queries, self.queries.new_zeros(n - len(self.queries))])
+    def _lookup(self, idx: torch.Tensor) -> torch.Tensor:
+        """The counts of checked CPU indices `idx`, 0 for an example not seen."""
+        if not len(self.seen):
+            return torch.zeros_like(idx)
+        pos = torch.searchsorted(self.seen, idx).clamp(max=len(self.seen) - 1)
+        return torch.where(self.seen[pos] == idx, self._counts[pos], 0)
 
-    def _check_idx(self, idx, n: int) -> torch.Tensor:
-        """`idx` as CPU longs, checked, with the query counts grown to cover it."""
+    def _admit(self, idx: torch.Tensor) -> None:
+        """Give the examples `idx` not seen yet a count of 0."""
+        new = torch.unique(idx[~torch.isin(idx, self.seen)])
+        if len(new):
+            self.seen, order = torch.sort(torch.cat([self.seen, new]))
+            self._counts = torch.cat([self._counts, self._counts.new_zeros(len(new))])[order]
+
+    def _check_idx(self, idx, n: int | None = None) -> torch.Tensor:
+        """`idx` as CPU longs, checked: integer example indices >= 0, `n` of them if given."""
         if idx is None:
-            self._grow(n)
             return torch.arange(n)
         if not isinstance(idx, torch.Tensor) or idx.is_floating_point() or idx.dtype == torch.bool:
             raise TypeError(f"idx must be an integer tensor of example indices, got "
                             f"{getattr(idx, 'dtype', type(idx).__name__)}")
-        if idx.shape != (n,):
-            raise ValueError(f"idx must have shape ({n},), got {tuple(idx.shape)}")
+        if idx.dim() != 1 or (n is not None and len(idx) != n):
+            raise ValueError(f"idx must have shape ({'B' if n is None else n},), got {tuple(idx.shape)}")
         idx = idx.cpu().long()
-        if n:
-            lo, hi = (t.item() for t in torch.aminmax(idx))
-            if lo < 0:
-                raise ValueError(f"idx holds a negative example index: {lo}")
-            self._grow(hi + 1)
+        if len(idx) and (lo := idx.min().item()) < 0:
+            raise ValueError(f"idx holds a negative example index: {lo}")
         return idx
 
     def check_inputs(self, x, y, *, eps=None, norm="linf", norms=("linf", "l2")):
@@ -112,12 +136,15 @@ class Oracle:
     def __call__(self, images: torch.Tensor, idx: torch.Tensor | None = None) -> torch.Tensor:
         images = check_images(images, "images")
         idx = self._check_idx(idx, len(images))
-        charge = torch.bincount(idx, minlength=len(self.queries))
-        over = self.queries + charge > (math.inf if self.budget is None else self.budget)
+        examples, charge = torch.unique(idx, return_counts=True)
+        self._admit(examples)
+        pos = torch.searchsorted(self.seen, examples)
+        total = self._counts[pos] + charge
+        over = total > (math.inf if self.budget is None else self.budget)
         if over.any():
             raise QueryBudgetError(f"query budget of {self.budget} per example exceeded for "
-                                   f"example(s) {over.nonzero()[:10, 0].tolist()}")
-        self.queries += charge
+                                   f"example(s) {examples[over][:10].tolist()}")
+        self._counts[pos] = total
         with eval_mode(self.model), torch.no_grad():
             z = torch.cat([logits_of(self.model, b) for b in images.split(self.batch_size)])
         if z.shape[1] != self.num_classes:
@@ -143,10 +170,11 @@ class QueryLedger:
         n = len(x)
         self.oracle, self.y, self.device, self.shape = oracle, y, x.device, x.shape[1:]
         self.allowed = oracle.remaining(n).clamp(max=max_queries)
-        self.start = oracle.queries[:n].clone()
+        self.idx = torch.arange(n)  # the batch's examples, already checked and admitted
+        self.start = oracle._lookup(self.idx)
 
     def used(self) -> torch.Tensor:
-        return (self.oracle.queries[:len(self.start)] - self.start).to(self.device)
+        return (self.oracle._lookup(self.idx) - self.start).to(self.device)
 
     def left(self) -> torch.Tensor:
         return self.allowed.to(self.device) - self.used()

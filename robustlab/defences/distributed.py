@@ -38,7 +38,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler, Sampler, TensorDataset
 
 from .. import checkpoint as _ckpt
-from .._checks import check_positive
+from .._checks import check_in_range, check_positive
 from ..train import fit
 
 __all__ = ["RankSlices", "ddp_fit", "launch", "rank_path", "shard_batches"]
@@ -51,10 +51,18 @@ def _world() -> tuple[int, int]:
     return dist.get_rank(), dist.get_world_size()
 
 
+def _check_rank(rank, world_size) -> None:
+    """world_size an int > 0 and rank one of its ranks: a rank -1 would index from the end and
+    take another rank's data."""
+    check_positive(world_size, "world_size", integer=True)
+    check_in_range(rank, f"rank (world_size={world_size})", 0, world_size - 1, integer=True)
+
+
 class RankSlices(Sampler[list[int]]):
     """This rank's contiguous slice of each batch of `batches`, split as ``torch.tensor_split``."""
 
     def __init__(self, batches: Sampler[list[int]], rank: int, world_size: int):
+        _check_rank(rank, world_size)
         self.batches, self.rank, self.world_size = batches, rank, world_size
 
     def __iter__(self) -> Iterator[list[int]]:
@@ -73,11 +81,15 @@ def shard_batches(x: torch.Tensor, y: torch.Tensor, *, batch_size: int, seed: in
     DataLoader shuffling with a generator seeded with `seed`), so W ranks see together what one
     process sees. Each global batch is cut into W contiguous parts of sizes differing by at
     most one; a global batch with fewer than W examples (the last one) would leave a rank
-    without data, and is refused. Rank and world size default to torch.distributed's.
+    without data, and is refused. Rank and world size default (both) to torch.distributed's.
     """
     check_positive(batch_size, "batch_size", integer=True)
-    if rank is None or world_size is None:
+    if (rank is None) != (world_size is None):  # half of them would be silently replaced
+        raise ValueError(f"rank and world_size: pass both or neither (torch.distributed's), got "
+                         f"rank={rank!r} and world_size={world_size!r}")
+    if rank is None:
         rank, world_size = _world()
+    _check_rank(rank, world_size)
     if len(x) != len(y) or len(x) == 0:
         raise ValueError(f"x and y must be non-empty and of the same length, got {len(x)} and "
                          f"{len(y)}")

@@ -54,7 +54,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .._checks import check_eps, check_in_range, check_nonnegative, check_norm, check_positive
+from .._checks import check_bool, check_eps, check_in_range, check_nonnegative, check_norm, check_positive
 from ..losses import ce_loss
 from ..norms import clip_box, random_in_ball, steepest
 from ._inner import (
@@ -120,6 +120,7 @@ def pgd_at(*, eps: float, alpha: float, steps: int, norm: str = "linf",
     (on the training batch's adversarial examples, free from the training forward pass).
     """
     eps, norm = _check_inner_pgd(eps, alpha, steps, norm, ("linf", "l2", "l1"))
+    random_start = check_bool(random_start, "random_start")
     attack_mode = _check_mode(attack_mode)
     generator = _check_generator(generator)
 
@@ -187,6 +188,7 @@ def cyclic_lr(optimizer: torch.optim.Optimizer, *, epochs: int, steps_per_epoch:
     check_positive(steps_per_epoch, "steps_per_epoch", integer=True)
     check_positive(max_lr, "max_lr")
     check_in_range(peak, "peak", 0.0, 1.0, low_open=True, high_open=True)
+    check_bool(per_batch, "per_batch")
     if not isinstance(optimizer, torch.optim.Optimizer):
         raise TypeError(f"optimizer must be a torch.optim.Optimizer, got "
                         f"{type(optimizer).__name__}")

@@ -289,19 +289,35 @@ class CertifiedAccuracy(Tabular):
         return ax
 
 
+def _check_radii(radii) -> list[float]:
+    """One radius (a number or a 0-d tensor) or a 1-D sequence of them, as numbers >= 0."""
+    if isinstance(radii, torch.Tensor):
+        if radii.dim() > 1:
+            raise ValueError(f"radii must be one radius or a 1-D list of them, got a tensor of "
+                             f"shape {tuple(radii.shape)}")
+        radii = radii.tolist()  # a 0-d tensor gives one number
+    if isinstance(radii, (int, float, str)):  # one radius (a string is no list of them)
+        return [check_nonnegative(radii, "radii")]
+    try:
+        radii = list(radii)
+    except TypeError:
+        raise TypeError(f"radii must be a number or a list of numbers, got "
+                        f"{type(radii).__name__}") from None
+    if not radii:
+        raise ValueError("radii must hold at least one radius")
+    return [check_nonnegative(r, f"radii[{i}]") for i, r in enumerate(radii)]
+
+
 def certified_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, sigma: float,
-                       radii: Sequence[float], n0: int = 100, n: int = 100_000,
+                       radii: float | Sequence[float] | torch.Tensor, n0: int = 100, n: int = 100_000,
                        alpha: float = 0.001, batch_size: int = 1000,
                        generator: torch.Generator | None = None) -> CertifiedAccuracy:
     """Certified accuracy of the smoothed `model` at each radius: runs ``certify`` on every
     example (same arguments) and counts those certified with the right class and a radius
-    >= r (Cohen et al.'s "approximate certified test set accuracy"). Returns a
+    >= r (Cohen et al.'s "approximate certified test set accuracy"). `radii` is one radius (a
+    number or 0-d tensor) or a 1-D sequence or tensor of them. Returns a
     ``CertifiedAccuracy`` that prints as a markdown table and plots with ``.plot(ax)``."""
-    if isinstance(radii, (int, float)):
-        radii = [radii]
-    radii = [check_nonnegative(r, f"radii[{i}]") for i, r in enumerate(radii)]
-    if not radii:
-        raise ValueError("radii must hold at least one radius")
+    radii = _check_radii(radii)
     x = plain(check_images(x))
     y = check_labels(y, x)
     prediction, radius, k = _certify(model, x, sigma=sigma, n0=n0, n=n, alpha=alpha,

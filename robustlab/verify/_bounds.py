@@ -10,6 +10,7 @@ from .._checks import check_eps, check_images, check_norm
 from .._model import check_model, check_model_input, plain
 from ..norms import dual_norm
 from .network import Affine, Network, read_network
+from .rounding import read_exact
 
 ROW_BUDGET = 1 << 23  # entries of the coefficient tensors held at once
 
@@ -122,7 +123,9 @@ def prepare(model: nn.Module, x, eps, norm, C):
     check_model_input(model, x)
     eps, norm = check_eps(eps), check_norm(norm, ("linf", "l2", "l1"))
     net = read_network(model, x.shape[1:], like=x)
-    return net, x, Ball(x, eps, norm), check_spec(C, x, net.out_shape[0])
+    ball = Ball(x, eps, norm)
+    read_exact(model, ball.box.lower, ball.box.upper)  # what was read is what runs, or an error
+    return net, x, ball, check_spec(C, x, net.out_shape[0])
 
 
 def affine_runs(net: Network) -> list:

@@ -13,7 +13,7 @@ from .._checks import check_eps, check_positive
 from .._model import frozen, input_grad, predict
 from ..norms import clip_box, project, random_in_ball, steepest
 from ._bounds import Ball
-from ._complete import TOL, confirm, each_example, relu_only, setup
+from ._complete import confirm, each_example, relu_only, setup
 from ._encode import dense_chain, encode
 from .crown import crown_bounds
 from .network import ReLU
@@ -58,9 +58,10 @@ class _Domains:
             (other.phases, other.lower, other.pre_l, other.pre_u))))
 
 
-def _bound(net, relus, x64, eps, norm, C, phases, parent_lower=None) -> _Domains:
+def _bound(net, relus, x64, eps, norm, C, need, phases, parent_lower=None) -> _Domains:
     """CROWN under each row of `phases`, keeping the open subdomains only: those with some
-    margin bound <= 0 and no neuron whose split contradicts its bounds (an empty subdomain)."""
+    margin bound <= need (the model's rounding bound) and no neuron whose split contradicts its
+    bounds (an empty subdomain)."""
     d = len(phases)
     splits, start = {}, 0
     for i in relus:
@@ -74,7 +75,7 @@ def _bound(net, relus, x64, eps, norm, C, phases, parent_lower=None) -> _Domains
     pre_u = torch.cat([p[1].flatten(1) for p in pre], 1)
     if parent_lower is not None:  # a subdomain's bound may take its parent's where tighter
         lower = torch.maximum(lower, parent_lower)
-    keep = (lower.min(1).values <= 0) & ~(pre_l > pre_u + 1e-9).any(1)
+    keep = ((lower - need).min(1).values <= 0) & ~(pre_l > pre_u + 1e-9).any(1)
     return _Domains(phases, lower, pre_l, pre_u).take(keep)
 
 
@@ -95,12 +96,12 @@ def _scores(chain, c_row, pre_l, pre_u):
     return torch.cat(scores, 1)
 
 
-def _lp(model, net, relus, x, y, eps, norm, dom, others, left):
+def _lp(referee, relus, x, y, eps, norm, dom, others, need, left):
     """The LP over one subdomain (D = 1): the triangle relaxation of its free unstable ReLUs, its
     split ReLUs as constraints (so, unlike CROWN's clamped bounds, the splits also constrain the
     input), exact when every ReLU is fixed. Returns (counterexample or None, the LP's lower
     bounds on z_y - z_j (1, K-1) (inf where infeasible), notes)."""
-    x0 = x.detach().cpu().double().flatten().numpy()
+    x0, net = x.detach().cpu().double().flatten().numpy(), referee.net
     sizes = [int(np.prod(net.layers[i].shape)) for i in relus]
     pre = [(lo.numpy(), up.numpy()) for lo, up in zip(dom.pre_l[0].split(sizes), dom.pre_u[0].split(sizes))]
     enc = encode(net, x0, eps, norm, pre)
@@ -108,7 +109,7 @@ def _lp(model, net, relus, x, y, eps, norm, dom, others, left):
     lower, notes = dom.lower.clone(), []
     exact = not any(((lo < 0) & (up > 0)).any() for lo, up in pre)
     for col, (j, lo) in enumerate(zip(others, dom.lower[0].tolist())):
-        if lo > 0:
+        if lo > need[col]:
             continue
         res = enc.prog.solve(cols, -(e[j] - e[y]), left, relax=True)
         if res.status == 2:  # the splits contradict each other: an empty subdomain
@@ -118,24 +119,27 @@ def _lp(model, net, relus, x, y, eps, norm, dom, others, left):
             continue
         best = -res.fun + c[j] - c[y]
         lower[0, col] = max(lo, -best)
-        if best < -TOL:
+        if best < -need[col]:
             continue
-        adv = confirm(model, net, x, y, j, torch.from_numpy(res.x[enc.x]).view_as(x), eps, norm)
+        adv = confirm(referee, x, y, j, torch.from_numpy(res.x[enc.x]).view_as(x), eps, norm)
         if adv is not None:
             return adv, lower, notes
         if exact:
-            notes.append(f"class {j}: a subdomain's exact max z_{j} - z_y = {best:.3g} is within {TOL:g} "
-                         "of 0 or not misclassified by the model in its own precision")
+            notes.append(f"class {j}: a subdomain's exact max z_{j} - z_y = {best:.3g} is within the "
+                         f"rounding bound {need[col]:.3g} of 0 or not misclassified beyond rounding")
             lower[0, col] = np.inf  # decided as far as it can be: no further split helps
     return None, lower, notes
 
 
-def _search(model, net, x, y, eps, norm, max_branches, batch, lp, time_limit, start):
+def _search(referee, x, y, eps, norm, need, max_branches, batch, lp, time_limit, start):
     """Best-first branch and bound for one example; returns its Verdict."""
     def done(status, adv=None, reason=None):
+        if status == "falsified":
+            return referee.verdict(adv, y, reason, start)
         return Verdict(status, adv, reason=reason, seconds=time.perf_counter() - start)
-    adv = _attack(model, x, y, eps, norm)
-    if adv is not None:
+    net = referee.net
+    adv = _attack(referee.model, x, y, eps, norm)
+    if adv is not None and referee.fooled(adv, y):
         return done("falsified", adv, "a projected-gradient search found it before any branching")
     k = net.out_shape[0]
     others = [j for j in range(k) if j != y]
@@ -143,7 +147,7 @@ def _search(model, net, x, y, eps, norm, max_branches, batch, lp, time_limit, st
     chain = dense_chain(net)
     m = sum(int(np.prod(net.layers[i].shape)) for i in relus)
     x64, C = x.detach().cpu().double()[None], margin_spec(torch.tensor([y]), k).double()
-    fresh = _bound(net, relus, x64, eps, norm, C, torch.zeros(1, m, dtype=torch.int8))
+    fresh = _bound(net, relus, x64, eps, norm, C, need, torch.zeros(1, m, dtype=torch.int8))
     if not len(fresh):
         return done("verified", reason="CROWN alone proves it")
     branches = lps = 0
@@ -154,12 +158,12 @@ def _search(model, net, x, y, eps, norm, max_branches, batch, lp, time_limit, st
         free = (fresh.phases == 0) & (fresh.pre_l < 0) & (fresh.pre_u > 0)
         for d in ((~free.any(1)) | lp).nonzero().flatten().tolist():
             lps += 1
-            adv, lower, lp_notes = _lp(model, net, relus, x, y, eps, norm, fresh.take([d]), others,
+            adv, lower, lp_notes = _lp(referee, relus, x, y, eps, norm, fresh.take([d]), others, need,
                                        time_limit - (time.perf_counter() - start))
             if adv is not None:
                 return done("falsified", adv, f"an LP's point over a subdomain after {branches} branches")
             fresh.lower[d], notes = lower[0], notes + lp_notes
-        open_ = open_.join(fresh.take((fresh.lower.min(1).values <= 0) & free.any(1)))
+        open_ = open_.join(fresh.take(((fresh.lower - need).min(1).values <= 0) & free.any(1)))
         if not len(open_):
             break
         if time.perf_counter() - start > time_limit or branches >= max_branches:
@@ -169,17 +173,17 @@ def _search(model, net, x, y, eps, norm, max_branches, batch, lp, time_limit, st
                          f"the worst with a lower bound {open_.lower.min().item():.3g} on z_y - z_j")
             break
         # best first: split the subdomains whose bounds are furthest below 0
-        order = open_.lower.min(1).values.argsort()
+        order = (open_.lower - need).min(1).values.argsort()
         now, open_ = open_.take(order[:batch]), open_.take(order[batch:])
         free = (now.phases == 0) & (now.pre_l < 0) & (now.pre_u > 0)
-        worst = C[0][now.lower.argmin(1)]  # the row of each subdomain's loosest class
+        worst = C[0][(now.lower - need).argmin(1)]  # the row of each subdomain's loosest class
         pick = torch.where(free, _scores(chain, worst, now.pre_l, now.pre_u), -1.0).argmax(1)
         rows = torch.arange(len(now))
         children = now.phases.repeat(2, 1)
         children[rows, pick] = 1
         children[rows + len(now), pick] = -1
         branches += len(now)
-        fresh = _bound(net, relus, x64, eps, norm, C, children, now.lower.repeat(2, 1))
+        fresh = _bound(net, relus, x64, eps, norm, C, need, children, now.lower.repeat(2, 1))
     if notes:
         return done("unknown", reason="; ".join(dict.fromkeys(notes)))
     return done("verified", reason=f"every subdomain bounded above 0 ({branches} branches, {lps} LPs)")
@@ -225,8 +229,9 @@ def branch_and_bound(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps:
     if not isinstance(lp, bool):
         raise TypeError(f"lp must be True or False, got {type(lp).__name__}")
     start = time.perf_counter()
-    x, yc, norm, time_limit, net64, k, wrong = setup(model, x, y, norm, time_limit, "crown",
-                                                     "branch_and_bound")
-    relu_only(net64, "branch_and_bound")
-    return each_example(x, wrong, start, lambda i, t0: _search(
-        model, net64, x[i], int(yc[i]), eps, norm, max_branches, batch, lp, time_limit, t0))
+    x, yc, norm, time_limit, referee, k, wrong = setup(model, x, y, norm, time_limit, "crown",
+                                                       "branch_and_bound", eps)
+    relu_only(referee.net, "branch_and_bound")
+    need = referee.need(x.detach().cpu().double(), eps, yc)
+    return each_example(x, yc, wrong, start, referee, lambda i, t0: _search(
+        referee, x[i], int(yc[i]), eps, norm, need[i], max_branches, batch, lp, time_limit, t0))

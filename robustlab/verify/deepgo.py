@@ -15,8 +15,9 @@ from torch import nn
 from .._checks import check_choice, check_eps, check_images, check_nonnegative, check_positive
 from .._model import check_model, check_model_input, eval_mode, plain
 from .._random import draw_device
-from .network import Affine, MaxPool, read_network
+from .network import Affine, MaxPool
 from .reach import propagate
+from .rounding import read_exact
 
 MAX_FEATURES = 4  # the nested search costs (points per level) ** features evaluations
 
@@ -246,8 +247,9 @@ def deepgo(model: nn.Module, x: torch.Tensor, *, eps: float, features: Sequence[
             or not all(isinstance(i, int) and not isinstance(i, bool) and 0 <= i < size for i in feats)):
         raise ValueError(f"features must be 1 to {MAX_FEATURES} distinct ints in [0, {size}) (the "
                          f"nested search costs exponentially more per feature), got {features!r}")
+    net, _ = read_exact(model, (x - eps).clamp(0, 1), (x + eps).clamp(0, 1))  # what runs, or an error
     model64 = copy.deepcopy(model).to(torch.float64).eval()
-    x64, net = x.double(), read_network(model64, x.shape[1:], like=x.double())
+    x64 = x.double()
     k_out = net.out_shape[0]
     if isinstance(output, torch.Tensor):
         if output.shape != (k_out,) or not torch.isfinite(output).all():

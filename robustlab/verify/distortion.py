@@ -35,7 +35,8 @@ class MinDistortion(Tabular):
         distortion: (N,) float64, the smallest ||x' - x|| over misclassified x' (the MILP's
             optimum; inf when no adversarial example lies within max_eps).
         lower: (N,) float64, a proven lower bound: no x' closer than this is misclassified
-            (within SOLVED = 1e-4 of `distortion`, relatively, when the status is "optimal").
+            (when the status is "optimal", within SOLVED = 1e-4 of `distortion`, relatively, plus
+            the band in which the model's rounding decides the class: see `min_distortion`).
         counterexamples: per example the adversarial input (C, H, W) at that distance (its
             norm within 0.1% of `distortion`), re-checked on the model; None when none.
         targets: the class the model gives the counterexample (None without one).
@@ -69,66 +70,72 @@ class MinDistortion(Tabular):
                                "lower bound", "gap", "adversarial class", "seconds"], rows)
 
 
-def _solve_one(model, net, x, y, norm, cap, which, time_limit, start):
+def _solve_one(referee, x, y, norm, cap, which, time_limit, start):
     """(distortion, lower bound, counterexample or None, notes) for one correctly classified x.
 
     The radius starts at cap / 2^ROUNDS and doubles while nothing is reachable within it (each
     round then proves distortion >= radius, mostly from the bounds alone or with small MILPs):
     big-M constants over a small ball are tight, and one over the whole box makes even a tiny
-    network's MILP slow."""
-    x64 = x.detach().cpu().double()[None]
+    network's MILP slow. What a finished round proved is kept when a later one runs out of time."""
+    net, x64 = referee.net, x.detach().cpu().double()[None]
     k = net.out_shape[0]
     C = margin_spec(torch.tensor([y]), k).double()
     with torch.no_grad():
         logits = net(x64)[0]
     order = sorted((j for j in range(k) if j != y), key=lambda j: (logits[y] - logits[j]).item())
-    radius = cap / 2 ** ROUNDS
+    radius, proved = cap / 2 ** ROUNDS, 0.0
     while True:
-        best, adv, lowers, notes = _round(model, net, x, x64, y, C, order, norm, radius, which,
-                                          time_limit, start)
+        best, adv, lowers, notes, band = _round(referee, x, x64, y, C, order, norm, radius, which,
+                                                time_limit, start)
+        lower = max(proved, min(lowers + [best]))
         if adv is not None or notes or radius >= cap:
-            return best, min(lowers + [best]), adv, notes
-        radius = min(2 * radius, cap)
+            return best, lower, adv, notes, band
+        proved, radius = lower, min(2 * radius, cap)
 
 
-def _confirm(model, x, y, j, prog, enc, res, left):
-    """(point the model misclassifies, its MILP distance) from an optimum of class j, or (None,
-    inf). The optimum lies on the boundary z_j = z_y only up to HiGHS' feasibility tolerance
-    (1e-7), where a touching boundary may leave no misclassified point nearby: then the MILP is
-    solved again with z_j - z_y >= MARGIN, whose point lies strictly past it, a distance at most
-    MARGIN / (the margin's slope) further."""
-    for attempt in (res, None):
+def _confirm(referee, x, y, j, norm, prog, enc, res, need, left):
+    """(point the model misclassifies beyond rounding, its distance from x, whether it came from an
+    optimum) from an optimum of class j, or (None, inf, False). The optimum lies on (or, by the
+    rounding allowance, just short of) the boundary z_j = z_y, where a touching boundary may leave
+    no misclassified point nearby: then the MILP is solved again with z_j - z_y >= need + MARGIN,
+    whose point lies past it by more than the model's rounding, a distance at most (need + MARGIN) /
+    (the margin's slope) further. The distance is that of the checked point, measured in float64."""
+    for attempt in (None, res):
         if attempt is None:
             cols, e, c = enc.logits
             again = prog.fork()
-            again.rows_([(cols, (e[j] - e[y])[None])], [c[y] - c[j] + MARGIN], [np.inf])
+            again.rows_([(cols, (e[j] - e[y])[None])], [c[y] - c[j] + need + MARGIN], [np.inf])
             attempt = again.solve(enc.radius, [1.0], left, gap=GAP)
             if attempt.x is None:
                 break
         cand = torch.from_numpy(attempt.x[enc.x]).view_as(x)
-        point = recheck(model, x, y, j, cand, lambda p: p.clamp(0, 1), max(attempt.fun, 1e-3))
+        point = recheck(referee, x, y, j, cand, lambda p: p.clamp(0, 1), max(attempt.fun, 1e-3))
         if point is not None:
-            return point, float(attempt.fun)
-    return None, math.inf
+            gap = (point.double() - x.double()).abs()
+            return point, (gap.max() if norm == "linf" else gap.sum()).item(), attempt.status == 0
+    return None, math.inf, False
 
 
-def _round(model, net, x, x64, y, C, order, norm, radius, which, time_limit, start):
+def _round(referee, x, x64, y, C, order, norm, radius, which, time_limit, start):
     """One MILP per other class j within the radius, min r subject to z_j >= z_y, the class
     closest in logits first. After each better point, the bounds are recomputed over the ball
     of that radius (smaller big-M constants, more stable neurons) and later classes need only
     beat it: a class the bounds rule out, or whose MILP is infeasible, within the current
-    radius r needs at least r >= the best distance, which is then the answer."""
-    others = sorted(order)
-    best, adv, lowers, notes, untried = math.inf, None, [], [], []
+    radius r needs at least r >= the best distance, which is then the answer. A class counts as
+    reached once z_j - z_y >= -need_j, the model's rounding bound over the ball: the float model
+    may already misclassify there, so the lower bounds hold for it, not only for its copy."""
+    net, others = referee.net, sorted(order)
+    best, adv, lowers, notes, untried, band = math.inf, None, [], [], [], 0.0
     enc = None
     for j in order:
         if enc is None:  # (re)encode over the current radius
             with torch.no_grad():
                 pre, spec_lo = neuron_bounds(net, Ball(x64, radius, norm), C, which)
+                need = dict(zip(others, referee.need(x64, radius, torch.tensor([y]), tol=0.0)[0].tolist()))
             pre = [(lo[0].flatten().numpy(), up[0].flatten().numpy()) for lo, up in pre]
             spec_lo = dict(zip(others, spec_lo[0].tolist()))
             enc = encode(net, x64.flatten().numpy(), radius, norm, pre, free=True)
-        if spec_lo[j] > 0:  # no point within the radius reaches class j
+        if spec_lo[j] > need[j]:  # no point within the radius reaches class j
             lowers.append(radius)
             continue
         left = time_limit - (time.perf_counter() - start)
@@ -138,7 +145,7 @@ def _round(model, net, x, x64, y, C, order, norm, radius, which, time_limit, sta
             continue
         cols, e, c = enc.logits
         prog = enc.prog.fork()
-        prog.rows_([(cols, (e[j] - e[y])[None])], [c[y] - c[j]], [np.inf])  # z_j - z_y >= 0
+        prog.rows_([(cols, (e[j] - e[y])[None])], [c[y] - c[j] - need[j]], [np.inf])  # z_j - z_y >= -need
         res = prog.solve(enc.radius, [1.0], left, gap=GAP)
         dual = getattr(res, "mip_dual_bound", None)
         dual = float(dual) if dual is not None and np.isfinite(dual) else None
@@ -154,17 +161,17 @@ def _round(model, net, x, x64, y, C, order, norm, radius, which, time_limit, sta
                          f"{res.status} ({res.message})")
         if res.x is None or res.fun >= best:
             continue
-        point, dist = _confirm(model, x, y, j, prog, enc, res, left)
+        point, dist, exact = _confirm(referee, x, y, j, norm, enc.prog, enc, res, need[j], left)
         if point is None:
             notes.append(f"class {j}: the MILP's point at distance {res.fun:.4g} is not "
-                         "misclassified by the model in its own precision")
+                         "misclassified beyond the model's rounding")
             continue
-        best, adv = dist, point
+        best, adv, band = dist, point, max(dist - lowers[-1], 0.0) if exact else 0.0
         if best < 0.9 * radius:
             radius, enc = best, None
     if untried:
         notes.append(f"time limit {time_limit:g} s reached before classes {untried} were tried")
-    return best, adv, lowers, notes
+    return best, adv, lowers, notes, band
 
 
 def min_distortion(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: str = "linf",
@@ -178,9 +185,16 @@ def min_distortion(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: 
     `milp`); the radius r is a variable, |x' - x| <= r (L-inf) or sum |x' - x| <= r (L1, with
     auxiliary variables), and the objective is min r. Misclassification is a disjunction over the
     classes j != y: one MILP per class with z_j >= z_y, the smallest optimum over j the answer.
-    The boundary z_j = z_y is closed, so the optimum is the infimum of distances at which the
-    model changes its answer; the counterexample is the optimal point pushed just past it (see
-    `recheck`). HiGHS' dual bound gives a proven lower bound when the time runs out.
+    HiGHS' dual bound gives a proven lower bound when the time runs out.
+
+    Held to the model as it runs: its float logits may differ from the exact ones by up to E
+    (`rounding.rounding_bound`), so near the boundary rounding decides the class. The lower
+    bound counts class j as reached once z_j - z_y >= -(E_y + E_j): no input closer than it is
+    misclassified by the float model, in any batch. The counterexample is the optimum with
+    z_j - z_y >= E_y + E_j + MARGIN (pushed further if needed, `recheck`), misclassified by
+    every float evaluation; `distortion` is its measured distance. "optimal" means the two
+    differ by at most SOLVED relatively plus that band (for a float32 model, about 1e-4 of the
+    distance; for float64, nothing visible).
 
     Arguments:
         model: a chain that `read_network` reads (solved in float64 on a copy; left as found).
@@ -194,10 +208,10 @@ def min_distortion(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: 
     Returns a MinDistortion (a table when printed).
     """
     start = time.perf_counter()
-    x, yc, norm, time_limit, net64, k, wrong = setup(model, x, y, norm, time_limit, bounds,
-                                                     "min_distortion")
     if max_eps is not None:
         max_eps = float(check_positive(max_eps, "max_eps"))
+    x, yc, norm, time_limit, referee, k, wrong = setup(model, x, y, norm, time_limit, bounds,
+                                                       "min_distortion", max_eps)
     shared = (time.perf_counter() - start) / max(len(x), 1)
     out = {name: [] for name in ("distortion", "lower", "counterexamples", "targets", "status",
                                  "seconds", "notes")}
@@ -206,13 +220,13 @@ def min_distortion(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: 
         cap = max_eps
         if cap is None:
             cap = 1.0 if norm == "linf" else torch.maximum(x[i], 1 - x[i]).sum().item()
-        if wrong[i]:
+        if wrong[i] and referee.fooled(x[i], int(yc[i])):
             best, lower, adv, notes = 0.0, 0.0, x[i].clone(), ["the model misclassifies x itself"]
             status = "misclassified"
         else:
-            best, lower, adv, notes = _solve_one(model, net64, x[i], int(yc[i]), norm, cap,
-                                                    bounds, time_limit, t0)
-            if adv is not None and best - lower <= SOLVED * best + 1e-9:
+            best, lower, adv, notes, band = _solve_one(referee, x[i], int(yc[i]), norm, cap, bounds,
+                                                       time_limit, t0)
+            if adv is not None and best - lower <= SOLVED * best + band + 1e-9:
                 status = "optimal"
             elif adv is None and lower >= cap * (1 - 10 * GAP) and not notes:
                 status = "beyond max_eps"

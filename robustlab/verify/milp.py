@@ -16,15 +16,18 @@ from ._encode import encode
 from .types import Verdict, margin_spec
 
 
-def _one(model, net, x, y, eps, norm, pre, spec_lo, time_limit, start):
-    """The verdict for one example: one MILP per class j that the bounds do not rule out,
-    maximising z_j - z_y, the most threatening j (smallest bound on z_y - z_j) first."""
-    k = len(spec_lo) + 1
+def _one(referee, x, y, eps, norm, pre, spec_lo, need, time_limit, start):
+    """The verdict for one example: one MILP per class j that the bounds do not rule out (their
+    margin below `need`, the model's rounding bound), maximising z_j - z_y, the most
+    threatening j (smallest bound on z_y - z_j) first."""
+    net, k = referee.net, len(spec_lo) + 1
     others = [j for j in range(k) if j != y]
-    todo = sorted((lo, j) for lo, j in zip(spec_lo.tolist(), others) if lo <= 0)
+    need = dict(zip(others, need.tolist()))
+    todo = sorted((lo, j) for lo, j in zip(spec_lo.tolist(), others) if lo <= need[j])
     if not todo:
         return Verdict("verified", reason=f"the bounds alone prove it: z_y - z_j >= "
-                       f"{min(spec_lo.tolist()):.4g} for every j", seconds=time.perf_counter() - start)
+                       f"{min(spec_lo.tolist()):.4g} for every j, above the rounding bound",
+                       seconds=time.perf_counter() - start)
     enc = encode(net, x.detach().cpu().double().flatten().numpy(), eps, norm, pre)
     prog, xv, (cols, e, c) = enc.prog, enc.x, enc.logits
     worst, notes = -np.inf, []
@@ -39,19 +42,19 @@ def _one(model, net, x, y, eps, norm, pre, spec_lo, time_limit, start):
         dual = getattr(res, "mip_dual_bound", None)
         bound = -dual + const if dual is not None and np.isfinite(dual) else np.inf
         if found > TOL:
-            adv = recheck(model, x, y, j, torch.from_numpy(res.x[xv]).view_as(x), into_ball(x, eps, norm),
+            adv = recheck(referee, x, y, j, torch.from_numpy(res.x[xv]).view_as(x), into_ball(x, eps, norm),
                           max(eps, 1e-3))
             if adv is not None:
-                return Verdict("falsified", adv, reason=f"z_{j} - z_y = {found:.4g} at the MILP's "
-                               f"solution", seconds=time.perf_counter() - start)
+                return referee.verdict(adv, y, f"z_{j} - z_y = {found:.4g} at the MILP's solution", start)
             notes.append(f"class {j}: the MILP's point (z_{j} - z_y = {found:.3g}) is not "
-                         "misclassified by the model in its own precision")
+                         "misclassified beyond the model's rounding")
         elif res.status not in (0, 1):
             notes.append(f"class {j}: HiGHS stopped with status {res.status} ({res.message})")
-        elif bound >= -TOL:
+        elif bound >= -need[j]:
             notes.append(f"class {j}: time limit {time_limit:g} s reached with max z_{j} - z_y in "
                          f"[{found:.4g}, {bound:.4g}]" if res.status == 1 else
-                         f"class {j}: max z_{j} - z_y = {found:.3g} is within {TOL:g} of 0")
+                         f"class {j}: max z_{j} - z_y = {found:.3g} is within the model's rounding "
+                         f"bound {need[j]:.3g} of 0")
         worst = max(worst, bound)
     if notes:
         return Verdict("unknown", reason="; ".join(notes), seconds=time.perf_counter() - start)
@@ -74,12 +77,14 @@ def milp(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm
 
     One MILP per class j that the bounds do not already rule out (a lower bound on z_y - z_j
     above 0 settles j without a solver), maximising z_j - z_y: the example is verified when
-    every optimum (or HiGHS' dual bound) is below 0, falsified when some solution has
-    z_j - z_y > 0 and the model, in its own precision, misclassifies that point after it is
+    every optimum (or HiGHS' dual bound) is below minus the model's rounding bound over the
+    ball (so the float model, not only its real-arithmetic copy, keeps class y: see
+    `rounding.rounding_bound`), falsified when some solution has z_j - z_y > 0 and that point,
     moved into the ball and [0, 1] (nudged along the gradient if rounding keeps it on the
-    boundary). Per class rather than one MILP with max_j: each program is smaller, most
-    classes never reach the solver, and a counterexample ends the search early. An example
-    the model already misclassifies is falsified by x itself.
+    boundary), is misclassified by a margin that beats the rounding bound at it. Per class
+    rather than one MILP with max_j: each program is smaller, most classes never reach the
+    solver, and a counterexample ends the search early. An example the model already
+    misclassifies (beyond rounding) is falsified by x itself.
 
     Arguments:
         model: a chain that `read_network` reads (solved in float64 on a copy; left as found).
@@ -94,12 +99,13 @@ def milp(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm
     """
     eps = check_eps(eps)
     start = time.perf_counter()
-    x, yc, norm, time_limit, net64, k, wrong = setup(model, x, y, norm, time_limit, bounds, "milp")
+    x, yc, norm, time_limit, referee, k, wrong = setup(model, x, y, norm, time_limit, bounds, "milp", eps)
     with torch.no_grad():
         x64 = x.detach().cpu().double()
-        pre, spec_lo = neuron_bounds(net64, Ball(x64, eps, norm), margin_spec(yc, k).double(), bounds)
+        pre, spec_lo = neuron_bounds(referee.net, Ball(x64, eps, norm), margin_spec(yc, k).double(), bounds)
+        need = referee.need(x64, eps, yc)
 
     def solve(i: int, t0: float) -> Verdict:
         pre_i = [(lo[i].flatten().numpy(), up[i].flatten().numpy()) for lo, up in pre]
-        return _one(model, net64, x[i], int(yc[i]), eps, norm, pre_i, spec_lo[i], time_limit, t0)
-    return each_example(x, wrong, start, solve)
+        return _one(referee, x[i], int(yc[i]), eps, norm, pre_i, spec_lo[i], need[i], time_limit, t0)
+    return each_example(x, yc, wrong, start, referee, solve)

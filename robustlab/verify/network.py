@@ -12,6 +12,7 @@ Layers hold the model's own tensors (not copies), so bounds can be differentiate
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -27,11 +28,18 @@ SUPPORTED = ("Linear/Conv2d/ReLU/Flatten/AvgPool2d/AdaptiveAvgPool2d/MaxPool2d/B
 
 
 class Affine:
-    """y = W x + b on (B, *in_shape) -> (B, *out_shape); `transpose` applies W^T, `linear_abs` |W|."""
+    """y = W x + b on (B, *in_shape) -> (B, *out_shape); `transpose` applies W^T, `linear_abs` |W|.
+
+    For the rounding analysis (`rounding.rounding_bound`): `fan_in` is the length of the dot
+    product behind each output (0 for an exact reshape) and `mag` (broadcast like the bias) the
+    magnitude of the constants the model adds on the way, |b| or, for a folded BatchNorm, the
+    sum of the magnitudes of every term it adds."""
 
     in_shape: tuple
     out_shape: tuple
     bias: torch.Tensor
+    mag: torch.Tensor | None
+    fan_in: int = 1
 
     def __call__(self, x):
         return self.linear(x) + self.bias
@@ -49,6 +57,11 @@ class Dense(Affine):
     weight: torch.Tensor
     bias: torch.Tensor
     in_shape: tuple
+    mag: torch.Tensor | None = None
+
+    def __post_init__(self):
+        self.mag = self.bias.detach().abs() if self.mag is None else self.mag
+        self.fan_in = self.weight.shape[1]
 
     @property
     def out_shape(self):
@@ -75,9 +88,12 @@ class Conv(Affine):
     padding: tuple
     dilation: tuple
     groups: int
+    mag: torch.Tensor | None = None
 
     def __post_init__(self):
         self.bias = self.bias.view(-1, 1, 1)
+        self.mag = (self.bias.detach().abs() if self.mag is None else self.mag).view(-1, 1, 1)
+        self.fan_in = math.prod(self.weight.shape[1:])
         h, w = self.in_shape[1:]
         k = self.weight.shape[2:]
         size = [(s + 2 * p - d * (kk - 1) - 1) // st + 1
@@ -108,10 +124,12 @@ class ChannelAffine(Affine):
     scale: torch.Tensor
     shift: torch.Tensor
     in_shape: tuple
+    mag: torch.Tensor | None = None
 
     def __post_init__(self):
         view = (-1,) + (1,) * (len(self.in_shape) - 1)
         self.scale, self.shift = self.scale.reshape(view), self.shift.reshape(view)
+        self.mag = (self.shift.detach().abs() if self.mag is None else self.mag).reshape(view)
         self.bias, self.out_shape = self.shift, self.in_shape
 
     def linear(self, x):
@@ -131,6 +149,8 @@ class Reshape(Affine):
     in_shape: tuple
     out_shape: tuple
     bias: torch.Tensor
+    mag: torch.Tensor | None = None
+    fan_in: int = 0
 
     def linear(self, x):
         return x.reshape(-1, *self.out_shape)
@@ -204,23 +224,56 @@ def _refuse(path: str, module: nn.Module, why: str):
                      f"{type(module).__name__} at {path!r}: {why}")
 
 
+def _hooks(module: nn.Module) -> list[str]:
+    """The names of the hooks that would run with `module`'s forward (they may change its output)."""
+    return [k.strip("_").replace("_", " ") for k in ("_forward_hooks", "_forward_pre_hooks")
+            if getattr(module, k, None)]
+
+
+def _check_exact(path: str, module: nn.Module, base: type) -> None:
+    """Refuse `module` unless it computes exactly what its known class `base` computes: no hooks,
+    no forward (or __call__) of its own on the class or the instance. Subclasses that only add
+    attributes or parametrisations (torch.nn.utils.parametrize) keep the base forward and pass."""
+    hooks = _hooks(module)
+    if hooks:
+        _refuse(path, module, f"it has {', '.join(hooks)}, which may change what it computes")
+    if "forward" in vars(module) or "__call__" in vars(module):
+        _refuse(path, module, "its forward is replaced on the instance")
+    for name in ("forward", "__call__", "_call_impl"):
+        if getattr(type(module), name) is not getattr(base, name):
+            _refuse(path, module, f"its class overrides {name} of {base.__name__}, so it is not "
+                                  f"read as a {base.__name__}")
+
+
+def _known(module: nn.Module) -> type | None:
+    """The class of READERS, Sequential, Dropout or Identity that `module` is an instance of."""
+    for base in (nn.Sequential, nn.Dropout, nn.Identity, *READERS):
+        if isinstance(module, base):
+            return base
+    return None
+
+
 def _leaves(module: nn.Module, path: str) -> Iterator[tuple[str, nn.Module]]:
-    """The modules of a chain in order, nested Sequentials opened; anything else is refused."""
-    if isinstance(module, nn.Sequential) and type(module).forward is nn.Sequential.forward:
-        for name, child in module.named_children():
-            yield from _leaves(child, f"{path}.{name}")
-    elif isinstance(module, (nn.Dropout, nn.Identity)):
-        return
-    elif isinstance(module, tuple(READERS)):
-        yield path, module
-    elif any(True for _ in module.children()):
-        block = next((f"{path}.{n}" for n, m in module.named_modules() if isinstance(m, BasicBlock)), None)
-        why = (f"its residual block BasicBlock at {block!r} adds a shortcut branch, which is not a chain"
-               if block else "it has its own forward (branches, residual connections or functional "
-               "calls), which cannot be read as a chain of layers")
-        _refuse(path, module, why)
-    else:
+    """The modules of a chain in the order its forward calls them, nested Sequentials opened;
+    anything else is refused. A module listed twice (one instance reused) is yielded twice:
+    Sequential.forward calls every entry of `_modules`, while `named_children` skips repeats."""
+    base = _known(module)
+    if base is None:
+        if any(True for _ in module.children()):
+            block = next((f"{path}.{n}" for n, m in module.named_modules() if isinstance(m, BasicBlock)),
+                         None)
+            why = (f"its residual block BasicBlock at {block!r} adds a shortcut branch, which is not a "
+                   "chain" if block else "it has its own forward (branches, residual connections or "
+                   "functional calls), which cannot be read as a chain of layers")
+            _refuse(path, module, why)
         _refuse(path, module, "no verifier can bound this layer")
+    _check_exact(path, module, base)
+    if base is nn.Sequential:
+        for name, child in module._modules.items():
+            if child is not None:
+                yield from _leaves(child, f"{path}.{name}")
+    elif base not in (nn.Dropout, nn.Identity):
+        yield path, module
 
 
 def _linear(path, m: nn.Linear, shape, like):
@@ -275,7 +328,8 @@ def _batch_norm(path, m, shape, like):
     if m.weight is not None:
         scale = scale * m.weight
     shift = -m.running_mean * scale + (m.bias if m.bias is not None else 0)
-    return ChannelAffine(scale, shift, shape)
+    mag = (m.running_mean * scale).abs() + (m.bias.abs() if m.bias is not None else 0)
+    return ChannelAffine(scale, shift, shape, mag.detach())
 
 
 def _normalize(path, m: Normalize, shape, like):
@@ -306,11 +360,12 @@ def _fold(prev, layer):
         scale, shift = layer.scale.flatten(), layer.shift.flatten()
         w = prev.weight * scale.view(-1, *[1] * (prev.weight.dim() - 1))
         b = prev.bias.flatten() * scale + shift
+        mag = prev.mag.flatten() * scale.detach().abs() + layer.mag.flatten()
         if isinstance(prev, Dense):
-            return Dense(w, b, prev.in_shape)
-        return Conv(w, b, prev.in_shape, prev.stride, prev.padding, prev.dilation, prev.groups)
+            return Dense(w, b, prev.in_shape, mag)
+        return Conv(w, b, prev.in_shape, prev.stride, prev.padding, prev.dilation, prev.groups, mag)
     if isinstance(layer, Dense) and isinstance(prev, Reshape):
-        return Dense(layer.weight, layer.bias, prev.in_shape)
+        return Dense(layer.weight, layer.bias, prev.in_shape, layer.mag)
     return None
 
 
@@ -328,8 +383,13 @@ def read_network(model: nn.Module, in_shape: Sequence[int], *, like: torch.Tenso
         like = next((t for t in (*model.parameters(), *model.buffers()) if t.is_floating_point()),
                     torch.zeros(()))
     shape, layers = tuple(int(s) for s in in_shape), []
+    hooks = [k.strip("_").replace("_", " ") for k in ("_global_forward_hooks", "_global_forward_pre_hooks")
+             if getattr(nn.modules.module, k, None)]
+    if hooks:
+        _refuse(type(model).__name__, model, f"{', '.join(hooks)} are registered with torch, and "
+                "they may change what every module computes")
     for path, module in _leaves(model, type(model).__name__):
-        reader = next(r for t, r in READERS.items() if isinstance(module, t))
+        reader = READERS[_known(module)]
         layer = reader(path, module, shape, like)
         folded = _fold(layers[-1], layer) if layers else None
         if folded is not None:

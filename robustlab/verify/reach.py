@@ -10,6 +10,7 @@ from .._checks import check_eps, check_images, check_positive
 from .._model import check_model, check_model_input, plain
 from ._bounds import ROW_BUDGET, Box, max_width
 from .network import Affine, Network, read_network
+from .rounding import read_exact
 from .types import Bounds
 
 
@@ -128,6 +129,7 @@ def reach_box(model: nn.Module, lower: torch.Tensor, upper: torch.Tensor, *, par
     check_positive(partitions, "partitions", integer=True)
     check_positive(max_boxes, "max_boxes", integer=True)
     net = read_network(model, lower.shape[1:], like=lower)
+    read_exact(model, lower, upper)  # what was read is what runs, or an error
     wide = int((upper > lower).flatten(1).sum(1).max())
     if dims is None:
         dims = wide

@@ -11,7 +11,7 @@ from torch import nn
 
 from .._checks import check_eps
 from ._bounds import Ball
-from ._complete import TOL, confirm, each_example, neuron_bounds, relu_only, setup
+from ._complete import confirm, each_example, neuron_bounds, relu_only, setup
 from ._encode import dense_chain, encode
 from .types import Verdict, margin_spec
 
@@ -34,8 +34,10 @@ def tighten(chain: list, box: tuple, root: list, phases: list):
     return out
 
 
-def _search(model, net, chain, x, y, eps, norm, root, alive, time_limit, start):
-    """Depth-first search over ReLU phases for one example; returns its Verdict."""
+def _search(referee, chain, x, y, eps, norm, root, alive, need, time_limit, start):
+    """Depth-first search over ReLU phases for one example; returns its Verdict. Class j is
+    ruled out of a case when its LP proves z_y - z_j above need[j], the model's rounding bound."""
+    net = referee.net
     x0 = x.detach().cpu().double().flatten().numpy()
     box = (np.clip(x0 - eps, 0, 1), np.clip(x0 + eps, 0, 1))
     stack = [([np.zeros(len(lo), np.int8) for lo, _ in root], alive)]
@@ -65,12 +67,12 @@ def _search(model, net, chain, x, y, eps, norm, root, alive, time_limit, start):
                 notes.append(f"class {j}: the LP stopped with status {res.status} ({res.message})")
                 continue
             best = -res.fun + c[j] - c[y]  # max z_j - z_y over the relaxation of this case
-            if best < -TOL:
+            if best < -need[j]:
                 continue  # class j cannot win anywhere in this case
-            adv = confirm(model, net, x, y, j, torch.from_numpy(res.x[enc.x]).view_as(x), eps, norm)
+            adv = confirm(referee, x, y, j, torch.from_numpy(res.x[enc.x]).view_as(x), eps, norm)
             if adv is not None:
-                return Verdict("falsified", adv, reason=f"case {nodes} ({lps} LPs): the LP's point for "
-                                   f"class {j}, re-checked on the model", seconds=time.perf_counter() - start)
+                return referee.verdict(adv, y, f"case {nodes} ({lps} LPs): the LP's point for class {j}",
+                                       start)
             # Reluplex repairs a ReLU the LP's solution violates: split the worst one
             worst = (0.0, None)
             for k, (a, (hc, he, hcst)) in enumerate(enc.hidden):
@@ -79,8 +81,8 @@ def _search(model, net, chain, x, y, eps, norm, root, alive, time_limit, start):
                 if gap.max() > worst[0] + 1e-9:
                     worst = (gap.max(), (k, int(gap.argmax()), zk[gap.argmax()] > 0))
             if worst[1] is None:  # the LP's point is a real one: this is the exact maximum
-                notes.append(f"class {j}: max z_{j} - z_y = {best:.3g} in case {nodes}, within {TOL:g} "
-                             "of 0 or not misclassified by the model in its own precision")
+                notes.append(f"class {j}: max z_{j} - z_y = {best:.3g} in case {nodes}, within the "
+                             f"rounding bound {need[j]:.3g} of 0 or not misclassified beyond rounding")
                 continue
             still.append(j)
             if split is None or best > split[0]:
@@ -130,18 +132,20 @@ def reluplex(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, 
     """
     eps = check_eps(eps)
     start = time.perf_counter()
-    x, yc, norm, time_limit, net64, k, wrong = setup(model, x, y, norm, time_limit, bounds, "reluplex")
-    relu_only(net64, "reluplex")
-    chain = dense_chain(net64)
+    x, yc, norm, time_limit, referee, k, wrong = setup(model, x, y, norm, time_limit, bounds, "reluplex", eps)
+    relu_only(referee.net, "reluplex")
+    chain = dense_chain(referee.net)
     with torch.no_grad():
-        pre, spec_lo = neuron_bounds(net64, Ball(x.detach().cpu().double(), eps, norm),
-                                     margin_spec(yc, k).double(), bounds)
+        x64 = x.detach().cpu().double()
+        pre, spec_lo = neuron_bounds(referee.net, Ball(x64, eps, norm), margin_spec(yc, k).double(), bounds)
+        need = referee.need(x64, eps, yc)
 
     def solve(i: int, t0: float) -> Verdict:
         yi = int(yc[i])
-        alive = [j for j, lo in zip((j for j in range(k) if j != yi), spec_lo[i].tolist()) if lo <= 0]
+        need_i = dict(zip((j for j in range(k) if j != yi), need[i].tolist()))
+        alive = [j for j, lo in zip(need_i, spec_lo[i].tolist()) if lo <= need_i[j]]
         if not alive:
             return Verdict("verified", reason="the bounds alone prove it", seconds=time.perf_counter() - t0)
         root = [(lo[i].flatten().numpy(), up[i].flatten().numpy()) for lo, up in pre]
-        return _search(model, net64, chain, x[i], yi, eps, norm, root, alive, time_limit, t0)
-    return each_example(x, wrong, start, solve)
+        return _search(referee, chain, x[i], yi, eps, norm, root, alive, need_i, time_limit, t0)
+    return each_example(x, yc, wrong, start, referee, solve)

@@ -82,6 +82,9 @@ def margin_spec(y: torch.Tensor, num_classes: int) -> torch.Tensor:
     """The specification C (N, K-1, K) whose rows are e_y - e_j for every j != y: a lower bound
     > 0 on every row of ``C @ logits`` proves that no input of the set changes the class from y."""
     n, k = y.shape[0], int(num_classes)
+    if k < 2:
+        raise ValueError(f"num_classes must be >= 2 for the margins z_y - z_j, got {k} (a model with "
+                         "one logit has no other class to beat; give a binary classifier two logits)")
     eye = torch.eye(k, device=y.device)
     others = (torch.arange(k, device=y.device)[None, :] != y[:, None])  # (N, K)
     rows = eye[y][:, None, :] - eye[None, :, :]  # (N, K, K): e_y - e_j

@@ -78,3 +78,18 @@ def test_oracle_states_what_it_knows_up_front(digits_cnn):
     assert len(oracle.queries) == 0
     with pytest.raises(ValueError, match="num_classes"):
         Oracle(nn.Flatten())
+
+
+# issue 15: the counter was a dense tensor up to the largest index, so index 10**8 took 800 MB
+# (and 10**15 fails to allocate); it now holds one count per example actually seen
+def test_oracle_counts_only_the_examples_it_sees(digits_cnn, eight):
+    x, _ = eight
+    oracle = Oracle(digits_cnn, budget=2)
+    far = torch.tensor([10**15, 10**8])
+    oracle(x[:2], far)
+    oracle(x[:1], far[1:])
+    assert oracle.seen.tolist() == [10**8, 10**15]
+    assert oracle.count(torch.tensor([10**15, 10**8, 7])).tolist() == [1, 2, 0]
+    with pytest.raises(QueryBudgetError, match=r"example\(s\) \[100000000\]"):
+        oracle(x[:1], far[1:])
+    assert oracle.count(far).tolist() == [1, 2], "a refused call charges nothing"

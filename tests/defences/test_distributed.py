@@ -7,7 +7,7 @@ from torch import nn
 
 from robustlab import data
 from robustlab.defences import pgd_at
-from robustlab.defences.distributed import ddp_fit, launch, rank_path, shard_batches
+from robustlab.defences.distributed import RankSlices, ddp_fit, launch, rank_path, shard_batches
 from robustlab.train import fit
 
 EPOCHS, BATCH, N = 2, 32, 96
@@ -87,3 +87,24 @@ def test_rank_path_and_bad_input(tmp_path):
         ddp_fit(tiny_model(), x, y, epochs=1, batch_size=8)
     with pytest.raises(ValueError, match="world_size"):
         launch(_rank, 0)
+
+
+# issue 15: rank 5 of 2 failed while iterating, rank -1 silently took rank 1's data,
+# world_size=0 was accepted, and a lone rank was silently replaced by torch.distributed's
+@pytest.mark.parametrize("rank, world_size, error, message", [
+    (5, 2, ValueError, r"rank \(world_size=2\) must lie in \[0, 1\], got 5"),
+    (2, 2, ValueError, r"rank \(world_size=2\) must lie in \[0, 1\], got 2"),
+    (-1, 2, ValueError, r"rank \(world_size=2\) must lie in \[0, 1\], got -1"),
+    (1.0, 2, TypeError, r"rank \(world_size=2\) must be an int, got float"),
+    (0, 0, ValueError, "world_size must be > 0, got 0"),
+    (0, 2.0, TypeError, "world_size must be an int, got float"),
+    (0, None, ValueError, "rank and world_size: pass both or neither"),
+    (None, 2, ValueError, "rank and world_size: pass both or neither"),
+])
+def test_shard_batches_checks_rank_and_world_size(rank, world_size, error, message):
+    x, y = torch.rand(32, 1, 8, 8), torch.zeros(32, dtype=torch.long)
+    with pytest.raises(error, match=message):
+        shard_batches(x, y, batch_size=16, rank=rank, world_size=world_size)
+    if world_size == 2 and isinstance(rank, int):
+        with pytest.raises(error, match=message):
+            RankSlices([[0, 1, 2, 3]], rank, world_size)

@@ -249,3 +249,16 @@ def test_pgd_at_is_more_robust_than_standard_training(seed):
     clean_at, robust_at = run(pgd_at(eps=0.1, alpha=0.025, steps=5, generator=seeded(seed)))
     assert clean_std > 0.9 and clean_at > 0.88
     assert robust_at > robust_std + 0.12, (robust_std, robust_at)
+
+
+# issue 15: random_start="no" (any truthy value) was taken as True, per_batch=1 too
+@pytest.mark.parametrize("make, arg", [
+    (lambda v: pgd_at(eps=0.1, alpha=0.01, steps=3, random_start=v), "random_start"),
+    (lambda v: cyclic_lr(torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1), epochs=2,
+                         max_lr=0.1, per_batch=v), "per_batch"),
+])
+@pytest.mark.parametrize("value", ["no", 1, None])
+def test_boolean_flags_must_be_bools(make, arg, value):
+    with pytest.raises(TypeError, match=f"{arg} must be True or False, got {type(value).__name__}"):
+        make(value)
+    make(False)

@@ -332,3 +332,18 @@ def test_noise_training_margin_on_generic_cpu():
                          check=True, cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
     noisy, plain_ = map(float, out.stdout.split())
     assert noisy >= plain_ + 0.1, f"noise-trained {noisy:.3f} vs standard {plain_:.3f}"
+
+
+# issue 15: a 0-d tensor of radii failed with "iteration over a 0-d tensor"
+def test_certified_accuracy_takes_one_radius_as_a_scalar(digits_mlp, eight):
+    x, y = eight
+    runs = [certified_accuracy(digits_mlp, x, y, sigma=0.25, radii=r, n0=5, n=20, generator=seeded(0))
+            for r in (0.5, torch.tensor(0.5), torch.tensor([0.5]), [0.5])]
+    assert all(run.radii == [0.5] and run.accuracy == runs[0].accuracy for run in runs)
+    with pytest.raises(ValueError, match=r"radii must be one radius or a 1-D list of them, got a "
+                                         r"tensor of shape \(2, 2\)"):
+        certified_accuracy(digits_mlp, x, y, sigma=0.25, radii=torch.ones(2, 2), n0=5, n=20)
+    with pytest.raises(TypeError, match="radii must be a number"):
+        certified_accuracy(digits_mlp, x, y, sigma=0.25, radii="0.5", n0=5, n=20)
+    with pytest.raises(TypeError, match="radii must be a number or a list of numbers, got NoneType"):
+        certified_accuracy(digits_mlp, x, y, sigma=0.25, radii=None, n0=5, n=20)

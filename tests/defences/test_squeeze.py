@@ -5,9 +5,10 @@ from functools import partial
 
 import pytest
 import torch
+from torch import nn
 
 from robustlab.attacks import pgd
-from robustlab.defences import bit_depth, calibrate_squeezing, squeeze_score
+from robustlab.defences import SqueezeDetector, bit_depth, calibrate_squeezing, squeeze_score
 
 from ..conftest import leaves_as_found, messy_model, seeded
 
@@ -74,3 +75,35 @@ def test_bad_input(digits_cnn, batch):
         squeeze_score(digits_cnn, x.double())
     with pytest.raises(ValueError, match=r"\(N, C, H, W\)"):
         squeeze_score(digits_cnn, x[0])
+
+
+class NaNLogits(nn.Module):
+    """A classifier broken after calibration: NaN logits for every input."""
+
+    def __init__(self):
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(()))
+
+    def forward(self, x):
+        return torch.full((len(x), 10), float("nan")) * self.scale
+
+
+# issue 15: a NaN input scored NaN and was never flagged; one NaN calibration image gave a NaN
+# threshold, which flags nothing
+def test_nan_can_never_disable_the_detector(digits_cnn, digits_test):
+    x = digits_test[0][:40].clone()
+    poisoned = x.clone()
+    poisoned[3, 0, 2, 2] = float("nan")  # one pixel among 40 calibration images
+    with pytest.raises(ValueError, match="x_clean contains NaN"):
+        calibrate_squeezing(digits_cnn, poisoned, squeezers=TWO_BITS)
+    with pytest.raises(ValueError, match="x contains NaN"):
+        squeeze_score(digits_cnn, poisoned, TWO_BITS)
+    detector = calibrate_squeezing(digits_cnn, x, squeezers=TWO_BITS)
+    with pytest.raises(ValueError, match="x contains NaN"):
+        detector(poisoned)
+    with pytest.raises(ValueError, match="model returns NaN"):
+        calibrate_squeezing(NaNLogits(), x, squeezers=TWO_BITS)
+    with pytest.raises(ValueError, match="threshold"):
+        SqueezeDetector(digits_cnn, TWO_BITS, float("nan"), 0.05)
+    # a model that turns NaN after calibration: its NaN scores are flagged, not waved through
+    assert SqueezeDetector(NaNLogits(), TWO_BITS, detector.threshold, 0.05)(x).all()

@@ -82,7 +82,9 @@ def test_between_crown_and_attacks_and_exact_for_milp(name, norm):
     check_counterexamples(model, x, y, res)
     assert all(s == "optimal" for s in res.status), res.notes
     d = res.distortion.float()
-    assert (res.gap <= 1e-4 * res.distortion + 1e-9).all()
+    # float32 models: between the lower bound and the counterexample lies the band where the
+    # model's rounding decides the class (up to about 1e-4 here); float64 models are exact (above)
+    assert (res.gap <= 1e-4 * res.distortion + 2e-4).all(), res.gap
     # CROWN's certified radius is a lower bound of the exact one
     assert (crown_radius(model, x, y, norm) <= d * (1 + 1e-5) + 1e-7).all()
     for i in range(len(x)):

@@ -1,0 +1,109 @@
+"""Floating-point rounding of the model as it runs: a bound on how far its float32 (or other
+dtype) logits may lie from the exact ones, and the check that the network a verifier read
+computes what the model computes.
+
+The verifiers bound or solve the network in real (float64) arithmetic; the model runs in its
+own dtype. A margin z_y - z_j proved positive in real arithmetic can still be lost to rounding
+(a network whose large terms cancel loses it on a whole grid of the ball), so "verified" asks
+the proved margin to beat `rounding_bound` and a counterexample's margin to beat it too.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from .._model import predict
+from .network import Affine, MaxPool, Network, Reshape, read_network
+
+EXTRA_OPS = 8  # roundings per output beyond the dot product: bias, BatchNorm's four, Normalize's two
+
+
+def unit_roundoff(dtype: torch.dtype, device: torch.device | str = "cpu") -> float:
+    """u, the largest relative error of one rounding of the model's arithmetic.
+
+    2^-24 for float32, 2^-53 for float64, 2^-11 for float16, 2^-8 for bfloat16; a float32 model
+    on CUDA with TF32 allowed for matrix products or cuDNN convolutions computes with 10-bit
+    mantissas (u = 2^-11), and a float32 matmul precision below "highest" may use bfloat16
+    passes (u = 2^-8)."""
+    u = torch.finfo(dtype).eps / 2
+    if dtype == torch.float32:
+        if torch.get_float32_matmul_precision() != "highest":
+            u = max(u, 2.0 ** -8)
+        if torch.device(device).type == "cuda" and (torch.backends.cuda.matmul.allow_tf32
+                                                     or torch.backends.cudnn.allow_tf32):
+            u = max(u, 2.0 ** -11)
+    return u
+
+
+def gamma(n: int, u: float) -> float:
+    """Higham's gamma_n = n u / (1 - n u): the relative error bound of a length-n dot product in
+    any summation order (Higham, Accuracy and Stability of Numerical Algorithms, 2002, sec. 3.1)."""
+    return n * u / (1 - n * u) if n * u < 1 else float("inf")
+
+
+@torch.no_grad()
+def rounding_bound(net: Network, lower: torch.Tensor, upper: torch.Tensor, u: float) -> torch.Tensor:
+    """A bound (N, K) on |fl(f(x)) - f(x)| for every x in the box [lower, upper] (N, *in_shape),
+    f the network in exact arithmetic and fl(f) the model's computation with unit roundoff u.
+
+    Through an affine layer computed in floating point, |fl(W h + b) - (W h + b)| <=
+    gamma_{n+8} (|W| |h| + mag) (Higham's dot-product bound with a few more roundings for the
+    bias, a BatchNorm or a Normalize folded into it), and an error e already in h grows to
+    |W| e; a ReLU or max pool is exact and 1-Lipschitz in each input, so e passes through it
+    (max-pooled). |h| is bounded by interval propagation of the box, in float64."""
+    lo, hi = lower.double(), upper.double()
+    err = torch.zeros_like(lo)
+    for layer in net.layers:
+        if isinstance(layer, Reshape):
+            lo, hi, err = layer(lo), layer(hi), layer(err)
+        elif isinstance(layer, Affine):
+            size = torch.maximum(lo.abs(), hi.abs())
+            g = gamma(layer.fan_in + EXTRA_OPS, u)
+            err = layer.linear_abs(err) + g * (layer.linear_abs(size) + layer.mag.to(size))
+            mid, rad = layer((hi + lo) / 2), layer.linear_abs((hi - lo) / 2)
+            lo, hi = mid - rad, mid + rad
+        elif isinstance(layer, MaxPool):
+            lo, hi, err = layer(lo), layer(hi), layer(err)
+        else:  # ReLU
+            lo, hi = lo.clamp_min(0), hi.clamp_min(0)
+    return err
+
+
+def read_exact(model: nn.Module, lower: torch.Tensor, upper: torch.Tensor, *, device=None,
+               points: int = 8, seed: int = 0) -> tuple[Network, float]:
+    """The network of `model` read in float64 (from a copy, BatchNorm folded in float64), after
+    checking that it computes what the model computes over the box [lower, upper] (N, *shape);
+    and the model's unit roundoff. The box lies where the model runs; the float64 network is
+    put on `device` (default: the same).
+
+    The model and the read network are compared at the box's centre and at `points` points of
+    it (corners and uniform draws): a difference beyond twice `rounding_bound` at a point (more
+    than rounding can explain) means the reader missed part of the computation, and the model
+    is refused with an error naming that, never verified."""
+    dtype = next((t.dtype for t in (*model.parameters(), *model.buffers()) if t.is_floating_point()),
+                 lower.dtype)
+    u = unit_roundoff(dtype, lower.device)
+    device = lower.device if device is None else torch.device(device)
+    model64 = copy.deepcopy(model).to(device, torch.float64)  # keeps hooks and classes: refused
+    net = read_network(model64, lower.shape[1:], like=torch.zeros((), dtype=torch.float64, device=device))
+    del model64
+    g = torch.Generator().manual_seed(seed)
+    pts = [(lower + upper) / 2]
+    for i in range(points):
+        t = torch.randint(0, 2, lower.shape, generator=g) if i % 2 else torch.rand(lower.shape, generator=g)
+        pts.append(lower + (upper - lower) * t.to(lower))
+    pts = torch.cat(pts)
+    with torch.no_grad():
+        got = predict(model, pts).double()
+        pts = pts.to(device, torch.float64)
+        want = net(pts).to(got.device)
+        bound = 2 * rounding_bound(net, pts, pts, u).to(got.device) + 1e-300
+    if got.shape != want.shape or not ((got - want).abs() <= bound).all():
+        worst = ((got - want).abs() / bound).max().item() if got.shape == want.shape else float("nan")
+        raise ValueError(f"model: the chain of layers read from it does not compute what its forward "
+                         f"computes (differences up to {worst:.3g} times what rounding explains); it "
+                         "calls something the reader cannot see, and verify refuses to bound it")
+    return net, u
