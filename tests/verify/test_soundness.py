@@ -439,10 +439,62 @@ def cancellation_net(scale=1e4, ratio=3.0, margin=5e-4, n=1, k=2, g=None) -> tup
     return nn.Sequential(nn.Flatten(), lin1, nn.ReLU(), lin2).eval(), shape
 
 
+class Offset(nn.Module):
+    """A parametrisation w -> (w + 1e8) - 1e8: the identity in float64, a multiple of 8 in float32."""
+
+    def forward(self, w):
+        return (w + 1e8) - 1e8
+
+
+def _bump_layers(c: float, a: float) -> list:
+    """Flatten, Linear, ReLU, Linear, ReLU: the tent max(0, 1 - a |x - c|) of a (1, 1, 1) input,
+    zero outside a width of 2 / a around c."""
+    l1, l2 = nn.Linear(1, 3), nn.Linear(3, 1)
+    with torch.no_grad():
+        l1.weight.fill_(a)
+        l1.bias.copy_(torch.tensor([1 - a * c, -a * c, -1 - a * c]))
+        l2.weight.copy_(torch.tensor([[1.0, -2.0, 1.0]]))
+        l2.bias.zero_()
+    return [nn.Flatten(), l1, nn.ReLU(), l2, nn.ReLU()]
+
+
+def offset_parametrised_net(c=0.57, a=200.0) -> nn.Module:
+    """Logit 1 = p * tent - 6 (logit 0 = 0), p the parametrised weight Offset(4.5): 4.5 when
+    read in float64 (class 0 everywhere), 8 as the float32 model computes it (class 1 on the
+    tent's top, which sampling the box at a few points can miss)."""
+    last = nn.Linear(1, 2)
+    with torch.no_grad():
+        last.weight.copy_(torch.tensor([[0.0], [4.5]]))
+        last.bias.copy_(torch.tensor([0.0, -6.0]))
+    torch.nn.utils.parametrize.register_parametrization(last, "weight", Offset())
+    return nn.Sequential(*_bump_layers(c, a), last).eval()
+
+
+def negative_variance_net(c=0.57, a=200.0) -> nn.Module:
+    """Logit 1 = BatchNorm(tent) - 0.95 (logit 0 = 0), the BatchNorm's running variance one
+    float32 ulp above -eps: var + eps is 2^-40 in float32, 13% more in float64, so its gain is
+    1.049 as the model runs it (class 1 on the tent's top) and 0.928 as read in float64."""
+    eps32 = torch.tensor(1e-5)
+    bn = nn.BatchNorm1d(1, eps=1e-5)
+    last = nn.Linear(1, 2)
+    with torch.no_grad():
+        bn.running_var.fill_((torch.nextafter(eps32, torch.tensor(1.0)) - 2 * eps32).item())
+        bn.running_mean.zero_()
+        bn.weight.fill_(1e-6)
+        bn.bias.zero_()
+        last.weight.copy_(torch.tensor([[0.0], [1.0]]))
+        last.bias.copy_(torch.tensor([0.0, -0.95]))
+    return nn.Sequential(*_bump_layers(c, a), bn, last).eval()
+
+
 def _cancel(g, seed, shape, conv):
     if seed == 0:
         model, shape = cancellation_net()
         note = "item 3"
+    elif seed in (5, 6):
+        c = 0.52 + 0.07 * torch.rand(1, generator=g).item()
+        model = (offset_parametrised_net if seed == 5 else negative_variance_net)(c)
+        shape, note = (1, 1, 1), f"{'Offset parametrisation' if seed == 5 else 'running_var = -eps + ulp'}, c {c:.4f}"
     else:
         n, k = _pick(g, [1, 2, 4]), _int(g, 2, 4)
         scale = _pick(g, [1e4, 3e4, 1e5])
@@ -457,9 +509,9 @@ BUILDERS = {"plain": _plain, "nested": _nested, "shared": _shared, "subclass": _
             "hook": functools.partial(_hooked, pre=False), "prehook": functools.partial(_hooked, pre=True),
             "hand-written": _hand_written, "cancel": _cancel}
 KINDS = list(BUILDERS)
-# networks per kind (66 in all)
+# networks per kind (68 in all)
 PLAN = {"plain": 12, "nested": 6, "shared": 6, "subclass": 11, "instance-forward": 5, "hook": 6,
-        "prehook": 5, "hand-written": 6, "cancel": 5}
+        "prehook": 5, "hand-written": 6, "cancel": 7}
 READABLE = ("plain", "nested")  # the kinds every bounding verifier must read
 
 
@@ -920,3 +972,26 @@ def test_cancellation_min_distortion_lower_bound():
                              md.distortion[0].item() * (1 + 1e-6) + 1e-9, GRID[::1000], Tally(), failures,
                              what="optimal")
         assert not failures, failures
+
+
+@pytest.mark.parametrize("build_net", [offset_parametrised_net, negative_variance_net],
+                         ids=["parametrisation", "negative-variance"])
+@pytest.mark.parametrize("fn", [milp, reluplex, branch_and_bound, min_distortion], ids=lambda f: f.__name__)
+def test_float64_reading_not_verified(build_net, fn):
+    """Constants the model computes in float32 (a parametrised weight, a BatchNorm's var + eps)
+    and the verifiers recompute in float64 on their copy: where the two differ by more than
+    rounding explains, no verifier may prove what the float32 model contradicts (on the tent's
+    top, which a few sampled points of the box miss)."""
+    model = build_net()
+    x, y = torch.full((1, 1, 1, 1), 0.5), torch.tensor([0])
+    if fn is not min_distortion:
+        assert_not_verified(model, fn, x, y, 0.1, GRID)
+        return
+    with torch.no_grad():
+        wrong = model(GRID).argmax(1) != 0
+    nearest = (GRID[wrong] - 0.5).abs().min().item()
+    try:
+        md = min_distortion(model, x, y, max_eps=0.1, time_limit=20.0)
+    except REFUSALS:
+        return
+    assert md.lower[0].item() <= nearest, (md.status[0], md.lower[0].item(), nearest)
