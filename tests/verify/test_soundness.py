@@ -491,10 +491,6 @@ def _cancel(g, seed, shape, conv):
     if seed == 0:
         model, shape = cancellation_net()
         note = "item 3"
-    elif seed in (5, 6):
-        c = 0.52 + 0.07 * torch.rand(1, generator=g).item()
-        model = (offset_parametrised_net if seed == 5 else negative_variance_net)(c)
-        shape, note = (1, 1, 1), f"{'Offset parametrisation' if seed == 5 else 'running_var = -eps + ulp'}, c {c:.4f}"
     else:
         n, k = _pick(g, [1, 2, 4]), _int(g, 2, 4)
         scale = _pick(g, [1e4, 3e4, 1e5])
@@ -504,14 +500,55 @@ def _cancel(g, seed, shape, conv):
     return Net("cancel", seed, model, shape, False, paths=[], note=note)
 
 
+def _bump_head(w: float, b: float) -> nn.Linear:
+    last = nn.Linear(1, 2)
+    with torch.no_grad():
+        last.weight.copy_(torch.tensor([[0.0], [w]]))
+        last.bias.copy_(torch.tensor([0.0, b]))
+    return last
+
+
+def _stealth(g, seed, shape, conv):
+    """A change confined to a tent 0.01 wide inside the ball [0.4, 0.6] around x = 0.5: what
+    runs differs from a plain chain only there, which checking the model against what was
+    read at a few points of the box misses. Class 0 everywhere for the chain as read; class 1
+    on the tent's top for the model as it runs."""
+    c = 0.52 + 0.07 * torch.rand(1, generator=g).item()
+    layers, choice = _bump_layers(c, 200.0), seed % 7
+    classes, paths = [], []
+    if choice in (0, 1, 5):  # on the instance: _call_impl, _compiled_call_impl (torch.compile), a hook
+        relu = layers[-1]
+        if choice == 5:
+            relu.register_forward_hook(lambda mod, inp, out: out * 1.5)
+        else:
+            setattr(relu, "_call_impl" if choice == 0 else "_compiled_call_impl",
+                    lambda *args, **kwargs: torch.relu(*args) * 1.5)
+        model, paths = Chain(*layers, _bump_head(1.0, -1.2)), ["4"]
+        note = ["_call_impl", "_compiled_call_impl", "", "", "", "forward hook"][choice] + " of the last ReLU"
+    elif choice == 2:
+        lin = nn.Linear(1, 1)
+        with torch.no_grad():
+            lin.weight.fill_(1.5)
+            lin.bias.zero_()
+        model, classes, paths = Chain(*layers, RepeatChain(lin), _bump_head(1.0, -2.0)), ["RepeatChain"], ["5"]
+        note = "RepeatChain"
+    elif choice == 6:
+        layers[-1] = CallOverride()  # 0.5 relu + 0.1
+        model, classes, note = Chain(*layers, _bump_head(1.0, -0.3)), ["CallOverride"], "CallOverride"
+    else:  # no module to blame: constants computed in float32 by the model, in float64 by the reader
+        model = (offset_parametrised_net if choice == 3 else negative_variance_net)(c)
+        note = "Offset parametrisation" if choice == 3 else "running_var = ulp - eps"
+    return Net("stealth", seed, model, (1, 1, 1), False, classes=classes, paths=paths, note=f"{note}, c {c:.4f}")
+
+
 BUILDERS = {"plain": _plain, "nested": _nested, "shared": _shared, "subclass": _subclass,
             "instance-forward": _instance_forward,
             "hook": functools.partial(_hooked, pre=False), "prehook": functools.partial(_hooked, pre=True),
-            "hand-written": _hand_written, "cancel": _cancel}
+            "hand-written": _hand_written, "cancel": _cancel, "stealth": _stealth}
 KINDS = list(BUILDERS)
-# networks per kind (68 in all)
+# networks per kind (73 in all)
 PLAN = {"plain": 12, "nested": 6, "shared": 6, "subclass": 11, "instance-forward": 5, "hook": 6,
-        "prehook": 5, "hand-written": 6, "cancel": 7}
+        "prehook": 5, "hand-written": 6, "cancel": 5, "stealth": 7}
 READABLE = ("plain", "nested")  # the kinds every bounding verifier must read
 
 
@@ -541,8 +578,8 @@ def refusal_ok(net: Net, err: Exception) -> str | None:
     for p in net.paths:
         if re.search(r"(?:^|[.\s'\"(\[`])" + re.escape(p) + r"(?![\w.])", msg):
             return None
-    if net.kind == "cancel":
-        return None  # no module is to blame: any clear refusal will do
+    if not net.classes and not net.paths:
+        return None  # no module is to blame (float rounding): any clear refusal will do
     return (f"the refusal names neither the classes {sorted(net.classes)} nor the paths {net.paths}: "
             f"{type(err).__name__}: {msg}")
 
@@ -696,19 +733,20 @@ def complete_checks(net: Net, tally: Tally, failures: list):
     boundary (one robust, one not, mostly), and min_distortion on every other network."""
     model, shape = net.model, net.shape
     x = torch.rand(1, *shape, generator=torch.Generator().manual_seed(net.key + 77))
-    if net.kind == "cancel":
+    probe = net.kind in ("cancel", "stealth")  # x = 0.5, eps = 0.1, and a float32 grid of the ball
+    if probe:
         x = torch.full((1, *shape), 0.5)
     with torch.no_grad():
         y = model(x).argmax(1)
     yi = int(y)
-    d = 0.1 if net.kind == "cancel" else boundary_eps(model, x, y)
+    d = 0.1 if probe else boundary_eps(model, x, y)
     verifiers = [("milp", milp)]
     if not any(isinstance(m, nn.MaxPool2d) for m in model.modules()):  # the others refuse it
         verifiers += [("reluplex", reluplex), ("branch_and_bound", branch_and_bound)]
-    epses = (d,) if net.kind == "cancel" else (0.6 * d, 1.3 * d) if d < 0.1 else (0.03, 0.1)
+    epses = (d,) if probe else (0.6 * d, 1.3 * d) if d < 0.1 else (0.03, 0.1)
     for eps in epses:
         pts = points_around(model, x, eps, "linf", 150, net.key, y=y)
-        if net.kind == "cancel":  # a float32 grid of the ball along the diagonal
+        if probe:  # a float32 grid of the ball along the diagonal
             grid = torch.linspace(0.5 - eps, 0.5 + eps, 2001).view(-1, *[1] * len(shape))
             pts = torch.cat([pts, grid.expand(-1, *shape)])
         for name, fn in verifiers:
@@ -724,7 +762,7 @@ def complete_checks(net: Net, tally: Tally, failures: list):
                 check_verified(name, model, x, yi, eps, pts, tally, failures)
             elif v.status == "falsified":
                 check_counterexample(name, model, x, yi, v.counterexample, eps, pts, tally, failures)
-    if net.kind == "cancel" or net.seed % 2:
+    if net.seed % 2 and not probe:
         return
     cap = min(2.5 * d, 0.15)
     try:
@@ -742,6 +780,9 @@ def complete_checks(net: Net, tally: Tally, failures: list):
                              what="optimal")
     if status in ("optimal", "beyond max_eps") and lower > 0:
         pts = points_around(model, x, lower, "linf", 100, net.key + 1, y=y)
+        if probe:
+            grid = torch.linspace(0.5 - cap, 0.5 + cap, 3001).view(-1, *[1] * len(shape))
+            pts = torch.cat([pts, grid.expand(-1, *shape)])
         pts = pts[distance(pts, x) < lower]
         check_verified("min_distortion", model, x, yi, lower, pts, tally, failures,
                        what=f"{status} with lower bound {lower:.9g}")
@@ -751,7 +792,7 @@ def check_net(net: Net, tally: Tally) -> list:
     """Every verifier on `net`: the failures, each naming the network."""
     failures = []
     x = torch.rand(2, *net.shape, generator=torch.Generator().manual_seed(net.key))
-    if net.kind == "cancel":
+    if net.kind in ("cancel", "stealth"):
         x[0] = 0.5
     norms = ("linf", "l2") if net.seed % 3 == 2 else ("linf",)
     check_bounds(net, x, 0.0, "linf", tally, failures)
