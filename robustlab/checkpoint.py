@@ -34,29 +34,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from .models import sha256
+from .models import sha256, without_torch_advice
 
 __all__ = ["FORMAT", "capture_rng", "check_classes", "check_rng", "check_same_model",
            "check_same_optimizer", "class_names", "exists", "load", "objective_generators",
            "restore_rng", "save", "sidecar_path", "without_torch_advice"]
 
 FORMAT = "robustlab.fit/1"
-
-
-def without_torch_advice(err: BaseException) -> str:
-    """The message of a failed `torch.load`, cut to what was refused.
-
-    torch's weights_only refusal advises that loading with weights_only=False "will likely
-    succeed": advice that runs an untrusted file's code, never to be repeated for a file the
-    library refuses. Only the unpickler's reason (the global or operand it refused) is kept;
-    a message without that advice is returned whole."""
-    text = str(err)
-    if "weights_only" not in text:
-        return text
-    if "WeightsUnpickler error:" not in text:
-        return f"{type(err).__name__} (torch's weights_only loader refused it)"
-    reason = text.split("WeightsUnpickler error:", 1)[1].strip().split("\n", 1)[0]
-    return reason.split(". ", 1)[0].rstrip(".")
 
 
 def sidecar_path(path: str | os.PathLike) -> Path:

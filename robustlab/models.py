@@ -188,6 +188,22 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def without_torch_advice(err: BaseException) -> str:
+    """The message of a failed `torch.load`, cut to what was refused.
+
+    torch's weights_only refusal advises that loading with weights_only=False "will likely
+    succeed": advice that runs an untrusted file's code, never to be repeated for a file the
+    library refuses. Only the unpickler's reason (the global or operand it refused) is kept;
+    a message without that advice is returned whole."""
+    text = str(err)
+    if "weights_only" not in text:
+        return text
+    if "WeightsUnpickler error:" not in text:
+        return f"{type(err).__name__} (torch's weights_only loader refused it)"
+    reason = text.split("WeightsUnpickler error:", 1)[1].strip().split("\n", 1)[0]
+    return reason.split(". ", 1)[0].rstrip(".")
+
+
 def pretrained(name: str, *, device: str | torch.device = "cpu") -> nn.Module:
     """A trained model from the zoo, in eval mode, checked against its sha256.
 
@@ -211,7 +227,11 @@ def pretrained(name: str, *, device: str | torch.device = "cpu") -> nn.Module:
         raise RuntimeError(f"weights file {entry['file']} for {name!r} fails its sha256 check "
                            f"(corrupted or tampered); refusing to load it")
     import io
-    state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as err:  # a file that passes its checksum but holds more than tensors
+        raise RuntimeError(f"weights file {entry['file']} for {name!r} was refused: "
+                           f"{without_torch_advice(err)}") from None
     model = ARCHITECTURES[name]()
     model.load_state_dict(state)
     return model.eval().to(device)

@@ -9,6 +9,8 @@ import random
 import numpy as np
 import torch
 
+from ._checks import check_seed
+
 FIGURES_MIME = "application/vnd.robustlab.figures+json"
 
 
@@ -17,6 +19,7 @@ def seed_everything(seed: int = 0) -> torch.Generator:
 
     A lesson that calls this first prints the same numbers every run on the same machine.
     """
+    check_seed(seed)
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
@@ -31,8 +34,7 @@ def generator(seed: int = 0, device: str | torch.device | None = None) -> torch.
     whatever ran before it. Results are the same on every device only with a CPU generator
     (CUDA draws other numbers from the same seed).
     """
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+    check_seed(seed)
     return torch.Generator(device=device or "cpu").manual_seed(seed)
 
 

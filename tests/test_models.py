@@ -137,3 +137,21 @@ def test_pooled_cnn_takes_any_image_size():
     """Global average pooling: the same weights classify 16x16 and 32x32 images."""
     m = models.PooledCNN(3, 10, width=4)
     assert m(torch.rand(2, 3, 16, 16)).shape == m(torch.rand(2, 3, 32, 32)).shape == (2, 10)
+
+
+def test_a_refused_weights_file_never_gets_torch_advice(monkeypatch):
+    """A file that passes its checksum but holds more than tensors is refused without torch's
+    advice to retry with weights_only=False (issue 15, item 12)."""
+    import pickle
+
+    from robustlab import models
+
+    def refuse(*args, **kwargs):
+        raise pickle.UnpicklingError("Weights only load failed. Re-running `torch.load` with "
+                                     "`weights_only` set to `False` will likely succeed.\n Please "
+                                     "file an issue. WeightsUnpickler error: Unsupported global: "
+                                     "GLOBAL os.system\n\nCheck the documentation")
+    monkeypatch.setattr(models.torch, "load", refuse)
+    with pytest.raises(RuntimeError, match="os.system") as err:
+        models.pretrained("digits-mlp")
+    assert "weights_only" not in str(err.value) and "likely succeed" not in str(err.value)

@@ -26,3 +26,11 @@ def test_generator_seed_must_be_an_int(bad):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_generator_on_cuda():
     assert robustlab.generator(0, "cuda").device.type == "cuda"
+
+
+@pytest.mark.parametrize("seed", [-1, 2 ** 32, True, "1", 1.5])
+def test_seeds_are_checked(seed):
+    from robustlab.utils import generator, seed_everything
+    for make in (generator, seed_everything):
+        with pytest.raises((TypeError, ValueError), match="seed"):
+            make(seed)
