@@ -15,8 +15,11 @@ soundly:
   * min_distortion: an "optimal" counterexample is misclassified (alone and in a batch) at the
     stated distance, and no point closer than the lower bound is misclassified.
 
-Then one regression test per fault the hostile tester found (a reused ReLU dropped, subclasses
-and hooks read as the plain layer, a "verified" that float32 rounding refutes).
+The "stealth" kind confines what the model computes beyond the chain it looks like to a tent
+0.01 wide inside the ball, where comparing model and read network at a few points of the box
+does not look. Then one regression test per fault the hostile tester found (a reused ReLU
+dropped, subclasses and hooks read as the plain layer, a "verified" that float32 rounding
+refutes) and per float64 re-reading of a constant the model computes in float32.
 """
 
 from __future__ import annotations
@@ -34,8 +37,17 @@ from torch import nn
 from robustlab.attacks import pgd
 from robustlab.models import Normalize
 from robustlab.norms import flat_norm
-from robustlab.verify import (Bounds, branch_and_bound, crown, interval, margin_spec, milp, min_distortion,
-                              reach, reluplex)
+from robustlab.verify import (
+    Bounds,
+    branch_and_bound,
+    crown,
+    interval,
+    margin_spec,
+    milp,
+    min_distortion,
+    reach,
+    reluplex,
+)
 
 from .conftest import Pushed, ball_points, randomise_batch_norm
 
@@ -335,7 +347,8 @@ def _subclass(g, seed, shape, conv):
     linears = [i for i, m in enumerate(layers) if type(m) is nn.Linear]
     flat = [i for i, m in enumerate(layers) if isinstance(m, nn.Flatten)][0]
     if choice in (0, 1, 7, 8):
-        layers[_pick(g, relus)] = {0: ShiftReLU, 1: LeakyReLUish, 7: ShiftReLUChild, 8: CallOverride}[choice]()
+        cls = {0: ShiftReLU, 1: LeakyReLUish, 7: ShiftReLUChild, 8: CallOverride}[choice]
+        layers[_pick(g, relus)] = cls()
     elif choice in (2, 3, 9):
         i = _pick(g, linears)
         old = layers[i]
@@ -393,8 +406,8 @@ def _hooked(g, seed, shape, conv, pre: bool):
     else:
         m.register_forward_hook(_hook_output)
     classes = ["HookedRoot"] if m is model else []
-    return Net("prehook" if pre else "hook", seed, model, shape, False, classes=classes, paths=[path] if path else [],
-               note=f"{'pre-' if pre else ''}hook on {type(m).__name__} at {path!r}")
+    return Net("prehook" if pre else "hook", seed, model, shape, False, classes=classes,
+               paths=[path] if path else [], note=f"{'pre-' if pre else ''}hook on {type(m).__name__} at {path!r}")
 
 
 def _hand_written(g, seed, shape, conv):
@@ -530,7 +543,8 @@ def _stealth(g, seed, shape, conv):
         with torch.no_grad():
             lin.weight.fill_(1.5)
             lin.bias.zero_()
-        model, classes, paths = Chain(*layers, RepeatChain(lin), _bump_head(1.0, -2.0)), ["RepeatChain"], ["5"]
+        model = Chain(*layers, RepeatChain(lin), _bump_head(1.0, -2.0))
+        classes, paths = ["RepeatChain"], ["5"]
         note = "RepeatChain"
     elif choice == 6:
         layers[-1] = CallOverride()  # 0.5 relu + 0.1
@@ -538,7 +552,8 @@ def _stealth(g, seed, shape, conv):
     else:  # no module to blame: constants computed in float32 by the model, in float64 by the reader
         model = (offset_parametrised_net if choice == 3 else negative_variance_net)(c)
         note = "Offset parametrisation" if choice == 3 else "running_var = ulp - eps"
-    return Net("stealth", seed, model, (1, 1, 1), False, classes=classes, paths=paths, note=f"{note}, c {c:.4f}")
+    return Net("stealth", seed, model, (1, 1, 1), False, classes=classes, paths=paths,
+               note=f"{note}, c {c:.4f}")
 
 
 BUILDERS = {"plain": _plain, "nested": _nested, "shared": _shared, "subclass": _subclass,
@@ -650,7 +665,8 @@ def check_bounds(net: Net, x, eps, norm, tally: Tally, failures: list):
     for name in names:
         fn = BOUNDING[name]
         try:
-            answers[name] = fn(net.model, x, eps=eps) if name == "reach" else fn(net.model, x, eps=eps, norm=norm)
+            kw = {} if name == "reach" else {"norm": norm}
+            answers[name] = fn(net.model, x, eps=eps, **kw)
         except REFUSALS as err:
             why = refusal_ok(net, err)
             if why:
@@ -709,13 +725,15 @@ def check_verified(name, model, x, yi, eps, pts, tally, failures, what="verified
 def check_counterexample(name, model, x, yi, adv, eps, others, tally, failures, what="falsified"):
     """`adv` is in [0, 1], within eps of x (L-inf) and misclassified alone and in a batch."""
     if not isinstance(adv, torch.Tensor) or adv.shape != x.shape[1:] or adv.dtype != x.dtype:
-        failures.append(f"{name}: {what} counterexample {adv!r:.80} is not a {x.dtype} tensor {tuple(x.shape[1:])}")
+        failures.append(f"{name}: {what} counterexample {adv!r:.80} is not a {x.dtype} tensor "
+                        f"{tuple(x.shape[1:])}")
         return
     dist = (adv.double() - x[0].double()).abs().max().item()
     if adv.min() < 0 or adv.max() > 1:
         failures.append(f"{name}: {what} counterexample outside [0, 1]: {adv.flatten().tolist()}")
     if dist > eps * (1 + 1e-6) + 1e-9:
-        failures.append(f"{name} eps={eps:.9g}: {what} counterexample at L-inf distance {dist:.9g} > {eps:.9g} "
+        failures.append(f"{name} eps={eps:.9g}: {what} counterexample at L-inf distance {dist:.9g} > "
+                        f"{eps:.9g} "
                         f"(x = {x.flatten().tolist()}, counterexample {adv.flatten().tolist()})")
     mixed = torch.cat([others[:7], adv[None], others[7:15]])
     with torch.no_grad():
