@@ -407,7 +407,8 @@ def _hooked(g, seed, shape, conv, pre: bool):
         m.register_forward_hook(_hook_output)
     classes = ["HookedRoot"] if m is model else []
     return Net("prehook" if pre else "hook", seed, model, shape, False, classes=classes,
-               paths=[path] if path else [], note=f"{'pre-' if pre else ''}hook on {type(m).__name__} at {path!r}")
+               paths=[path] if path else [],
+               note=f"{'pre-' if pre else ''}hook on {type(m).__name__} at {path!r}")
 
 
 def _hand_written(g, seed, shape, conv):
