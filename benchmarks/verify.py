@@ -29,7 +29,6 @@ import statistics
 import sys
 import time
 import warnings
-from contextlib import contextmanager
 
 import torch
 
@@ -65,7 +64,6 @@ def _timed(fn, device) -> tuple:
     return out, time.perf_counter() - start
 
 
-@contextmanager
 def compare(lirpa, model, x, eps: float, method: str, repeats: int, device) -> list:
     """One row: both libraries' bounds on the logits over the L-inf eps-box of x."""
     bounded = lirpa.BoundedModule(model, torch.zeros(1, *x.shape[1:], device=device), device=device)
