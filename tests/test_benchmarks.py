@@ -69,8 +69,8 @@ def run_script(script: str, *, block: tuple[str, ...] = (), extra: tuple[str, ..
     script's output."""
     env = dict(os.environ, OMP_NUM_THREADS="1")
     # the robustlab this test imported (a worktree's, say), not whichever the venv points at
-    env["PYTHONPATH"] = os.pathsep.join(
-        [str(Path(robustlab.__file__).resolve().parents[1]), env.get("PYTHONPATH", "")])
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [
+        str(Path(robustlab.__file__).resolve().parents[1]), env.get("PYTHONPATH")]))
     cmd = [sys.executable, "-c", _LAUNCH, ",".join(block), str(BENCHMARKS / script),
            *TINY[script][1], *extra]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300,
@@ -94,7 +94,6 @@ def test_runs_without_reference(script):
     reference = TINY[script][0]
     out = run_script(script, block=(reference,) if reference else ())
     _says(out, ABSENT[script])
-    assert "|" in out
 
 
 @pytest.mark.parametrize("script", sorted(PRESENT))
