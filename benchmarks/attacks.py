@@ -9,7 +9,8 @@ mean distortion of the successful examples, and the time ratio robustlab / torch
 measured in this one process after a warm-up, best of --repeats runs taken in turn. A verdict
 column checks the targets of benchmarks/README.md.
 
-torchattacks comes from the `bench` extra; without it the script says so and exits 0.
+torchattacks comes from the `bench` extra; without it the script says so, skips the comparison
+and runs robustlab's attacks alone (accuracy or success, distortion and time; no verdict).
 torchattacks 3.5 never imports torchvision, so it works beside a CPU-only torch with
 `pip install --no-deps torchattacks` (its declared torchvision dependency is not needed here).
 """
@@ -129,22 +130,25 @@ def score(model, x, y, correct, x_adv, case: Case) -> tuple[float, float]:
 
 
 def run_case(ta, model, x, y, correct, case: Case, repeats: int, device) -> dict:
-    """Run one case in both libraries; metrics are means over the runs (run r uses seed r)."""
+    """Run one case in both libraries (robustlab alone when `ta` is None, without torchattacks);
+    metrics are means over the runs (run r uses seed r)."""
     if case.n is not None:
         x, y, correct = x[:case.n], y[:case.n], correct[:case.n]
     runs = case.repeats or repeats
-    attack = case.theirs(ta, model)
-
-    def theirs(seed):
-        # torchattacks draws from the global generators (PGD: torch, OnePixel: NumPy)
-        torch.manual_seed(seed)
-        np.random.seed(seed)
-        return attack(x, y)
-
-    libs = {"ours": functools.partial(case.ours, model, x, y), "theirs": theirs}
+    libs = {"ours": functools.partial(case.ours, model, x, y)}
     # warm-up on a few images: first calls pay for allocations and dispatch caches
     case.ours(model, x[:4], y[:4], 0)
-    attack(x[:4], y[:4])
+    if ta is not None:
+        attack = case.theirs(ta, model)
+
+        def theirs(seed):
+            # torchattacks draws from the global generators (PGD: torch, OnePixel: NumPy)
+            torch.manual_seed(seed)
+            np.random.seed(seed)
+            return attack(x, y)
+
+        libs["theirs"] = theirs
+        attack(x[:4], y[:4])
     results = {lib: [] for lib in libs}
     for seed in range(runs):  # in turn, so that a load spike on the machine hits both alike,
         # and each first on every other run, so that neither always finds the caches warm
@@ -156,6 +160,8 @@ def run_case(ta, model, x, y, correct, case: Case, repeats: int, device) -> dict
         metric, dist, seconds = zip(*res)
         row[f"{lib}_metric"], row[f"{lib}_dist"] = float(np.mean(metric)), float(np.mean(dist))
         row[f"{lib}_s"] = min(seconds)
+    if ta is None:
+        return row
     row["ratio"] = row["ours_s"] / row["theirs_s"]
     row["verdict"] = verdict(row, case)
     return row
@@ -183,20 +189,25 @@ def _pct(v: float) -> str:
     return f"{100 * v:.1f} %"
 
 
-def _cells(r: dict) -> list:
+def _cells(r: dict, libs: tuple[str, ...]) -> list:
     kind, norm = ("acc" if r["case"].kind == "acc" else "success"), r["case"].norm
     fmt = {"metric": lambda v: f"{kind} {_pct(v)}", "dist": lambda v: f"{norm} {v:.4f}",
            "s": lambda v: f"{v:.3f}"}
     cells = [r["attack"], r["n"], r["runs"]]
     for key in ("metric", "dist", "s"):
-        cells += [fmt[key](r[f"{lib}_{key}"]) for lib in ("ours", "theirs")]
-    return cells + [f"{r['ratio']:.2f}", r["verdict"]]
+        cells += [fmt[key](r[f"{lib}_{key}"]) for lib in libs]
+    return cells + ([f"{r['ratio']:.2f}", r["verdict"]] if "theirs" in libs else [])
 
 
-def table(rows: list[dict]) -> str:
-    head = ["attack", "n", "runs", "robustlab acc/success", "torchattacks acc/success", "robustlab mean dist",
-            "torchattacks mean dist", "robustlab s", "torchattacks s", "time ratio", "verdict"]
-    return markdown_table(head, [_cells(r) for r in rows])
+def table(rows: list[dict], reference: bool = True) -> str:
+    """The markdown table of `rows`; robustlab's columns only when not `reference`."""
+    libs, names = (("ours", "theirs"), ("robustlab", "torchattacks")) if reference else \
+        (("ours",), ("robustlab",))
+    head = ["attack", "n", "runs"]
+    for col in ("acc/success", "mean dist", "s"):
+        head += [f"{name} {col}" for name in names]
+    head += ["time ratio", "verdict"] if reference else []
+    return markdown_table(head, [_cells(r, libs) for r in rows])
 
 
 def main(argv=None) -> int:
@@ -222,9 +233,9 @@ def main(argv=None) -> int:
     try:
         import torchattacks as ta
     except ImportError:
-        print("torchattacks is not installed: `pip install --no-deps torchattacks` "
-              "(or the 'bench' extra) to run this benchmark.")
-        return 0
+        print("torchattacks is not installed: `pip install --no-deps torchattacks` (or the "
+              "'bench' extra) to compare with it; comparison skipped, robustlab's attacks alone.")
+        ta = None
     devices = args.device or ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     if "cuda" in devices and not torch.cuda.is_available():
         print("--device cuda: CUDA is not available here")
@@ -240,15 +251,16 @@ def main(argv=None) -> int:
             where = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
             print(f"\n### {name} on {device} ({where}, {torch.get_num_threads()} threads), "
                   f"{len(x)} images, clean accuracy {_pct(correct.float().mean().item())}; "
-                  f"torch {torch.__version__}, torchattacks {getattr(ta, '__version__', '?')}\n", flush=True)
+                  f"torch {torch.__version__}, torchattacks "
+                  f"{getattr(ta, '__version__', '?') if ta else 'absent'}\n", flush=True)
             rows = []
             for case in cases(args):
                 if args.only and not any(s.lower() in case.name.lower() for s in args.only):
                     continue
                 rows.append(run_case(ta, model, x, y, correct, case, args.repeats, device))
                 print(f"  done: {case.name}", file=sys.stderr, flush=True)
-            print(table(rows), flush=True)
-            missed |= any(r["verdict"].startswith("MISS") for r in rows)
+            print(table(rows, reference=ta is not None), flush=True)
+            missed |= any(r.get("verdict", "").startswith("MISS") for r in rows)
     return 1 if args.strict and missed else 0
 
 

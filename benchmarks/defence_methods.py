@@ -296,12 +296,14 @@ def main(argv=None) -> int:
     p.add_argument("--token-epochs", type=int, default=8)
     p.add_argument("--claim-epochs", type=int, default=10, help="table 5 epochs (Wong: 10)")
     p.add_argument("--max-lr", type=float, default=5e-3, help="table 5 peak lr (Wong: 5e-3)")
+    p.add_argument("--train-n", type=int, help="train on the first N training images (default: all)")
+    p.add_argument("--test-n", type=int, help="measure on the first N test images (default: all)")
     p.add_argument("--only", nargs="+", help="table 3 rows to run (names as printed)")
     p.add_argument("--skip", nargs="+", default=[], choices=["methods", "freelb", "claim"])
     args = p.parse_args(argv)
     for name in ("epochs", "replays", "batch_size", "square_queries", "token_epochs",
-                 "claim_epochs"):
-        if getattr(args, name) < 1:
+                 "claim_epochs", "train_n", "test_n"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1")
     if args.epochs % args.replays:
         p.error("--epochs must be a multiple of --replays (Free-AT makes epochs / replays passes)")
@@ -311,7 +313,8 @@ def main(argv=None) -> int:
         return 2
     if device.type == "cpu":
         torch.set_num_threads(1)  # CPU time of one thread: comparable across methods
-    train, test = data.digits("train"), tuple(t.to(device) for t in data.digits("test"))
+    train = tuple(t[:args.train_n] for t in data.digits("train"))
+    test = tuple(t[:args.test_n].to(device) for t in data.digits("test"))
     # warm-up, untimed: the first training in a process pays for lazy initialisation
     fit(ARCHITECTURES["digits-cnn"](), (train[0][:256], train[1][:256]), epochs=1,
         objective=pgd_at(eps=EPS, alpha=ALPHA, steps=2), device=device, progress=False)

@@ -18,7 +18,8 @@ against CROWN-tightened big-M constants, and verified accuracy against eps.
    digits-mlp and the IBP-trained digits-mlp-ibp.
 
 auto_LiRPA is not on PyPI in a form that imports beside numpy 2; install it from a checkout
-(benchmarks/README.md). Without it, part 1 says so and is skipped; parts 2 and 3 still run.
+(benchmarks/README.md). Without it, part 1 says so and gives robustlab's bounds and times
+alone; parts 2 and 3 still run.
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ import statistics
 import sys
 import time
 import warnings
-from contextlib import contextmanager
 
 import torch
 
@@ -65,30 +65,38 @@ def _timed(fn, device) -> tuple:
     return out, time.perf_counter() - start
 
 
-@contextmanager
 def compare(lirpa, model, x, eps: float, method: str, repeats: int, device) -> list:
-    """One row: both libraries' bounds on the logits over the L-inf eps-box of x."""
-    bounded = lirpa.BoundedModule(model, torch.zeros(1, *x.shape[1:], device=device), device=device)
-
-    def theirs(xb=x):
-        box = lirpa.PerturbationLpNorm(norm=float("inf"), x_L=(xb - eps).clamp(0, 1),
-                                       x_U=(xb + eps).clamp(0, 1))
-        with torch.no_grad():
-            return bounded.compute_bounds(x=(lirpa.BoundedTensor(xb, box),), method=method)
-
+    """One row: both libraries' bounds on the logits over the L-inf eps-box of x; robustlab's
+    alone (the comparison's cells "-") when `lirpa` is None, without auto_LiRPA."""
     def ours(xb=x):
         return tuple(OURS[method](model, xb, eps=eps))
 
-    ours(x[:4])  # warm-up: first calls pay for allocations and dispatch caches
-    theirs(x[:4])
-    best, out = {"ours": float("inf"), "theirs": float("inf")}, {}
+    libs = {"ours": ours}
+    if lirpa is not None:
+        bounded = lirpa.BoundedModule(model, torch.zeros(1, *x.shape[1:], device=device),
+                                      device=device)
+
+        def theirs(xb=x):
+            box = lirpa.PerturbationLpNorm(norm=float("inf"), x_L=(xb - eps).clamp(0, 1),
+                                           x_U=(xb + eps).clamp(0, 1))
+            with torch.no_grad():
+                return bounded.compute_bounds(x=(lirpa.BoundedTensor(xb, box),), method=method)
+
+        libs["theirs"] = theirs
+    for fn in libs.values():  # warm-up: first calls pay for allocations and dispatch caches
+        fn(x[:4])
+    best, out = dict.fromkeys(libs, float("inf")), {}
     first, seconds = _timed(ours, device)
     runs = repeats if seconds < 2 else min(repeats, 3)  # CROWN on a CNN takes seconds a run
     for r in range(runs):  # in turn, each first on every other run
-        for lib, fn in list({"ours": ours, "theirs": theirs}.items())[::1 if r % 2 == 0 else -1]:
+        for lib, fn in list(libs.items())[::1 if r % 2 == 0 else -1]:
             out[lib], s = _timed(fn, device)
             best[lib] = min(best[lib], s)
-    (lo, up), (tlo, tup) = out["ours"], out["theirs"]
+    lo, up = out["ours"]
+    if lirpa is None:
+        return [method, eps, runs, "-", "-", (up - lo).mean().item(), "-", f"{best['ours']:.4f}",
+                "-", "-"]
+    tlo, tup = out["theirs"]
     diff = max((lo - tlo).abs().max().item(), (up - tup).abs().max().item())
     # which bounds are tighter: the share of logits whose interval is narrower by more than
     # float32 rounding (relative to the width: IBP's widths on the CNNs are in the hundreds)
@@ -167,20 +175,20 @@ def main(argv=None) -> int:
                 import auto_LiRPA as lirpa
             logging.getLogger("auto_LiRPA").setLevel(logging.ERROR)
         except ImportError as e:
-            print(f"\nauto_LiRPA is not installed ({e}): skipping the comparison. Install it from "
-                  "a checkout with `pip install --no-deps <checkout> appdirs graphviz` (see "
-                  "benchmarks/README.md).")
+            print(f"\nauto_LiRPA is not installed ({e}): skipping the comparison, robustlab's "
+                  "bounds alone. Install it from a checkout with `pip install --no-deps "
+                  "<checkout> appdirs graphviz` (see benchmarks/README.md).")
             lirpa = None
         devices = args.device or ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
         if "cuda" in devices and not torch.cuda.is_available():
             print("--device cuda: CUDA is not available here")
             return 2
-        for device in map(torch.device, devices if lirpa else []):
+        for device in map(torch.device, devices):
             for name in args.models:
                 model = load(name, device)
                 x = x_all.to(device)
                 print(f"\n### {name} on {device}: {len(x)} images, bounds on the logits; "
-                      f"auto_LiRPA {lirpa.__version__}\n", flush=True)
+                      f"auto_LiRPA {lirpa.__version__ if lirpa else 'absent'}\n", flush=True)
                 rows = []
                 for method in ("IBP", "CROWN"):
                     for eps in args.eps:
@@ -191,6 +199,8 @@ def main(argv=None) -> int:
                                       "robustlab mean width",
                                       "auto_LiRPA mean width", "robustlab s", "auto_LiRPA s",
                                       "time ratio"], rows), flush=True)
+                if lirpa is None:
+                    continue
                 pooled = any(isinstance(m, torch.nn.MaxPool2d) for m in model.modules())
                 crown_diff = max(float(r[3]) for r in rows if r[0] == "CROWN")
                 print(f"\nCROWN max |diff| {crown_diff:.2e}: " + (

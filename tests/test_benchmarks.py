@@ -1,0 +1,109 @@
+"""Smoke tests of benchmarks/: every script runs end to end in a tiny configuration (one model, a
+few examples, one repeat, one epoch), once with its reference library made unimportable (the
+script must say so, skip the comparison and run the rest) and once with the reference where it
+is installed. Each run is a subprocess, as `make bench` runs them: the scripts set threads and
+seeds for their whole process, and a broken script fails here with its output in the message.
+
+A reference is made absent by putting None in `sys.modules` under its name before the script
+starts (`import` then raises ImportError), so the absent path is tested even where the library
+is installed. Nothing here needs the network: the zoo's weights and the digits ship with
+robustlab.
+"""
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import robustlab
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+# Runs the script sys.argv[2] as __main__ with the arguments after it, the modules named in
+# sys.argv[1] (comma-separated) unimportable.
+_LAUNCH = ("import runpy, sys; blocked, sys.argv = sys.argv[1], sys.argv[2:]; "
+           "sys.modules.update(dict.fromkeys(filter(None, blocked.split(',')))); "
+           "runpy.run_path(sys.argv[0], run_name='__main__')")
+
+# script -> (its reference library, or None; the tiny configuration)
+TINY = {
+    "attacks.py": ("torchattacks", [
+        "--device", "cpu", "--n", "16", "--n-slow", "2", "--repeats", "1", "--steps", "2",
+        "--cw-steps", "2", "--queries", "10", "--popsize", "4", "--de-iter", "1"]),
+    "defences.py": ("art", [
+        "--device", "cpu", "--epochs", "1", "--replays", "1", "--steps", "2", "--rounds", "1",
+        "--train-n", "128"]),
+    "defence_methods.py": (None, [
+        "--device", "cpu", "--epochs", "1", "--replays", "1", "--seeds", "0", "--train-n", "64",
+        "--test-n", "8", "--square-queries", "5", "--token-epochs", "1", "--claim-epochs", "1"]),
+    "verify.py": ("auto_LiRPA", [
+        "--device", "cpu", "--n", "8", "--models", "digits-mlp", "--eps", "0.01", "--repeats",
+        "1", "--milp-n", "2", "--milp-eps", "0.02", "--acc-n", "4", "--acc-eps", "0.01",
+        "--acc-models", "digits-mlp", "--time-limit", "10"]),
+}
+
+# what each script prints: without its reference, and in addition with it
+ABSENT = {
+    "attacks.py": ["torchattacks is not installed", "comparison skipped", "| FGSM (Linf)",
+                   "| OnePixel", "robustlab s |"],
+    "defences.py": ["ART is not installed", "table 1 skipped", "| Fast-AT", "| YOPO-3-3",
+                    "| standard training (reference)"],
+    "defence_methods.py": ["| PGD-AT", "| Björck + GroupSort, PGD-AT", "| FreeLB-3",
+                           "Fast-AT takes"],
+    "verify.py": ["auto_LiRPA is not installed", "skipping the comparison",
+                  "### digits-mlp on cpu", "| CROWN | 0.01 |", "### MILP", "### Verified accuracy"],
+}
+PRESENT = {
+    "attacks.py": ["torchattacks s |", "| C&W", "| DeepFool"],
+    "defences.py": ["PGD-AT against ART", "the same shuffling and random starts", "ART PGD-20"],
+    "verify.py": ["### digits-mlp on cpu", "CROWN max |diff|", "agrees to"],
+}
+
+
+def run_script(script: str, *, block: tuple[str, ...] = (), extra: tuple[str, ...] = ()) -> str:
+    """Run benchmarks/`script` in its tiny configuration (and the options `extra`) with the
+    modules `block` unimportable; its standard output. A non-zero exit fails the test with the
+    script's output."""
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    # the robustlab this test imported (a worktree's, say), not whichever the venv points at
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [
+        str(Path(robustlab.__file__).resolve().parents[1]), env.get("PYTHONPATH")]))
+    cmd = [sys.executable, "-c", _LAUNCH, ",".join(block), str(BENCHMARKS / script),
+           *TINY[script][1], *extra]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300,
+                          cwd=BENCHMARKS.parent)
+    assert proc.returncode == 0, (f"{script} exited with {proc.returncode}\n--- stdout\n"
+                                  f"{proc.stdout[-4000:]}\n--- stderr\n{proc.stderr[-4000:]}")
+    return proc.stdout
+
+
+def _says(out: str, expected: list[str]) -> None:
+    missing = [s for s in expected if s not in out]
+    assert not missing, f"the output lacks {missing}:\n{out[-4000:]}"
+
+
+def test_every_benchmark_has_a_tiny_run():
+    assert sorted(p.name for p in BENCHMARKS.glob("*.py")) == sorted(TINY)
+
+
+@pytest.mark.parametrize("script", sorted(TINY))
+def test_runs_without_reference(script):
+    reference = TINY[script][0]
+    out = run_script(script, block=(reference,) if reference else ())
+    _says(out, ABSENT[script])
+
+
+@pytest.mark.parametrize("script", sorted(PRESENT))
+def test_runs_with_reference(script):
+    reference = TINY[script][0]
+    # find_spec, not import: auto_LiRPA's import resets this process's warning filters
+    if importlib.util.find_spec(reference) is None:
+        pytest.skip(f"{reference} is not installed (benchmarks/README.md says how)")
+    # defences.py: also the option that hands both libraries the same draws (it patches ART)
+    out = run_script(script, extra=("--same-draws",) if script == "defences.py" else ())
+    _says(out, PRESENT[script])
+    if script == "verify.py":  # no max pool in digits-mlp: CROWN must agree to 1e-5
+        assert "DOES NOT agree" not in out, out
