@@ -9,8 +9,9 @@ from torch import nn
 from .._checks import check_eps, check_images, check_norm
 from .._model import check_model, check_model_input, plain
 from ..norms import dual_norm
-from .network import Affine, Network, read_network
-from .rounding import read_exact
+from .network import Affine, Network
+from .rounding import outward, read_exact, rounding_bound
+from .types import Bounds
 
 ROW_BUDGET = 1 << 23  # entries of the coefficient tensors held at once
 
@@ -116,16 +117,37 @@ def check_spec(C, x: torch.Tensor, k: int) -> torch.Tensor | None:
     return C
 
 
-def prepare(model: nn.Module, x, eps, norm, C):
-    """Checked arguments of a bounding verifier: (network, x, Ball, C or None)."""
+def checked(model: nn.Module, x, eps, norm):
+    """Checked arguments of a bound: (x, eps, norm)."""
     check_model(model)
     x = plain(check_images(x))
     check_model_input(model, x)
-    eps, norm = check_eps(eps), check_norm(norm, ("linf", "l2", "l1"))
-    net = read_network(model, x.shape[1:], like=x)
-    ball = Ball(x, eps, norm)
-    read_exact(model, ball.box.lower, ball.box.upper)  # what was read is what runs, or an error
-    return net, x, ball, check_spec(C, x, net.out_shape[0])
+    return x, check_eps(eps), check_norm(norm, ("linf", "l2", "l1"))
+
+
+class Sound:
+    """What a bounding verifier needs to bound the model as it runs: the float64 network
+    checked against the model (`read_exact`), and the model's rounding over the input box,
+    added to every bound (`widen`) after computing it in float64."""
+
+    def __init__(self, model: nn.Module, lower: torch.Tensor, upper: torch.Tensor):
+        self.dtype = lower.dtype
+        self.net, u = read_exact(model, lower, upper)
+        self.err = rounding_bound(self.net, lower, upper, u)
+
+    def widen(self, lower: torch.Tensor, upper: torch.Tensor, C: torch.Tensor | None = None) -> Bounds:
+        """Bounds in the model's dtype: float64 bounds on the logits (or on C @ logits) widened
+        by the rounding bound (|C| E with C) and rounded outward."""
+        err = self.err if C is None else torch.einsum("nsk,nk->ns", C.abs(), self.err)
+        return Bounds(*outward(lower - err, upper + err, self.dtype))
+
+
+def prepare(model: nn.Module, x, eps, norm, C):
+    """Checked arguments of a bounding verifier, in float64: (Sound, x, Ball, C or None)."""
+    x, eps, norm = checked(model, x, eps, norm)
+    sound = Sound(model, (x - eps).clamp(0, 1), (x + eps).clamp(0, 1))
+    x64 = x.double()
+    return sound, x64, Ball(x64, eps, norm), check_spec(C, x64, sound.net.out_shape[0])
 
 
 def affine_runs(net: Network) -> list:

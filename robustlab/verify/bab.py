@@ -13,7 +13,7 @@ from .._checks import check_eps, check_positive
 from .._model import frozen, input_grad, predict
 from ..norms import clip_box, project, random_in_ball, steepest
 from ._bounds import Ball
-from ._complete import confirm, each_example, relu_only, setup
+from ._complete import confirm, each_example, into_ball, relu_only, setup
 from ._encode import dense_chain, encode
 from .crown import crown_bounds
 from .network import ReLU
@@ -139,6 +139,8 @@ def _search(referee, x, y, eps, norm, need, max_branches, batch, lp, time_limit,
         return Verdict(status, adv, reason=reason, seconds=time.perf_counter() - start)
     net = referee.net
     adv = _attack(referee.model, x, y, eps, norm)
+    if adv is not None:  # projected in x's dtype, it may round just outside the ball
+        adv = into_ball(x, eps, norm)(adv)
     if adv is not None and referee.fooled(adv, y):
         return done("falsified", adv, "a projected-gradient search found it before any branching")
     k = net.out_shape[0]

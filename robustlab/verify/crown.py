@@ -313,7 +313,8 @@ def crown(model: nn.Module, x: torch.Tensor, *, eps: float, norm: str = "linf",
     if alpha and torch.is_inference_mode_enabled():
         raise RuntimeError("crown(alpha=True) optimises the slopes by gradient and cannot run inside "
                            "torch.inference_mode(); call it outside (inside torch.no_grad() is fine)")
-    net, x, ball, C = prepare(model, x, eps, norm, C)
+    sound, x, ball, C = prepare(model, x, eps, norm, C)
     with torch.no_grad():
-        _, (lower, upper) = crown_bounds(net, ball, C, alpha_steps=steps, alpha_lr=lr, every_neuron=False)
-    return Bounds(lower, upper)
+        _, (lower, upper) = crown_bounds(sound.net, ball, C, alpha_steps=steps, alpha_lr=lr,
+                                         every_neuron=False)
+        return sound.widen(lower, upper, C)

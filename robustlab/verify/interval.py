@@ -75,8 +75,8 @@ def interval(model: nn.Module, x: torch.Tensor, *, eps: float, norm: str = "linf
         C: optional specification (S, K) or (N, S, K): bounds on C @ logits, shape (N, S).
     Returns Bounds with lower and upper of shape (N, K), or (N, S) with C.
     """
-    net, x, ball, C = prepare(model, x, eps, norm, C)
+    sound, x, ball, C = prepare(model, x, eps, norm, C)
     with torch.no_grad():
-        _, box = interval_bounds(net, ball, C)
-    return Bounds(box.lower, box.upper)
+        _, box = interval_bounds(sound.net, ball, C)
+        return sound.widen(box.lower, box.upper, C)
 

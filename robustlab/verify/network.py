@@ -31,15 +31,17 @@ class Affine:
     """y = W x + b on (B, *in_shape) -> (B, *out_shape); `transpose` applies W^T, `linear_abs` |W|.
 
     For the rounding analysis (`rounding.rounding_bound`): `fan_in` is the length of the dot
-    product behind each output (0 for an exact reshape) and `mag` (broadcast like the bias) the
-    magnitude of the constants the model adds on the way, |b| or, for a folded BatchNorm, the
-    sum of the magnitudes of every term it adds."""
+    product behind each output (0 for an exact reshape), `extra_ops` how many more roundings the
+    model makes on the way (1 for a bias, more for a BatchNorm or Normalize and for folding one
+    into the layer), and `mag` (broadcast like the bias) the magnitude of the constants it adds,
+    |b| or, for a folded BatchNorm, the sum of the magnitudes of every term it adds."""
 
     in_shape: tuple
     out_shape: tuple
     bias: torch.Tensor
     mag: torch.Tensor | None
     fan_in: int = 1
+    extra_ops: int = 1
 
     def __call__(self, x):
         return self.linear(x) + self.bias
@@ -58,6 +60,7 @@ class Dense(Affine):
     bias: torch.Tensor
     in_shape: tuple
     mag: torch.Tensor | None = None
+    extra_ops: int = 1
 
     def __post_init__(self):
         self.mag = self.bias.detach().abs() if self.mag is None else self.mag
@@ -89,6 +92,7 @@ class Conv(Affine):
     dilation: tuple
     groups: int
     mag: torch.Tensor | None = None
+    extra_ops: int = 1
 
     def __post_init__(self):
         self.bias = self.bias.view(-1, 1, 1)
@@ -125,6 +129,7 @@ class ChannelAffine(Affine):
     shift: torch.Tensor
     in_shape: tuple
     mag: torch.Tensor | None = None
+    extra_ops: int = 3  # x * (1 / std) - mean / std against the model's (x - mean) / std
 
     def __post_init__(self):
         view = (-1,) + (1,) * (len(self.in_shape) - 1)
@@ -230,19 +235,34 @@ def _hooks(module: nn.Module) -> list[str]:
             if getattr(module, k, None)]
 
 
+_HARMLESS = {"__init__", "__module__", "__doc__", "__qualname__", "__annotations__", "__dict__",
+             "__weakref__", "__firstlineno__", "__static_attributes__", "__orig_bases__",
+             "__getstate__", "__setstate__", "__deepcopy__"}
+
+
 def _check_exact(path: str, module: nn.Module, base: type) -> None:
     """Refuse `module` unless it computes exactly what its known class `base` computes: no hooks,
-    no forward (or __call__) of its own on the class or the instance. Subclasses that only add
-    attributes or parametrisations (torch.nn.utils.parametrize) keep the base forward and pass."""
+    nothing of `base` (a method, property or attribute: forward, __call__, _conv_forward,
+    __iter__, ...) overridden by a subclass or on the instance, and not compiled. Subclasses
+    that only add an __init__ or new attributes, and parametrised layers (whose weight property
+    gives what their forward uses), pass."""
     hooks = _hooks(module)
     if hooks:
         _refuse(path, module, f"it has {', '.join(hooks)}, which may change what it computes")
-    if "forward" in vars(module) or "__call__" in vars(module):
-        _refuse(path, module, "its forward is replaced on the instance")
-    for name in ("forward", "__call__", "_call_impl"):
-        if getattr(type(module), name) is not getattr(base, name):
-            _refuse(path, module, f"its class overrides {name} of {base.__name__}, so it is not "
-                                  f"read as a {base.__name__}")
+    if vars(module).get("_compiled_call_impl") is not None:
+        _refuse(path, module, "it is compiled (torch.compile), which the reader cannot see into")
+    for name, value in vars(module).items():
+        if callable(value) and not isinstance(value, nn.Module) and hasattr(type(module), name):
+            _refuse(path, module, f"its {name} is replaced on the instance")
+    parametrised = getattr(module, "parametrizations", {})
+    for cls in type(module).__mro__[:type(module).__mro__.index(base)]:
+        for name, value in vars(cls).items():
+            if name in _HARMLESS or not hasattr(base, name):
+                continue
+            if isinstance(value, property) and name in parametrised:
+                continue
+            _refuse(path, module, f"its class {cls.__name__} overrides {name} of {base.__name__}, so "
+                                  f"it is not read as a {base.__name__}")
 
 
 def _known(module: nn.Module) -> type | None:
@@ -329,7 +349,7 @@ def _batch_norm(path, m, shape, like):
         scale = scale * m.weight
     shift = -m.running_mean * scale + (m.bias if m.bias is not None else 0)
     mag = (m.running_mean * scale).abs() + (m.bias.abs() if m.bias is not None else 0)
-    return ChannelAffine(scale, shift, shape, mag.detach())
+    return ChannelAffine(scale, shift, shape, mag.detach(), extra_ops=7)  # -, rsqrt(+), *, *, +
 
 
 def _normalize(path, m: Normalize, shape, like):
@@ -361,11 +381,12 @@ def _fold(prev, layer):
         w = prev.weight * scale.view(-1, *[1] * (prev.weight.dim() - 1))
         b = prev.bias.flatten() * scale + shift
         mag = prev.mag.flatten() * scale.detach().abs() + layer.mag.flatten()
+        ops = prev.extra_ops + layer.extra_ops + 1  # and the rounding of the folded weight
         if isinstance(prev, Dense):
-            return Dense(w, b, prev.in_shape, mag)
-        return Conv(w, b, prev.in_shape, prev.stride, prev.padding, prev.dilation, prev.groups, mag)
+            return Dense(w, b, prev.in_shape, mag, ops)
+        return Conv(w, b, prev.in_shape, prev.stride, prev.padding, prev.dilation, prev.groups, mag, ops)
     if isinstance(layer, Dense) and isinstance(prev, Reshape):
-        return Dense(layer.weight, layer.bias, prev.in_shape, layer.mag)
+        return Dense(layer.weight, layer.bias, prev.in_shape, layer.mag, layer.extra_ops)
     return None
 
 

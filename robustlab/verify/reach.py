@@ -8,9 +8,8 @@ from torch import nn
 
 from .._checks import check_eps, check_images, check_positive
 from .._model import check_model, check_model_input, plain
-from ._bounds import ROW_BUDGET, Box, max_width
-from .network import Affine, Network, read_network
-from .rounding import read_exact
+from ._bounds import ROW_BUDGET, Box, Sound, max_width
+from .network import Affine, Network
 from .types import Bounds
 
 
@@ -128,8 +127,8 @@ def reach_box(model: nn.Module, lower: torch.Tensor, upper: torch.Tensor, *, par
     check_model_input(model, lower, "lower")
     check_positive(partitions, "partitions", integer=True)
     check_positive(max_boxes, "max_boxes", integer=True)
-    net = read_network(model, lower.shape[1:], like=lower)
-    read_exact(model, lower, upper)  # what was read is what runs, or an error
+    sound = Sound(model, lower, upper)  # the float64 network, checked against the model
+    net, lower, upper = sound.net, lower.double(), upper.double()
     wide = int((upper > lower).flatten(1).sum(1).max())
     if dims is None:
         dims = wide
@@ -138,14 +137,14 @@ def reach_box(model: nn.Module, lower: torch.Tensor, upper: torch.Tensor, *, par
     if partitions == 1 or dims == 0:
         with torch.no_grad():
             _, box = propagate(net, lower, upper)
-        return Bounds(box.lower, box.upper)
+            return sound.widen(box.lower, box.upper)
     if partitions ** dims > max_boxes:
         raise ValueError(f"partitions ** dims = {partitions} ** {dims} sub-boxes per example "
                          f"exceed max_boxes={max_boxes}: pass a smaller dims= (the most "
                          f"influential entries are split first) or raise max_boxes")
     with torch.no_grad():
         box = split_boxes(net, lower, upper, partitions, dims)
-    return Bounds(box.lower, box.upper)
+        return sound.widen(box.lower, box.upper)
 
 
 def reach(model: nn.Module, x: torch.Tensor, *, eps: float, partitions: int = 1,

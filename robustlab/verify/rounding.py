@@ -10,15 +10,13 @@ the proved margin to beat `rounding_bound` and a counterexample's margin to beat
 
 from __future__ import annotations
 
-import copy
+import dataclasses
 
 import torch
 from torch import nn
 
 from .._model import predict
 from .network import Affine, MaxPool, Network, Reshape, read_network
-
-EXTRA_OPS = 8  # roundings per output beyond the dot product: bias, BatchNorm's four, Normalize's two
 
 
 def unit_roundoff(dtype: torch.dtype, device: torch.device | str = "cpu") -> float:
@@ -50,10 +48,10 @@ def rounding_bound(net: Network, lower: torch.Tensor, upper: torch.Tensor, u: fl
     f the network in exact arithmetic and fl(f) the model's computation with unit roundoff u.
 
     Through an affine layer computed in floating point, |fl(W h + b) - (W h + b)| <=
-    gamma_{n+8} (|W| |h| + mag) (Higham's dot-product bound with a few more roundings for the
-    bias, a BatchNorm or a Normalize folded into it), and an error e already in h grows to
-    |W| e; a ReLU or max pool is exact and 1-Lipschitz in each input, so e passes through it
-    (max-pooled). |h| is bounded by interval propagation of the box, in float64."""
+    gamma_{n+m} (|W| |h| + mag) (Higham's bound for a length-n dot product, with m more
+    roundings for the bias, a BatchNorm or Normalize folded into it and the fold), and an error e
+    already in h grows to |W| e; a ReLU or max pool is exact and 1-Lipschitz in each input,
+    so e passes through it (max-pooled). |h| is bounded by interval propagation of the box, in float64."""
     lo, hi = lower.double(), upper.double()
     err = torch.zeros_like(lo)
     for layer in net.layers:
@@ -61,7 +59,7 @@ def rounding_bound(net: Network, lower: torch.Tensor, upper: torch.Tensor, u: fl
             lo, hi, err = layer(lo), layer(hi), layer(err)
         elif isinstance(layer, Affine):
             size = torch.maximum(lo.abs(), hi.abs())
-            g = gamma(layer.fan_in + EXTRA_OPS, u)
+            g = gamma(layer.fan_in + layer.extra_ops, u)
             err = layer.linear_abs(err) + g * (layer.linear_abs(size) + layer.mag.to(size))
             mid, rad = layer((hi + lo) / 2), layer.linear_abs((hi - lo) / 2)
             lo, hi = mid - rad, mid + rad
@@ -72,24 +70,38 @@ def rounding_bound(net: Network, lower: torch.Tensor, upper: torch.Tensor, u: fl
     return err
 
 
+def as_float64(net: Network, device=None) -> Network:
+    """A copy of `net` with every tensor converted to float64 (exactly) on `device`: the network
+    the model computes with, its constants (folded BatchNorm, parametrised weights) as the model
+    itself computed them in its dtype, to be evaluated in (nearly) exact arithmetic."""
+    def convert(layer):
+        if not dataclasses.is_dataclass(layer):
+            return layer
+        tensors = {f.name: getattr(layer, f.name).detach().to(device, torch.float64)
+                   for f in dataclasses.fields(layer) if isinstance(getattr(layer, f.name), torch.Tensor)}
+        return dataclasses.replace(layer, **tensors)
+    return Network([convert(layer) for layer in net.layers], net.in_shape)
+
+
 def read_exact(model: nn.Module, lower: torch.Tensor, upper: torch.Tensor, *, device=None,
                points: int = 8, seed: int = 0) -> tuple[Network, float]:
-    """The network of `model` read in float64 (from a copy, BatchNorm folded in float64), after
-    checking that it computes what the model computes over the box [lower, upper] (N, *shape);
-    and the model's unit roundoff. The box lies where the model runs; the float64 network is
-    put on `device` (default: the same).
+    """The network of `model`, read in its own dtype (so constants such as a folded BatchNorm
+    or a parametrised weight are what its forward computes) and converted to float64 on
+    `device` (default: the box's), after checking that it computes what the model computes
+    over the box [lower, upper] (N, *shape), which lies where the model runs; and the model's
+    unit roundoff.
 
     The model and the read network are compared at the box's centre and at `points` points of
     it (corners and uniform draws): a difference beyond twice `rounding_bound` at a point (more
     than rounding can explain) means the reader missed part of the computation, and the model
-    is refused with an error naming that, never verified."""
+    is refused with an error naming that, never verified. (The reader refuses by construction
+    what it cannot read exactly; this comparison is a second, sampled line of defence.)"""
     dtype = next((t.dtype for t in (*model.parameters(), *model.buffers()) if t.is_floating_point()),
                  lower.dtype)
     u = unit_roundoff(dtype, lower.device)
     device = lower.device if device is None else torch.device(device)
-    model64 = copy.deepcopy(model).to(device, torch.float64)  # keeps hooks and classes: refused
-    net = read_network(model64, lower.shape[1:], like=torch.zeros((), dtype=torch.float64, device=device))
-    del model64
+    with torch.no_grad():
+        net = as_float64(read_network(model, lower.shape[1:], like=lower), device)
     g = torch.Generator().manual_seed(seed)
     pts = [(lower + upper) / 2]
     for i in range(points):
@@ -107,3 +119,12 @@ def read_exact(model: nn.Module, lower: torch.Tensor, upper: torch.Tensor, *, de
                          f"computes (differences up to {worst:.3g} times what rounding explains); it "
                          "calls something the reader cannot see, and verify refuses to bound it")
     return net, u
+
+
+def outward(lower: torch.Tensor, upper: torch.Tensor, dtype: torch.dtype):
+    """float64 bounds as `dtype` rounded outward: the lower one down, the upper one up, so the
+    converted bounds still contain what the float64 ones did."""
+    lo, up = lower.to(dtype), upper.to(dtype)
+    lo = torch.where(lo.double() > lower, torch.nextafter(lo, torch.full_like(lo, -torch.inf)), lo)
+    up = torch.where(up.double() < upper, torch.nextafter(up, torch.full_like(up, torch.inf)), up)
+    return lo, up

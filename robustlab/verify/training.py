@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._checks import check_eps, check_in_range, check_labels, check_norm
-from ._bounds import Ball, prepare
+from ._bounds import Ball, checked
 from .crown import back_substitute, maxpool_relaxation, relu_relaxation
 from .interval import interval_bounds
 from .network import Affine, ReLU, read_network
@@ -61,10 +61,10 @@ def verified_margins(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps:
         model: a chain that `read_network` reads; x: images (N, C, H, W) in [0, 1]; y: labels.
         eps >= 0; norm: "linf", "l2" or "l1"; beta in [0, 1].
     """
-    _, x, ball, _ = prepare(model, x, eps, norm, None)
+    x, eps, norm = checked(model, x, eps, norm)
     y = check_labels(y, x)
     beta = check_in_range(beta, "beta", 0.0, 1.0)
-    return _margins(model, x, y, ball.eps, ball.norm, beta)
+    return _margins(model, x, y, eps, norm, beta)
 
 
 def worst_logits(margins: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -9,7 +9,7 @@ from robustlab import models
 from robustlab.attacks import pgd
 from robustlab.models import Normalize
 from robustlab.norms import flat_norm
-from robustlab.verify import Bounds, crown, interval, margin_spec
+from robustlab.verify import Bounds, crown, interval, margin_spec, read_exact, rounding_bound
 
 from ..conftest import leaves_as_found, linear_classifier, messy_model
 from .conftest import ball_points, pgd_extremes, small_nets
@@ -66,10 +66,14 @@ def test_eps_zero_gives_the_logits(verify, eight, digits_mlp, digits_cnn):
     for model in (digits_mlp, digits_cnn, *small_nets().values()):
         with torch.no_grad():
             z = model(x)
+        net, u = read_exact(model, x, x)
+        exact, err = net(x.double()), rounding_bound(net, x, x, u)
         for norm in ("linf", "l2"):
             lo, up = VERIFIERS[verify](model, x, eps=0.0, norm=norm)
-            torch.testing.assert_close(lo, z, rtol=1e-5, atol=1e-5)
-            torch.testing.assert_close(up, z, rtol=1e-5, atol=1e-5)
+            # the exact logits widened by the model's rounding bound, which covers the float32 ones
+            assert (lo <= z).all() and (z <= up).all()
+            torch.testing.assert_close(lo.double(), exact - err, rtol=1e-6, atol=1e-7)
+            torch.testing.assert_close(up.double(), exact + err, rtol=1e-6, atol=1e-7)
 
 
 def linear_models():
@@ -136,8 +140,10 @@ def test_crown_is_exact_where_ibp_loses_the_correlation():
     model = nn.Sequential(nn.Flatten(), first, nn.ReLU(), second)
     x = torch.full((2, 1, 8, 8), 0.5)
     cr, ibp = crown(model, x, eps=0.1), interval(model, x, eps=0.1)
-    assert cr.width.abs().max() < 1e-6
-    torch.testing.assert_close(ibp.width, torch.full((2, 1), 0.4))
+    net, u = read_exact(model, (x - 0.1), (x + 0.1))
+    rounding = 2 * rounding_bound(net, x - 0.1, x + 0.1, u).float()  # both are widened by it
+    torch.testing.assert_close(cr.width, rounding, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(ibp.width, 0.4 + rounding)
 
 
 @pytest.mark.parametrize("norm", ["linf", "l2"])

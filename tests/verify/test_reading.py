@@ -112,10 +112,19 @@ def test_global_hooks_are_refused(mlp_parts, test_digits):
         handle.remove()
 
 
-def test_a_computation_the_reader_cannot_see_is_caught_by_the_forward_comparison():
+def test_a_subclass_overriding_a_helper_of_forward_is_refused():
     torch.manual_seed(0)
     model = nn.Sequential(SneakyConv(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(72, 3)).eval()
+    with pytest.raises(ValueError, match="overrides _conv_forward"):
+        interval(model, torch.rand(2, 1, 8, 8), eps=0.01)
+
+
+def test_a_computation_the_reader_cannot_see_is_caught_by_the_forward_comparison(monkeypatch):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(72, 3)).eval()
     x = torch.rand(2, 1, 8, 8)
+    relu = torch.nn.functional.relu
+    monkeypatch.setattr(torch.nn.functional, "relu", lambda z, inplace=False: relu(z) + 0.1)
     read_network(model, (1, 8, 8))  # the chain itself looks fine
     with pytest.raises(ValueError, match="does not compute what its forward computes"):
         interval(model, x, eps=0.01)
