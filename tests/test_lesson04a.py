@@ -153,8 +153,8 @@ def test_reach_explorer_follows_its_controls_and_stays_sound():
     widths = w.state["widths"]
     # Xiang's sub-boxes are never looser than one box (IBP)
     assert (widths["reach"] <= widths["interval"] + 1e-6).all()
-    w.eps.value = 0.0  # a point: every box has width 0
-    assert all(float(v.abs().max()) < 1e-6 for v in w.state["widths"].values())
+    w.eps.value = 0.0  # a point: every box shrinks to the model's float32 rounding bound
+    assert all(float(v.abs().max()) < 1e-4 for v in w.state["widths"].values())
     w.eps.value = 0.3
     assert (w.state["widths"]["interval"] > widths["interval"]).all()
     w.partitions.value = 1  # one box: Xiang's rule is IBP's

@@ -45,9 +45,9 @@ class Ball:
     L-inf: the box [max(x - eps, 0), min(x + eps, 1)]. L2 / L1 (Hölder): lam . x +- eps
     ||lam||_dual, tightened by the box, which contains the ball's part inside [0, 1]."""
 
-    def __init__(self, x: torch.Tensor, eps: float, norm: str):
+    def __init__(self, x: torch.Tensor, eps: float, norm: str, box: Box | None = None):
         self.x, self.eps, self.norm = x, eps, norm
-        self.box = Box((x - eps).clamp(0, 1), (x + eps).clamp(0, 1))
+        self.box = Box((x - eps).clamp(0, 1), (x + eps).clamp(0, 1)) if box is None else box
 
     def value(self, lam: torch.Tensor, bias: torch.Tensor, sign: int) -> torch.Tensor:
         box = self.box.value(lam, bias, sign)
@@ -142,12 +142,22 @@ class Sound:
         return Bounds(*outward(lower - err, upper + err, self.dtype))
 
 
-def prepare(model: nn.Module, x, eps, norm, C):
-    """Checked arguments of a bounding verifier, in float64: (Sound, x, Ball, C or None)."""
-    x, eps, norm = checked(model, x, eps, norm)
-    sound = Sound(model, (x - eps).clamp(0, 1), (x + eps).clamp(0, 1))
+def ball_box(x: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """[x - eps, x + eps] intersected with [0, 1], in x's dtype, rounded outward: every input of
+    that dtype in the ball lies in it (x - eps computed in x's dtype may round inwards)."""
     x64 = x.double()
-    return sound, x64, Ball(x64, eps, norm), check_spec(C, x64, sound.net.out_shape[0])
+    return outward((x64 - eps).clamp(0, 1), (x64 + eps).clamp(0, 1), x.dtype)
+
+
+def prepare(model: nn.Module, x, eps, norm, C):
+    """Checked arguments of a bounding verifier, in float64: (Sound, x, Ball, C or None); the
+    ball's box is `ball_box`, the box `reach` takes too, so the two bound the same set."""
+    x, eps, norm = checked(model, x, eps, norm)
+    lower, upper = ball_box(x, eps)
+    sound = Sound(model, lower, upper)
+    x64 = x.double()
+    ball = Ball(x64, eps, norm, Box(lower.double(), upper.double()))
+    return sound, x64, ball, check_spec(C, x64, sound.net.out_shape[0])
 
 
 def affine_runs(net: Network) -> list:

@@ -8,7 +8,7 @@ from torch import nn
 
 from .._checks import check_eps, check_images, check_positive
 from .._model import check_model, check_model_input, plain
-from ._bounds import ROW_BUDGET, Box, Sound, max_width
+from ._bounds import ROW_BUDGET, Box, Sound, ball_box, max_width
 from .network import Affine, Network
 from .types import Bounds
 
@@ -163,5 +163,4 @@ def reach(model: nn.Module, x: torch.Tensor, *, eps: float, partitions: int = 1,
     """
     x = plain(check_images(x))
     eps = check_eps(eps)
-    return reach_box(model, (x - eps).clamp(0, 1), (x + eps).clamp(0, 1), partitions=partitions,
-                     dims=dims, max_boxes=max_boxes)
+    return reach_box(model, *ball_box(x, eps), partitions=partitions, dims=dims, max_boxes=max_boxes)
