@@ -99,7 +99,7 @@ def compare(lirpa, model, x, eps: float, method: str, repeats: int, device) -> l
     # auto_LiRPA bounds the network in float32 arithmetic without it: compare them net of it
     box = (x - eps).clamp(0, 1), (x + eps).clamp(0, 1)
     net, u = read_exact(model, *box)
-    err = rounding_bound(net, *box, u).to(lo)
+    err = 2 * rounding_bound(net, *box, u).to(lo)  # the model's rounding and the verifier's
     rounding = err.mean().item()
     lo, up = lo + err, up - err
     if lirpa is None:

@@ -126,20 +126,20 @@ def checked(model: nn.Module, x, eps, norm):
 
 
 class Sound:
-    """What a bounding verifier needs to bound the model as it runs: the float64 network
-    checked against the model (`read_exact`), and the model's rounding over the input box,
-    added to every bound (`widen`) after computing it in float64."""
+    """What a bounding verifier needs to bound the model as it runs: the network checked
+    against the model (`read_exact`), in the model's dtype, and its rounding bound E over the
+    input box. Bounds computed in that dtype are widened by 2E (`widen`): E for the model's own
+    rounding and E for the verifier's, whose interval arithmetic rounds the same dot products
+    (Higham's bound per layer covers |W||c| + |W|r + |b| = |W| max|h| + |b|)."""
 
     def __init__(self, model: nn.Module, lower: torch.Tensor, upper: torch.Tensor):
-        self.dtype = lower.dtype
         self.net, u = read_exact(model, lower, upper)
         self.err = rounding_bound(self.net, lower, upper, u)
 
     def widen(self, lower: torch.Tensor, upper: torch.Tensor, C: torch.Tensor | None = None) -> Bounds:
-        """Bounds in the model's dtype: float64 bounds on the logits (or on C @ logits) widened
-        by the rounding bound (|C| E with C) and rounded outward."""
+        """Bounds on the logits (or on C @ logits) widened by 2E (2 |C| E with C)."""
         err = self.err if C is None else torch.einsum("nsk,nk->ns", C.abs(), self.err)
-        return Bounds(*outward(lower - err, upper + err, self.dtype))
+        return Bounds(lower - 2 * err, upper + 2 * err)
 
 
 def ball_box(x: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -150,14 +150,13 @@ def ball_box(x: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def prepare(model: nn.Module, x, eps, norm, C):
-    """Checked arguments of a bounding verifier, in float64: (Sound, x, Ball, C or None); the
-    ball's box is `ball_box`, the box `reach` takes too, so the two bound the same set."""
+    """Checked arguments of a bounding verifier: (Sound, x, Ball, C or None); the ball's box is
+    `ball_box`, the box `reach` takes too, so the two bound the same set."""
     x, eps, norm = checked(model, x, eps, norm)
     lower, upper = ball_box(x, eps)
     sound = Sound(model, lower, upper)
-    x64 = x.double()
-    ball = Ball(x64, eps, norm, Box(lower.double(), upper.double()))
-    return sound, x64, ball, check_spec(C, x64, sound.net.out_shape[0])
+    ball = Ball(x, eps, norm, Box(lower, upper))
+    return sound, x, ball, check_spec(C, x, sound.net.out_shape[0])
 
 
 def affine_runs(net: Network) -> list:

@@ -23,7 +23,7 @@ from ._bounds import Ball
 from .crown import crown_bounds
 from .interval import interval_bounds
 from .network import MaxPool, Network
-from .rounding import read_exact, rounding_bound
+from .rounding import as_float64, read_exact, rounding_bound
 from .types import Verdict
 
 TOL = 1e-6  # a margin within TOL of 0 is not decided (HiGHS' feasibility tolerance is 1e-7)
@@ -110,7 +110,8 @@ def setup(model: nn.Module, x, y, norm, time_limit, bounds, who: str, eps: float
     check_choice(bounds, ("interval", "crown"), "bounds")
     time_limit = float(check_positive(time_limit, "time_limit"))
     lower, upper = (x * 0, x * 0 + 1) if eps is None else ((x - eps).clamp(0, 1), (x + eps).clamp(0, 1))
-    net64, u = read_exact(model, lower.detach(), upper.detach(), device="cpu")
+    net, u = read_exact(model, lower.detach(), upper.detach())
+    net64 = as_float64(net, "cpu")
     k = net64.out_shape[0]
     if k < 2:
         raise ValueError(f"model returns {k} logit per input; {who} checks that class y beats every "

@@ -17,7 +17,7 @@ from .._model import check_model, check_model_input, eval_mode, plain
 from .._random import draw_device
 from .network import Affine, MaxPool
 from .reach import propagate
-from .rounding import read_exact
+from .rounding import as_float64, read_exact
 
 MAX_FEATURES = 4  # the nested search costs (points per level) ** features evaluations
 
@@ -248,6 +248,7 @@ def deepgo(model: nn.Module, x: torch.Tensor, *, eps: float, features: Sequence[
         raise ValueError(f"features must be 1 to {MAX_FEATURES} distinct ints in [0, {size}) (the "
                          f"nested search costs exponentially more per feature), got {features!r}")
     net, _ = read_exact(model, (x - eps).clamp(0, 1), (x + eps).clamp(0, 1))  # what runs, or an error
+    net = as_float64(net)
     model64 = copy.deepcopy(model).to(torch.float64).eval()
     x64 = x.double()
     k_out = net.out_shape[0]

@@ -128,7 +128,7 @@ def reach_box(model: nn.Module, lower: torch.Tensor, upper: torch.Tensor, *, par
     check_positive(partitions, "partitions", integer=True)
     check_positive(max_boxes, "max_boxes", integer=True)
     sound = Sound(model, lower, upper)  # the float64 network, checked against the model
-    net, lower, upper = sound.net, lower.double(), upper.double()
+    net = sound.net
     wide = int((upper > lower).flatten(1).sum(1).max())
     if dims is None:
         dims = wide

@@ -51,8 +51,10 @@ def rounding_bound(net: Network, lower: torch.Tensor, upper: torch.Tensor, u: fl
     gamma_{n+m} (|W| |h| + mag) (Higham's bound for a length-n dot product, with m more
     roundings for the bias, a BatchNorm or Normalize folded into it and the fold), and an error e
     already in h grows to |W| e; a ReLU or max pool is exact and 1-Lipschitz in each input,
-    so e passes through it (max-pooled). |h| is bounded by interval propagation of the box, in float64."""
-    lo, hi = lower.double(), upper.double()
+    so e passes through it (max-pooled). |h| is bounded by interval propagation of the box,
+    computed in the box's dtype (float64, or the model's, where float64 would be slow) and
+    enlarged by 1% for the rounding of that computation of sums of non-negative terms."""
+    lo, hi = lower, upper
     err = torch.zeros_like(lo)
     for layer in net.layers:
         if isinstance(layer, Reshape):
@@ -67,7 +69,7 @@ def rounding_bound(net: Network, lower: torch.Tensor, upper: torch.Tensor, u: fl
             lo, hi, err = layer(lo), layer(hi), layer(err)
         else:  # ReLU
             lo, hi = lo.clamp_min(0), hi.clamp_min(0)
-    return err
+    return err * 1.01
 
 
 def as_float64(net: Network, device=None) -> Network:
@@ -83,25 +85,24 @@ def as_float64(net: Network, device=None) -> Network:
     return Network([convert(layer) for layer in net.layers], net.in_shape)
 
 
-def read_exact(model: nn.Module, lower: torch.Tensor, upper: torch.Tensor, *, device=None,
+def read_exact(model: nn.Module, lower: torch.Tensor, upper: torch.Tensor, *,
                points: int = 8, seed: int = 0) -> tuple[Network, float]:
-    """The network of `model`, read in its own dtype (so constants such as a folded BatchNorm
-    or a parametrised weight are what its forward computes) and converted to float64 on
-    `device` (default: the box's), after checking that it computes what the model computes
-    over the box [lower, upper] (N, *shape), which lies where the model runs; and the model's
-    unit roundoff.
+    """The network of `model`, read in its own dtype and on its device (so constants such as a
+    folded BatchNorm or a parametrised weight are what its forward computes; `as_float64`
+    converts it exactly), after checking that it computes what the model computes over the box
+    [lower, upper] (N, *shape); and the model's unit roundoff.
 
     The model and the read network are compared at the box's centre and at `points` points of
-    it (corners and uniform draws): a difference beyond twice `rounding_bound` at a point (more
-    than rounding can explain) means the reader missed part of the computation, and the model
-    is refused with an error naming that, never verified. (The reader refuses by construction
-    what it cannot read exactly; this comparison is a second, sampled line of defence.)"""
+    it (corners and uniform draws): both lie within `rounding_bound` of the exact network, so a
+    difference beyond twice that bound means the reader missed part of the computation, and the
+    model is refused with an error naming that, never verified. (The reader refuses by
+    construction what it cannot read exactly; this comparison is a second, sampled line of
+    defence.)"""
     dtype = next((t.dtype for t in (*model.parameters(), *model.buffers()) if t.is_floating_point()),
                  lower.dtype)
     u = unit_roundoff(dtype, lower.device)
-    device = lower.device if device is None else torch.device(device)
     with torch.no_grad():
-        net = as_float64(read_network(model, lower.shape[1:], like=lower), device)
+        net = read_network(model, lower.shape[1:], like=lower)
     g = torch.Generator().manual_seed(seed)
     pts = [(lower + upper) / 2]
     for i in range(points):
@@ -110,9 +111,8 @@ def read_exact(model: nn.Module, lower: torch.Tensor, upper: torch.Tensor, *, de
     pts = torch.cat(pts)
     with torch.no_grad():
         got = predict(model, pts).double()
-        pts = pts.to(device, torch.float64)
-        want = net(pts).to(got.device)
-        bound = 2 * rounding_bound(net, pts, pts, u).to(got.device) + 1e-300
+        want = net(pts).double()  # both within the rounding bound of the exact network
+        bound = 2 * rounding_bound(net, pts, pts, u).double() + 1e-300
     if got.shape != want.shape or not ((got - want).abs() <= bound).all():
         worst = ((got - want).abs() / bound).max().item() if got.shape == want.shape else float("nan")
         raise ValueError(f"model: the chain of layers read from it does not compute what its forward "

@@ -15,7 +15,7 @@ from robustlab.data import digits
 from robustlab.models import pretrained
 from robustlab.verify import branch_and_bound, crown, interval, milp, min_distortion, read_network, reluplex
 from robustlab.verify import distortion as distortion_module
-from robustlab.verify.rounding import read_exact, rounding_bound, unit_roundoff
+from robustlab.verify.rounding import as_float64, read_exact, rounding_bound, unit_roundoff
 
 from .conftest import labelled_points, tiny_mlps
 
@@ -174,10 +174,11 @@ def test_the_rounding_bound_covers_float32_against_float64():
     model = pretrained("digits-mlp")
     x = digits("test")[0]
     net, u = read_exact(model, x, x)
+    net = as_float64(net)
     assert u == 2.0 ** -24 == unit_roundoff(torch.float32)
     with torch.no_grad():
         err = (model(x).double() - net(x.double())).abs()
-    bound = rounding_bound(net, x, x, u)
+    bound = rounding_bound(net, x.double(), x.double(), u)
     assert (err <= bound).all() and err.max() > 0
     assert bound.max() < 1e-2  # worst-case (Higham), far above the 4e-6 seen, but not vacuous
 
