@@ -110,7 +110,8 @@ def wrong_collapse_epochs():
                      if fell(p, t, t, drop) and f[t] - p[t] >= drop), None)
 
     def previous_epoch(f, p, drop=0.2, window=3):
-        # compares with the previous epoch only: a fall spread over a few epochs is missed
+        # compares with the previous epoch only (the simpler rule of Wong et al.'s early stopping, not
+        # the one the exercise asks for): a fall spread over a few epochs is missed
         return next((t + 1 for t in range(1, len(p))
                      if fell(p, t, 1, drop) and f[t] - p[t] >= drop), None)
 
