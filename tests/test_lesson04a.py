@@ -113,20 +113,6 @@ CROWN_MISTAKES = {
 }
 
 
-def test_exercise_2_accepts_the_solution(cells, lesson_models):
-    ns = dict(lesson_models)
-    run(cell_starting(cells, "def back_substitute"), ns)
-    run(cell_after(cells, "def back_substitute"), ns)
-
-
-@pytest.mark.parametrize("mistake", sorted(CROWN_MISTAKES))
-def test_exercise_2_rejects_wrong_answers(cells, lesson_models, mistake):
-    ns = dict(lesson_models)
-    run(planted(cell_starting(cells, "def back_substitute"), CROWN_MISTAKES[mistake]), ns)
-    with pytest.raises(AssertionError):
-        run(cell_after(cells, "def back_substitute"), ns)
-
-
 # --- exercise 3: the big-M constraints ---------------------------------------------------------
 
 def big_m_swapped(z, a, delta, l, u):
@@ -188,18 +174,23 @@ MILP_MISTAKES = {
 }
 
 
-def test_exercise_4_accepts_the_solution(cells, lesson_models):
-    ns = dict(lesson_models)
-    run(cell_starting(cells, "from scipy.optimize import"), ns)
-    run(cell_after(cells, "from scipy.optimize import"), ns)
+# exercise 2 (CROWN) and exercise 4 (MILP): the solution cell starts with `head`
+WRITTEN = {"def back_substitute": CROWN_MISTAKES, "from scipy.optimize import": MILP_MISTAKES}
 
 
-@pytest.mark.parametrize("mistake", sorted(MILP_MISTAKES))
-def test_exercise_4_rejects_wrong_answers(cells, lesson_models, mistake):
+@pytest.mark.parametrize("head", sorted(WRITTEN))
+def test_exercises_2_and_4_accept_the_solution(cells, lesson_models, head):
     ns = dict(lesson_models)
-    run(planted(cell_starting(cells, "from scipy.optimize import"), MILP_MISTAKES[mistake]), ns)
+    run(cell_starting(cells, head), ns)
+    run(cell_after(cells, head), ns)
+
+
+@pytest.mark.parametrize("head, mistake", [(h, m) for h in sorted(WRITTEN) for m in sorted(WRITTEN[h])])
+def test_exercises_2_and_4_reject_planted_mistakes(cells, lesson_models, head, mistake):
+    ns = dict(lesson_models)
+    run(planted(cell_starting(cells, head), WRITTEN[head][mistake]), ns)
     with pytest.raises(AssertionError):
-        run(cell_after(cells, "from scipy.optimize import"), ns)
+        run(cell_after(cells, head), ns)
 
 
 # --- exercise 5: predict, then run ---------------------------------------------------------------
