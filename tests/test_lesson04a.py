@@ -2,7 +2,8 @@
 (`robustlab.widgets.reach_explorer`) reacts to its controls and stays sound.
 
 Each exercise test runs the lesson's own cells (the solution, then the check) in a fresh
-namespace, then plants wrong answers in place of the solution and expects the check to fail.
+namespace, then plants wrong answers in place of the solution (a wrong function, or the
+solution's own source with one mistake planted) and expects the check to fail.
 """
 
 import matplotlib
@@ -77,7 +78,42 @@ def test_exercise_1_rejects_wrong_answers(cells, wrong):
         run(cell_after(cells, "def interval_layer"), ns)
 
 
-# --- exercise 2: the big-M constraints ---------------------------------------------------------
+# --- exercise 2: CROWN's back-substitution --------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def lesson_models(cells):
+    """The lesson's toy, its digits data and models: what the checks of exercises 2, 4 and 5 read."""
+    ns = namespace()
+    ns["N_GAP"] = 4
+    exec("from robustlab.verify.crown import relu_relaxation\nimport numpy as np", ns)
+    run(cell_starting(cells, "def toy_network"), ns)
+    run(cell_starting(cells, "x_test, y_test = data.digits"), ns)
+    ns["robust"] = models.pretrained("digits-mlp-ibp")
+    return ns
+
+
+def planted(solution: str, replacements: list[tuple[str, str]]) -> str:
+    """The solution with a mistake planted: each (old, new) replaced, each old present."""
+    for old, new in replacements:
+        assert old in solution, f"the solution no longer contains {old!r}"
+        solution = solution.replace(old, new)
+    return solution
+
+
+CROWN_MISTAKES = {
+    "lines swapped": [("d = d + neg @ b_u", "d = d + pos @ b_u"),
+                      ("lam = pos * a_l + neg * a_u", "lam = pos * a_u + neg * a_l")],
+    "intercept of the upper line dropped": [("d = d + neg @ b_u", "d = d")],
+    "lower slope always 0 (sound, looser)": [("lam = pos * a_l + neg * a_u", "lam = neg * a_u")],
+    "bias dropped": [("d = d + lam @ biases[k]", "d = d")],
+    "concretised at the centre": [("return d + lam.clamp(min=0) @ lo + lam.clamp(max=0) @ up",
+                                   "return d + lam @ ((lo + up) / 2)")],
+    "concretised at the wrong ends": [("return d + lam.clamp(min=0) @ lo + lam.clamp(max=0) @ up",
+                                       "return d + lam.clamp(min=0) @ up + lam.clamp(max=0) @ lo")],
+}
+
+
+# --- exercise 3: the big-M constraints ---------------------------------------------------------
 
 def big_m_swapped(z, a, delta, l, u):
     tol = 1e-9
@@ -94,41 +130,80 @@ def big_m_without_a_ge_0(z, a, delta, l, u):
     return (a >= z - tol) & (a <= u * delta + tol) & (a <= z - l * (1 - delta) + tol)
 
 
-def test_exercise_2_accepts_the_solution(cells):
+def big_m_relu_itself(z, a, delta, l, u):
+    # a == ReLU(z) instead of the four constraints (issue 17, item 17)
+    return (a - z.clamp(min=0)).abs() < 1e-9
+
+
+def big_m_relu_and_phase(z, a, delta, l, u):
+    # a == ReLU(z), and delta the phase of z: right at binary delta away from z = 0, but not a
+    # linear encoding (nothing is feasible for a fractional delta)
+    return ((a - z.clamp(min=0)).abs() < 1e-9) & (delta == (z > 0).to(z.dtype))
+
+
+def big_m_upper_line_only(z, a, delta, l, u):
+    # the triangle itself: right when relaxed, but it ignores delta
+    tol = 1e-9
+    return (a >= z - tol) & (a >= -tol) & (a <= u / (u - l) * (z - l) + tol) & (delta == delta)
+
+
+def test_exercise_3_accepts_the_solution(cells):
     ns = namespace()
     run(cell_starting(cells, "def big_m_feasible"), ns)
     run(cell_after(cells, "def big_m_feasible"), ns)
 
 
-@pytest.mark.parametrize("wrong", [big_m_swapped, big_m_without_a_ge_z, big_m_without_a_ge_0])
-def test_exercise_2_rejects_wrong_answers(cells, wrong):
+@pytest.mark.parametrize("wrong", [big_m_swapped, big_m_without_a_ge_z, big_m_without_a_ge_0,
+                                   big_m_relu_itself, big_m_relu_and_phase, big_m_upper_line_only])
+def test_exercise_3_rejects_wrong_answers(cells, wrong):
     ns = namespace()
     ns["big_m_feasible"] = wrong
     with pytest.raises(AssertionError):
         run(cell_after(cells, "def big_m_feasible"), ns)
 
 
-# --- exercise 3: predict, then run ---------------------------------------------------------------
+# --- exercise 4: the MILP with HiGHS -----------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def exercise_3(cells):
-    """The namespace the check of exercise 3 needs: the lesson's own helper, models and data."""
-    ns = namespace()
-    ns["N_GAP"] = 4
-    run(cell_starting(cells, "x_test, y_test = data.digits"), ns)
-    ns["robust"] = models.pretrained("digits-mlp-ibp")
-    return ns
+MILP_MISTAKES = {
+    "LP relaxation (no integer delta)": [("integer += [0] * k + [1] * k", "integer += [0] * k + [0] * k")],
+    "a <= z - l (1 - delta) left out": [("(-1, -l, -np.inf, b - l)]", "]")],
+    "a <= u delta left out": [("(0, -u, -np.inf, 0),", "")],
+    "the box not clipped to [0, 1]": [(".clamp(0, 1).numpy()", ".numpy()")],
+    "the margin's sign reversed": [("c[v] = Ws[-1][y] - Ws[-1][j]", "c[v] = Ws[-1][j] - Ws[-1][y]")],
+    "the output bias forgotten": [("res.fun + bs[-1][y] - bs[-1][j]", "res.fun")],
+}
 
 
-@pytest.mark.parametrize("standard, ibp_trained", [(True, False), (True, True), (False, False),
-                                                   (False, True)])
-def test_exercise_3_accepts_only_the_measured_answer(cells, exercise_3, standard, ibp_trained):
-    head = "### BEGIN SOLUTION\ncrown_wins_on_standard"
-    ns = dict(exercise_3)
+# exercise 2 (CROWN) and exercise 4 (MILP): the solution cell starts with `head`
+WRITTEN = {"def back_substitute": CROWN_MISTAKES, "from scipy.optimize import": MILP_MISTAKES}
+
+
+@pytest.mark.parametrize("head", sorted(WRITTEN))
+def test_exercises_2_and_4_accept_the_solution(cells, lesson_models, head):
+    ns = dict(lesson_models)
     run(cell_starting(cells, head), ns)
-    assert (ns["crown_wins_on_standard"], ns["crown_wins_on_ibp_trained"]) == (True, False)
-    ns.update(crown_wins_on_standard=standard, crown_wins_on_ibp_trained=ibp_trained)
-    if (standard, ibp_trained) == (True, False):
+    run(cell_after(cells, head), ns)
+
+
+@pytest.mark.parametrize("head, mistake", [(h, m) for h in sorted(WRITTEN) for m in sorted(WRITTEN[h])])
+def test_exercises_2_and_4_reject_planted_mistakes(cells, lesson_models, head, mistake):
+    ns = dict(lesson_models)
+    run(planted(cell_starting(cells, head), WRITTEN[head][mistake]), ns)
+    with pytest.raises(AssertionError):
+        run(cell_after(cells, head), ns)
+
+
+# --- exercise 5: predict, then run ---------------------------------------------------------------
+
+@pytest.mark.parametrize("ibp_trained, standard", [(True, False), (True, True), (False, False),
+                                                   (False, True)])
+def test_exercise_5_accepts_only_the_measured_answer(cells, lesson_models, ibp_trained, standard):
+    head = "### BEGIN SOLUTION\ncombined_wins_on_ibp_trained"
+    ns = dict(lesson_models)
+    run(cell_starting(cells, head), ns)
+    assert (ns["combined_wins_on_ibp_trained"], ns["combined_wins_on_standard"]) == (True, False)
+    ns.update(combined_wins_on_ibp_trained=ibp_trained, combined_wins_on_standard=standard)
+    if (ibp_trained, standard) == (True, False):
         run(cell_after(cells, head), ns)
     else:
         with pytest.raises(AssertionError):
