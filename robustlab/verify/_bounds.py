@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .._checks import check_eps, check_images, check_norm
+from .._checks import check_bool, check_eps, check_images, check_norm
 from .._model import check_model, check_model_input, plain
 from ..norms import dual_norm
 from .network import Affine, Network
@@ -149,10 +149,11 @@ def ball_box(x: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
     return outward((x64 - eps).clamp(0, 1), (x64 + eps).clamp(0, 1), x.dtype)
 
 
-def prepare(model: nn.Module, x, eps, norm, C):
+def prepare(model: nn.Module, x, eps, norm, C, rounding: bool = True):
     """Checked arguments of a bounding verifier: (Sound, x, Ball, C or None); the ball's box is
     `ball_box`, the box `reach` takes too, so the two bound the same set."""
     x, eps, norm = checked(model, x, eps, norm)
+    check_bool(rounding, "rounding")
     lower, upper = ball_box(x, eps)
     sound = Sound(model, lower, upper)
     ball = Ball(x, eps, norm, Box(lower, upper))

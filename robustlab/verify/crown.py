@@ -275,7 +275,7 @@ def crown_bounds(net: Network, ball: Ball, C: torch.Tensor | None = None, *, spl
 
 def crown(model: nn.Module, x: torch.Tensor, *, eps: float, norm: str = "linf",
           C: torch.Tensor | None = None, alpha: bool = False, alpha_steps: int = 20,
-          alpha_lr: float = 0.1) -> Bounds:
+          alpha_lr: float = 0.1, rounding: bool = True) -> Bounds:
     """CROWN / DeepPoly bounds on the logits of `model` over the eps-ball around each x.
 
     Zhang et al., "Efficient neural network robustness certification with general activation
@@ -304,6 +304,7 @@ def crown(model: nn.Module, x: torch.Tensor, *, eps: float, norm: str = "linf",
             back-substituted from C itself (tighter than bounding the logits first).
         alpha: optimise the lower slopes (alpha-CROWN); alpha_steps > 0 Adam steps of
             learning rate alpha_lr > 0 (both unused without alpha).
+        rounding: as in `interval` (False: exact-arithmetic bounds, for comparisons only).
     Returns Bounds with lower and upper of shape (N, K), or (N, S) with C.
     """
     if not isinstance(alpha, bool):
@@ -313,8 +314,8 @@ def crown(model: nn.Module, x: torch.Tensor, *, eps: float, norm: str = "linf",
     if alpha and torch.is_inference_mode_enabled():
         raise RuntimeError("crown(alpha=True) optimises the slopes by gradient and cannot run inside "
                            "torch.inference_mode(); call it outside (inside torch.no_grad() is fine)")
-    sound, x, ball, C = prepare(model, x, eps, norm, C)
+    sound, x, ball, C = prepare(model, x, eps, norm, C, rounding)
     with torch.no_grad():
         _, (lower, upper) = crown_bounds(sound.net, ball, C, alpha_steps=steps, alpha_lr=lr,
                                          every_neuron=False)
-        return sound.widen(lower, upper, C)
+        return sound.widen(lower, upper, C) if rounding else Bounds(lower, upper)

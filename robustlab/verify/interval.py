@@ -60,7 +60,7 @@ def interval_bounds(net: Network, ball: Ball, C: torch.Tensor | None = None):
 
 
 def interval(model: nn.Module, x: torch.Tensor, *, eps: float, norm: str = "linf",
-             C: torch.Tensor | None = None) -> Bounds:
+             C: torch.Tensor | None = None, rounding: bool = True) -> Bounds:
     """Interval bounds (IBP) on the logits of `model` over the eps-ball around each x.
 
     Gowal et al., "On the effectiveness of interval bound propagation for training verifiably
@@ -73,10 +73,13 @@ def interval(model: nn.Module, x: torch.Tensor, *, eps: float, norm: str = "linf
         model: a chain that `read_network` reads (bounded as in eval mode; left as found).
         x: images (N, C, H, W) in [0, 1]; eps >= 0; norm: "linf", "l2" or "l1".
         C: optional specification (S, K) or (N, S, K): bounds on C @ logits, shape (N, S).
+        rounding: widen by twice the float rounding bound (the bounds then hold for the model as
+            it runs); False gives the network's bounds in exact arithmetic, as in the papers and
+            auto_LiRPA, up to the verifier's own rounding: for comparisons, not for proofs.
     Returns Bounds with lower and upper of shape (N, K), or (N, S) with C.
     """
-    sound, x, ball, C = prepare(model, x, eps, norm, C)
+    sound, x, ball, C = prepare(model, x, eps, norm, C, rounding)
     with torch.no_grad():
         _, box = interval_bounds(sound.net, ball, C)
-        return sound.widen(box.lower, box.upper, C)
+        return sound.widen(box.lower, box.upper, C) if rounding else Bounds(box.lower, box.upper)
 

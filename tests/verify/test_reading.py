@@ -229,3 +229,16 @@ def test_one_logit_models_get_a_clear_error(verify):
     kwargs = {} if verify is min_distortion else {"eps": 0.1}
     with pytest.raises(ValueError, match="at least 2"):
         verify(model, x, torch.zeros(2, dtype=torch.long), **kwargs)
+
+
+def test_rounding_false_gives_the_exact_arithmetic_bounds(mlp_parts, test_digits):
+    x = test_digits[0][:8]
+    model = shared_relu(mlp_parts)
+    box = ((x - 0.02).clamp(0, 1), (x + 0.02).clamp(0, 1))
+    net, u = read_exact(model, *box)
+    err = rounding_bound(net, *box, u)
+    for verify in (interval, crown):
+        sound, exact = verify(model, x, eps=0.02), verify(model, x, eps=0.02, rounding=False)
+        torch.testing.assert_close(sound.lower, exact.lower - 2 * err, rtol=1e-5, atol=1e-4)
+        with pytest.raises(TypeError, match="rounding"):
+            verify(model, x, eps=0.02, rounding="no")
