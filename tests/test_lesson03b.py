@@ -13,7 +13,7 @@ from scipy import stats
 
 import robustlab
 from robustlab import attacks, data, models, train
-from robustlab.defences import Defended, bit_depth, smoothing
+from robustlab.defences import Defended, RandomResizePad, bit_depth, smoothing
 
 from .lesson_cells import Lesson
 
@@ -27,7 +27,7 @@ def lesson_namespace():
     cells = code_cells()
     ns = {"torch": torch, "stats": stats, "partial": partial, "attacks": attacks, "data": data,
           "models": models, "train": train, "smoothing": smoothing, "bit_depth": bit_depth,
-          "Defended": Defended, "device": torch.device("cpu"),
+          "Defended": Defended, "RandomResizePad": RandomResizePad, "device": torch.device("cpu"),
           "robustlab": robustlab}
     run(next(s for s in cells if s.startswith("FAST = False")), ns)
     ns["SAMPLES"] = 1000
@@ -36,39 +36,45 @@ def lesson_namespace():
     return ns
 
 
-def wrong_bpdas():
-    def zero_gradient(x, bits):             # the defence itself: autograd's gradient is 0
-        return bit_depth(x, bits)
+def wrong_eots():
+    def logits_mean(model, x, samples):         # averages logits, not log-probabilities
+        return model(x.repeat(samples, 1, 1, 1)).view(samples, len(x), -1).mean(0)
 
-    def identity(x, bits):                  # the right gradient, the wrong value
-        return x * 1.0
+    def probabilities(model, x, samples):       # averages probabilities, not their logarithms
+        return model(x.repeat(samples, 1, 1, 1)).softmax(1).view(samples, len(x), -1).mean(0)
 
-    def not_detached(x, bits):              # x + (t(x) - x) is t(x), gradient and all
-        return x + (bit_depth(x, bits) - x)
+    def summed(model, x, samples):              # the sum, S times the mean
+        return model(x.repeat(samples, 1, 1, 1)).log_softmax(1).view(samples, len(x), -1).sum(0)
 
-    def doubled(x, bits):                   # the value is right, the gradient twice the identity's
-        return 2 * x + (bit_depth(x, bits) - 2 * x).detach()
+    def mixed_rows(model, x, samples):          # groups S consecutive rows: averages different images
+        return model(x.repeat(samples, 1, 1, 1)).log_softmax(1).view(len(x), samples, -1).mean(1)
 
-    def detached(x, bits):                  # no gradient at all
-        return bit_depth(x, bits).detach()
+    def one_draw(model, x, samples):            # a single draw, whatever S
+        return model(x).log_softmax(1)
 
-    def wrong_levels(x, bits):              # straight through, but one bit too many
-        return x + (bit_depth(x, bits + 1) - x).detach()
+    def one_draw_repeated(model, x, samples):   # one draw copied S times: no averaging at all
+        log_p = model(x).log_softmax(1)
+        return log_p.repeat(samples, 1).view(samples, len(x), -1).mean(0)
 
-    return {"zero gradient": zero_gradient, "identity": identity, "not detached": not_detached,
-            "doubled gradient": doubled, "detached": detached, "wrong levels": wrong_levels}
+    def detached(model, x, samples):            # right value, no gradient for PGD
+        with torch.no_grad():
+            return model(x.repeat(samples, 1, 1, 1)).log_softmax(1).view(samples, len(x), -1).mean(0)
+
+    return {"logits mean": logits_mean, "probabilities": probabilities, "summed": summed,
+            "mixed rows": mixed_rows, "one draw": one_draw, "one draw repeated": one_draw_repeated,
+            "detached": detached}
 
 
 def test_exercise1_accepts_the_solution(lesson_namespace):
-    solution, check = exercise("def bpda_bit_depth")
+    solution, check = exercise("def eot_logits")
     run(check, run(solution, dict(lesson_namespace)))
 
 
-@pytest.mark.parametrize("name", list(wrong_bpdas()))
-def test_exercise1_rejects_a_wrong_bpda(lesson_namespace, name):
-    _, check = exercise("def bpda_bit_depth")
+@pytest.mark.parametrize("name", list(wrong_eots()))
+def test_exercise1_rejects_a_wrong_eot(lesson_namespace, name):
+    _, check = exercise("def eot_logits")
     with pytest.raises(AssertionError):
-        run(check, dict(lesson_namespace, bpda_bit_depth=wrong_bpdas()[name]))
+        run(check, dict(lesson_namespace, eot_logits=wrong_eots()[name]))
 
 
 def wrong_radii():
@@ -117,9 +123,12 @@ def test_exercise2_rejects_a_wrong_radius(lesson_namespace, name):
 
 def test_exercise3_prediction_is_checked_against_the_measurement():
     prediction_cell = next(s for s in code_cells() if "prediction = " in s and "### BEGIN SOLUTION" in s)
-    check = next(s for s in code_cells() if "prediction ==" in s)
-    measured = run(prediction_cell, {})["prediction"]
-    run(check, {"prediction": measured, "noise_gain": 0.17})          # the lesson's own answer
-    for wrong, gain in [(not measured, 0.17), ("yes", 0.17), (1, 0.17), (measured, 0.01)]:
+    check = next(s for s in code_cells() if "abs(prediction - measured)" in s)
+    solution = run(prediction_cell, {})["prediction"]
+    for measured in [0.6, 0.68, 0.75]:          # the lesson's measurements over modes and seeds
+        run(check, {"prediction": solution, "measured": measured})
+    # "a model never trained on noise certifies nothing", "about half", the noise-trained
+    # model's figure, the clean accuracy, and answers of the wrong type or range
+    for wrong in [0.0, 0.1, 0.4, 0.95, 1.2, -0.1, True, "0.7", None]:
         with pytest.raises(AssertionError):
-            run(check, {"prediction": wrong, "noise_gain": gain})
+            run(check, {"prediction": wrong, "measured": 0.68})

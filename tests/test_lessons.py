@@ -81,6 +81,37 @@ def test_stored_notebook_is_clean(path):
     assert max(len(s.splitlines()) for s in src) <= 40, "a code cell longer than a screen"
 
 
+# what a path of the machine that ran a notebook looks like in its outputs: a home or work folder,
+# an installation folder, a virtual environment, a Windows drive
+LOCAL_PATH = re.compile(r"(?<![\w.])(/home/|/Users/|/root/|/work/|/tmp/|/opt/|/usr/|/private/|/var/folders/"
+                        r"|[A-Za-z]:\\|~/)|site-packages|dist-packages|\.venv\b")
+
+
+def output_texts(cell):
+    """The text a reader sees in a code cell's stored outputs (streams, text data, tracebacks)."""
+    for out in cell.get("outputs", []):
+        yield "".join(out.get("text", ""))
+        yield from ("".join(v) if isinstance(v, list) else str(v)
+                    for k, v in out.get("data", {}).items() if k.startswith("text/"))
+        yield "\n".join(out.get("traceback", []))
+
+
+def test_local_path_pattern():
+    for shown in ["Python 3.11 (/work/wt-l8b/.venv/bin/python)", "/home/ana/robustlab/lessons",
+                  "C:\\Users\\ana\\robustlab", "/usr/lib/python3/dist-packages/torch", "~/robustlab"]:
+        assert LOCAL_PATH.search(shown), shown
+    for shown in ["accuracy 0.97 (0.95/1.00)", "eps = 8/255", "a/b and c/d", "L2/L∞"]:
+        assert not LOCAL_PATH.search(shown), shown
+
+
+@pytest.mark.parametrize("path", LESSONS, ids=lambda p: p.stem)
+def test_stored_outputs_show_no_local_path(path):
+    """A stored output must not show where the notebook ran (a developer's folder or environment)."""
+    shown = [(i, m.group(0)) for i, c in enumerate(code_cells(path)) for text in output_texts(c)
+             for m in [LOCAL_PATH.search(text)] if m]
+    assert not shown, f"code cells (index, match) show a local path: {shown}"
+
+
 @pytest.mark.parametrize("path", LESSONS, ids=lambda p: p.stem)
 def test_only_machine_independent_outputs_are_compared(path):
     """nbval compares a cell's output only where a reason for its stability is recorded here."""

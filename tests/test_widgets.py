@@ -124,6 +124,18 @@ def test_smoothing_radii_slider_scales_the_certified_radii():
         assert s["radii"] == pytest.approx([sigma * cap] * len(s["radii"]), rel=1e-5)
         assert s["certified_accuracy"] == pytest.approx((y == 3).float().mean().item())
         assert s["abstained"] == 0
+    # the histogram: radii at the cap fill the last bar, which ends at the cap's dashed line
+    import matplotlib.pyplot as plt
+
+    shown = []
+    real_show, plt.show = plt.show, lambda *a, **k: shown.append(plt.gcf())
+    try:
+        w.sigma.value = 0.1
+    finally:
+        plt.show = real_show
+    bars = [p for p in shown[-1].axes[0].patches if p.get_height() > 0]
+    assert len(bars) == 1 and bars[0].get_height() == len(w.state["radii"])
+    assert bars[0].get_x() + bars[0].get_width() == pytest.approx(0.1 * cap)
     # a classifier per sigma, and the checks
     cnn = models.pretrained("digits-cnn-noise")
     w = widgets.smoothing_radii({0.25: cnn}, x, y, sigmas=[0.25], n0=10, n=50)

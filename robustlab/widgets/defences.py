@@ -122,7 +122,10 @@ def smoothing_radii(model: nn.Module | Mapping[float, nn.Module], x: torch.Tenso
         with out:
             out.clear_output(wait=True)
             fig, ax = plt.subplots(figsize=(5, 3))
-            ax.hist(radii, bins=bins, range=(0, cap * 1.05), color="C0")
+            # the bins end at the cap, which no radius exceeds: radii at the cap fill the last
+            # bar, left of the dashed line, not a bar straddling it
+            ax.hist([min(r_, cap) for r_ in radii], bins=bins, range=(0, cap), color="C0")
+            ax.set_xlim(0, cap * 1.05)
             ax.axvline(cap, color="gray", ls="--", lw=1, label=f"largest certifiable ({cap:.2f})")
             ax.set(xlabel="certified L2 radius (correct examples)", ylabel="examples",
                    title=f"σ = {sigma:g}: {r.accuracy[0]:.0%} certified correct, "
