@@ -15,7 +15,7 @@ import dataclasses
 import torch
 from torch import nn
 
-from .._model import predict
+from .._model import model_dtype, predict
 from .network import Affine, MaxPool, Network, Reshape, read_network
 
 
@@ -98,8 +98,7 @@ def read_exact(model: nn.Module, lower: torch.Tensor, upper: torch.Tensor, *,
     model is refused with an error naming that, never verified. (The reader refuses by
     construction what it cannot read exactly; this comparison is a second, sampled line of
     defence.)"""
-    dtype = next((t.dtype for t in (*model.parameters(), *model.buffers()) if t.is_floating_point()),
-                 lower.dtype)
+    dtype = model_dtype(model) or lower.dtype
     u = unit_roundoff(dtype, lower.device)
     with torch.no_grad():
         net = read_network(model, lower.shape[1:], like=lower)

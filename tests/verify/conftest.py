@@ -135,3 +135,17 @@ def boundary_suite(norm: str = "linf") -> tuple:
             for f in (0.9, 0.98, 1.02, 1.1):
                 suite.append((name, model, x[i:i + 1], y[i:i + 1], f * dist[i].item()))
     return tuple(suite)
+
+
+class ShiftReLU(nn.ReLU):
+    """A ReLU subclass with its own forward (issue 15, item 2): the reader must refuse it."""
+
+    def forward(self, x):
+        return torch.relu(x - 0.2)
+
+
+class TripleLinear(nn.Linear):
+    """A Linear subclass whose forward triples the output: the reader must refuse it."""
+
+    def forward(self, x):
+        return 3 * super().forward(x)

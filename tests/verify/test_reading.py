@@ -17,7 +17,7 @@ from robustlab.verify import branch_and_bound, crown, interval, milp, min_distor
 from robustlab.verify import distortion as distortion_module
 from robustlab.verify.rounding import as_float64, read_exact, rounding_bound, unit_roundoff
 
-from .conftest import labelled_points, tiny_mlps
+from .conftest import ShiftReLU, TripleLinear, labelled_points, tiny_mlps
 
 COMPLETE = (milp, reluplex, branch_and_bound)
 
@@ -53,16 +53,6 @@ def test_the_reused_relu_model_is_not_verified_where_pgd_breaks_it(mlp_parts, te
     x, y = test_digits
     (verdict,) = milp(shared_relu(mlp_parts), x[300:301], y[300:301], eps=0.1)
     assert verdict.status == "falsified"
-
-
-class ShiftReLU(nn.ReLU):
-    def forward(self, x):
-        return torch.relu(x - 0.2)
-
-
-class TripleLinear(nn.Linear):
-    def forward(self, x):
-        return 3 * super().forward(x)
 
 
 class SneakyConv(nn.Conv2d):

@@ -49,7 +49,7 @@ from robustlab.verify import (
     reluplex,
 )
 
-from .conftest import Pushed, ball_points, randomise_batch_norm
+from .conftest import Pushed, ShiftReLU, TripleLinear, ball_points, randomise_batch_norm
 
 REFUSALS = (ValueError, TypeError)
 TIME = 2.0  # seconds per example for the complete verifiers
@@ -65,16 +65,6 @@ class Chain(nn.Sequential):
 
 class HookedRoot(nn.Sequential):
     """A root Sequential that gets a hook itself."""
-
-
-class ShiftReLU(nn.ReLU):
-    def forward(self, x):
-        return torch.relu(x - 0.2)
-
-
-class TripleLinear(nn.Linear):
-    def forward(self, x):
-        return 3 * super().forward(x)
 
 
 class OffsetConv(nn.Conv2d):
