@@ -6,13 +6,15 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 PIP_INSTALL := $(PY) -m pip install --quiet --disable-pip-version-check -c requirements/constraints.txt
 
-.PHONY: env course test lab lessons student zoo bench lint clean
+.PHONY: env course test check lab lessons student zoo bench lint clean
 
 env: $(STAMP)
 
-$(STAMP): pyproject.toml requirements/constraints.txt
+$(STAMP): pyproject.toml requirements/constraints.txt binder/overrides.json
 	$(PYTHON) -m venv $(VENV)
 	$(PIP_INSTALL) -e ".[course,test]"
+	mkdir -p $(VENV)/share/jupyter/lab/settings
+	cp binder/overrides.json $(VENV)/share/jupyter/lab/settings/overrides.json
 	touch $(STAMP)
 
 # The lessons' models are tiny: one thread each, since threads waiting on a busy core cost a lesson
@@ -23,8 +25,12 @@ course: $(STAMP)  ## run every lesson headless (fast mode), HTML under build/, s
 # One worker per core, each single-threaded: the models are tiny, and threads of two workers
 # (or of a worker and a notebook kernel) fighting over the cores cost far more than they give.
 # --dist loadfile keeps each notebook's cells on one worker (nbval runs them in order).
-test: $(STAMP)  ## the whole test suite: library, notebooks, widgets
-	OMP_NUM_THREADS=1 $(PY) -m pytest -n auto --dist loadfile
+test: $(STAMP)  ## the test suite: library, widgets, each lesson once in fast mode, nbval
+	OMP_NUM_THREADS=1 $(PY) -m pytest -n auto --dist loadfile -m "not matrix"
+
+# The matrix: every lesson's fast mode again with other seeds and on torch's generic kernels.
+check: test  ## make test, then the full matrix (what CI runs)
+	OMP_NUM_THREADS=1 $(PY) -m pytest -n auto --dist loadfile -m matrix
 
 lab: $(STAMP)  ## open JupyterLab on the lessons
 	$(VENV)/bin/jupyter lab lessons/

@@ -32,8 +32,15 @@ GENERIC_CPU = {"ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "SSE41",
 # nbclient never hears back from (jupyter/nbclient#312, see course/run.execute) costs this long
 # before the retry, and one that really hangs fails (after the retry) well before CI's limit
 LESSON_CELL_TIMEOUT = 90
-# (CPU, SEED) settings every lesson's fast mode must pass under
+# (CPU, SEED) settings every lesson's fast mode must pass under. `make test` runs the first (each
+# lesson once, beside nbval's full-mode run); `make check` adds the rest, marked `matrix`.
 RUNS = [("native", 0), ("generic", 0), ("native", 1), ("generic", 2)]
+
+
+def seeds(cpu: str) -> list:
+    """The seeds of `RUNS` on one kind of CPU, all but the first run marked `matrix`."""
+    return [pytest.param(s, marks=() if (c, s) == RUNS[0] else pytest.mark.matrix, id=f"seed{s}")
+            for c, s in RUNS if c == cpu]
 
 MARGIN = "digits: its top two logits differ by 6e-3 or more on every test image " \
          "(test_clean_predictions_have_a_margin), far beyond float noise"
@@ -146,10 +153,10 @@ def run_fast_mode(path, cpu, seed, tmp_path, monkeypatch):
         assert figures, "the lesson reports its key figures with robustlab.report"
 
 
-# The generic-CPU runs live in test_lessons_generic_cpu.py: `make test` hands out whole files to
+# The generic-CPU runs live in test_lessons_generic_cpu.py: `make check` hands out whole files to
 # its workers (--dist loadfile, which nbval needs), so two files keep both cores busy.
 @pytest.mark.lessons
-@pytest.mark.parametrize("seed", [s for c, s in RUNS if c == "native"])
+@pytest.mark.parametrize("seed", seeds("native"))
 @pytest.mark.parametrize("path", LESSONS, ids=lambda p: p.stem)
 def test_lesson_runs_in_fast_mode(path, seed, tmp_path, monkeypatch):
     run_fast_mode(path, "native", seed, tmp_path, monkeypatch)

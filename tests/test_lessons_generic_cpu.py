@@ -6,11 +6,11 @@ test_lessons.py.
 
 import pytest
 
-from .test_lessons import GENERIC_CPU, LESSONS, RUNS, course_run, run_fast_mode
+from .test_lessons import GENERIC_CPU, LESSONS, course_run, run_fast_mode, seeds
 
 
 @pytest.mark.lessons
-@pytest.mark.parametrize("seed", [s for c, s in RUNS if c == "generic"])
+@pytest.mark.parametrize("seed", seeds("generic"))
 @pytest.mark.parametrize("path", LESSONS, ids=lambda p: p.stem)
 def test_lesson_runs_in_fast_mode_on_a_generic_cpu(path, seed, tmp_path, monkeypatch):
     run_fast_mode(path, "generic", seed, tmp_path, monkeypatch)

@@ -168,3 +168,99 @@ def test_query_explorer_checks_the_budget():
     x, y = data.digits("test")
     with pytest.raises(ValueError, match="budget"):
         widgets.query_explorer(m, x[:2], y[:2], budget=0)
+
+
+def _sliders(widget):
+    """Every FloatSlider inside a widget container."""
+    import ipywidgets as W
+    found = [widget] if isinstance(widget, W.FloatSlider) else []
+    for child in getattr(widget, "children", ()):
+        found += _sliders(child)
+    return found
+
+
+def _on_grid(slider) -> bool:
+    k = round((slider.value - slider.min) / slider.step)
+    return slider.min + k * slider.step == slider.value
+
+
+def test_sliders_start_on_their_grid():
+    """A start value off the step grid (0.05 + 7 * 0.05 is 0.39999999999999997) jumps at the
+    first click, and one arrow press recomputes twice. The lessons' own settings."""
+    m = models.pretrained("digits-cnn")
+    x, y = data.digits("test")
+    built = [widgets.epsilon_explorer(m, x[:2], y[:2], eps=0.1, eps_max=0.4),
+             widgets.attack_explorer(m, x[:2], y[:2]),
+             widgets.eps_sweep(m, x[:4], y[:4], points=2)]
+    for w in built:
+        for s in _sliders(w):
+            assert _on_grid(s), (s.description, s.value, s.min, s.step)
+    w = built[1]
+    w.norm.value = "l2"  # the L2 range gets its own grid
+    assert _on_grid(w.eps) and w.eps.value == widgets.EPS_RANGES["l2"][0]
+    sweep = built[2]
+    sweep.norm.value = "l2"
+    assert _on_grid(sweep.eps_max) and sweep.eps_max.value == widgets.SWEEP_MAX["l2"]
+
+
+def test_grid_step_is_round_and_falls_back_to_the_plain_grid():
+    assert widgets.grid_step((0.1,), 0.4) == 0.01
+    assert widgets.grid_step((0.4, 3.0), 9.0) == 0.2
+    assert widgets.grid_step((0.123,), 0.4) == 0.4 / 50  # no round step fits 0.123
+
+
+def test_untargeted_is_a_real_option():
+    """ipywidgets shows a None-valued option as nothing selected: the dropdown went blank after
+    choosing a target and then "untargeted"."""
+    m = models.pretrained("digits-cnn")
+    x, y = data.digits("test")
+    w = widgets.attack_explorer(m, x[:2], y[:2])
+    assert w.target.value == widgets.UNTARGETED and w.target.index == 0
+    w.target.value = 3
+    w.target.value = widgets.UNTARGETED
+    assert w.target.index == 0 and w.target.label == "untargeted"
+    assert w.state["target"] is None and not w.state["reached_target"]
+
+
+def test_sweep_with_no_attack_draws_no_legend_warning():
+    import warnings
+    m = models.pretrained("digits-cnn")
+    x, y = data.digits("test")
+    w = widgets.eps_sweep(m, x[:4], y[:4], points=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        w.attacks.value = ()
+    assert w.state["curves"] == {}
+
+
+def test_redraws_wait_for_each_other():
+    """JupyterLab may call two widgets' observers on two kernel threads at once; a redraw beside
+    another came out blank or half drawn. A redraw from another thread waits for the lock."""
+    import threading
+    m = models.pretrained("digits-cnn")
+    x, y = data.digits("test")
+    w = widgets.epsilon_explorer(m, x[:2], y[:2], eps=0.0)
+    mover = threading.Thread(target=lambda: setattr(w.eps, "value", 0.3))
+    with widgets.DRAWING:
+        mover.start()
+        mover.join(timeout=1.0)
+        assert mover.is_alive() and w.state["eps"] == 0.0  # blocked while another redraw runs
+    mover.join(timeout=60)
+    assert not mover.is_alive() and w.state["eps"] == 0.3
+
+
+def test_interactive_takes_the_drawing_lock():
+    import threading
+
+    import ipywidgets as W
+    calls = []
+    slider = W.FloatSlider(value=0.0, min=0.0, max=1.0, step=0.5)
+    box = widgets.interactive(lambda s: calls.append(s), s=slider)
+    assert calls == [0.0]  # drawn once when built
+    mover = threading.Thread(target=lambda: setattr(slider, "value", 0.5))
+    with widgets.DRAWING:
+        mover.start()
+        mover.join(timeout=1.0)
+        assert mover.is_alive() and calls == [0.0]
+    mover.join(timeout=60)
+    assert calls == [0.0, 0.5] and isinstance(box, W.interactive)

@@ -9,6 +9,7 @@ helpers), attacks, defences, verify.
 from .attacks import (
     EPS_RANGES,
     SWEEP_MAX,
+    UNTARGETED,
     attack_explorer,
     black_box_attacks,
     eps_sweep,
@@ -17,10 +18,20 @@ from .attacks import (
     query_explorer,
 )
 from .defences import defence_curves, smoothing_radii
-from .figures import adversarial_figure, image_row, show_image, show_perturbation
+from .figures import (
+    DRAWING,
+    adversarial_figure,
+    grid_step,
+    image_row,
+    interactive,
+    one_at_a_time,
+    show_image,
+    show_perturbation,
+)
 from .verify import draw_output_bounds, reach_explorer
 
-__all__ = ["EPS_RANGES", "SWEEP_MAX", "adversarial_figure", "attack_explorer", "black_box_attacks",
+__all__ = ["DRAWING", "EPS_RANGES", "SWEEP_MAX", "UNTARGETED", "adversarial_figure", "grid_step",
+           "interactive", "one_at_a_time", "attack_explorer", "black_box_attacks",
            "defence_curves", "draw_output_bounds", "eps_sweep", "epsilon_explorer", "explorer_attacks",
            "image_row", "query_explorer", "reach_explorer", "show_image", "show_perturbation",
            "smoothing_radii"]

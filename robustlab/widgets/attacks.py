@@ -14,7 +14,7 @@ from .. import attacks
 from .._model import predict
 from ..evaluate import PRESETS, robust_accuracy
 from ..utils import generator
-from .figures import adversarial_figure
+from .figures import adversarial_figure, grid_step, one_at_a_time
 
 
 def _redraw(out: W.Output, model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor,
@@ -40,7 +40,7 @@ def epsilon_explorer(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
     l2, linf).
     """
     attack = attack or attacks.fgsm
-    eps_w = W.FloatSlider(value=eps, min=0.0, max=eps_max, step=eps_max / 50, description="ε",
+    eps_w = W.FloatSlider(value=eps, min=0.0, max=eps_max, step=grid_step((eps,), eps_max), description="ε",
                           continuous_update=False, readout_format=".3f")
     idx_w = W.IntSlider(value=0, min=0, max=len(x) - 1, description="image",
                         continuous_update=False)
@@ -48,6 +48,7 @@ def epsilon_explorer(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
     box = W.VBox([W.HBox([eps_w, idx_w]), out])
     box.eps, box.index, box.out, box.state = eps_w, idx_w, out, {}
 
+    @one_at_a_time
     def update(_=None):
         i = idx_w.value
         xi, yi = x[i:i + 1], y[i:i + 1]
@@ -65,6 +66,7 @@ def epsilon_explorer(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
 # most models while an L2 ball needs a radius near 1 (the L2 diameter of the image cube is 16)
 EPS_RANGES = {"linf": (0.15, 0.5), "l2": (1.0, 4.0)}
 SWEEP_MAX = {"linf": 0.4, "l2": 3.0}
+UNTARGETED = "untargeted"  # the target dropdown's value for an untargeted attack
 
 
 def explorer_attacks(*, generator: torch.Generator | None = None) -> dict:
@@ -109,7 +111,7 @@ def attack_explorer(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
     `explorer_attacks()`; a function with ``fn.min_norm = True`` ignores eps, and the slider is
     disabled while it is chosen). `eps_ranges` maps a norm to (initial eps, slider maximum)
     (default `EPS_RANGES`): changing the norm resets the slider to that norm's range. Controls:
-    ``.attack``, ``.eps``, ``.norm``, ``.target`` (None for untargeted) and ``.index``; the
+    ``.attack``, ``.eps``, ``.norm``, ``.target`` (`UNTARGETED` or a class index) and ``.index``; the
     latest result is in ``.state``.
     """
     fns = attack_fns or explorer_attacks()
@@ -118,10 +120,12 @@ def attack_explorer(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
     names = list(class_names) if class_names is not None else [str(i) for i in range(k)]
     atk_w = W.Dropdown(options=list(fns), description="attack")
     eps0, top = ranges["linf"]
-    eps_w = W.FloatSlider(value=eps0, min=0.0, max=top, step=top / 50, description="ε",
+    eps_w = W.FloatSlider(value=eps0, min=0.0, max=top, step=grid_step((eps0,), top), description="ε",
                           continuous_update=False, readout_format=".3f")
     norm_w = W.Dropdown(options=[("L∞", "linf"), ("L2", "l2")], description="norm")
-    tgt_w = W.Dropdown(options=[("untargeted", None)] + [(n, i) for i, n in enumerate(names)],
+    # "untargeted" needs a real value: ipywidgets shows an option whose value is None as nothing
+    # selected, and the dropdown went blank after a target was chosen and then untargeted
+    tgt_w = W.Dropdown(options=[("untargeted", UNTARGETED)] + [(n, i) for i, n in enumerate(names)],
                        description="target")
     idx_w = W.IntSlider(value=0, min=0, max=len(x) - 1, description="image",
                         continuous_update=False)
@@ -131,10 +135,11 @@ def attack_explorer(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
     box.out, box.state = out, {}
     quiet = []  # non-empty while the norm observer moves the slider: one redraw, not three
 
+    @one_at_a_time
     def update(_=None):
         if quiet:
             return
-        i, t = idx_w.value, tgt_w.value
+        i, t = idx_w.value, (None if tgt_w.value == UNTARGETED else tgt_w.value)
         fn = fns[atk_w.value]
         eps_w.disabled = getattr(fn, "min_norm", False)
         xi, yi = x[i:i + 1], y[i:i + 1]
@@ -150,7 +155,7 @@ def attack_explorer(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
         quiet.append(True)
         try:
             eps_w.max = max(top, eps_w.value)  # never below the value while it moves
-            eps_w.value, eps_w.max, eps_w.step = value, top, top / 50
+            eps_w.value, eps_w.max, eps_w.step = value, top, grid_step((value,), top)
         finally:
             quiet.clear()
         update()
@@ -179,12 +184,14 @@ def eps_sweep(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
     sel_w = W.SelectMultiple(options=list(fns), value=list(fns)[:2], description="attacks",
                              rows=min(4, len(fns)))
     norm_w = W.Dropdown(options=[("L∞", "linf"), ("L2", "l2")], description="norm")
-    max_w = W.FloatSlider(value=tops["linf"], min=0.05, max=3 * max(tops.values()), step=0.05,
+    top = 3 * max(tops.values())
+    max_w = W.FloatSlider(value=tops["linf"], min=0.0, max=top, step=grid_step(tops.values(), top),
                           description="max ε", continuous_update=False)
     out = W.Output()
     box = W.VBox([W.HBox([sel_w, W.VBox([norm_w, max_w])]), out])
     box.attacks, box.norm, box.eps_max, box.out, box.state = sel_w, norm_w, max_w, out, {}
 
+    @one_at_a_time
     def update(_=None):
         grid = np.linspace(0, max_w.value, points).tolist()
         curves = {}
@@ -200,7 +207,8 @@ def eps_sweep(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
                 ax.plot(*zip(*c), marker="o", label=name)
             ax.set(xlabel=f"ε ({norm_w.label})", ylabel="robust accuracy", ylim=(0, 1.02))
             ax.grid(alpha=0.3)
-            ax.legend()
+            if curves:  # with no attack chosen there is nothing to label
+                ax.legend()
             fig.tight_layout()
             plt.show()
             plt.close(fig)
@@ -256,6 +264,7 @@ def query_explorer(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
     box = W.VBox([W.HBox([atk_w, budget_w, idx_w]), out])
     box.attack, box.budget, box.index, box.out, box.state = atk_w, budget_w, idx_w, out, {}
 
+    @one_at_a_time
     def update(_=None):
         i = idx_w.value
         xi, yi = x[i:i + 1], y[i:i + 1]

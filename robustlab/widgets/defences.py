@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from ..evaluate import PRESETS, robust_accuracy
+from .figures import grid_step, one_at_a_time
 
 
 def defence_curves(defended: dict, x: torch.Tensor, y: torch.Tensor, *,
@@ -34,7 +35,8 @@ def defence_curves(defended: dict, x: torch.Tensor, y: torch.Tensor, *,
         raise ValueError(f"show must name defences of `defended`, got {sorted(set(show) - set(names))}")
     sel_w = W.SelectMultiple(options=names, value=show, description="defences",
                              rows=min(6, len(names)))
-    max_w = W.FloatSlider(value=eps_max, min=0.05, max=max(0.5, 2 * eps_max), step=0.05,
+    top = max(0.5, 2 * eps_max)
+    max_w = W.FloatSlider(value=eps_max, min=0.0, max=top, step=grid_step((eps_max,), top, steps=20),
                           description="max ε", continuous_update=False)
     out = W.Output()
     box = W.VBox([W.HBox([sel_w, max_w]), out])
@@ -47,6 +49,7 @@ def defence_curves(defended: dict, x: torch.Tensor, y: torch.Tensor, *,
             cache[name, grid] = list(zip(c.eps, c.accuracy))
         return cache[name, grid]
 
+    @one_at_a_time
     def update(_=None):
         grid = tuple(np.linspace(0, max_w.value, points).round(6).tolist())
         curves = {name: curve(name, grid) for name in sel_w.value}
@@ -114,6 +117,7 @@ def smoothing_radii(model: nn.Module | Mapping[float, nn.Module], x: torch.Tenso
                                                         generator=generator(seed))
         return cache[sigma]
 
+    @one_at_a_time
     def update(_=None):
         sigma = sigma_w.value
         r = result(sigma)

@@ -2,14 +2,57 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
+from functools import wraps
 
+import ipywidgets as W
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from torch import nn
 
 from .._model import predict
+
+# JupyterLab 4.4 and later may deliver a widget's messages on two kernel threads (the main shell
+# and a comm subshell). Two redraws at once share pyplot's current figure and each other's output
+# area, and come out blank or half drawn. Every redraw of every widget takes this one lock.
+DRAWING = threading.RLock()
+
+
+def one_at_a_time(update: Callable) -> Callable:
+    """`update` (a widget's redraw) run under the drawing lock, never beside another redraw."""
+    @wraps(update)
+    def locked(*args, **kwargs):
+        with DRAWING:
+            return update(*args, **kwargs)
+    return locked
+
+
+class interactive(W.interactive):
+    """`ipywidgets.interactive` whose redraws take the drawing lock, as the library's widgets do."""
+
+    def update(self, *args):
+        with DRAWING:
+            super().update(*args)
+
+
+def grid_step(values: Sequence[float], top: float, *, steps: int = 50) -> float:
+    """A step near ``top / steps`` for a slider from 0 to `top` with every start value on its grid.
+
+    A slider snaps its handle to ``k * step``; a start value off that grid (0.4 on a grid of
+    0.05 from 0.05 is 0.39999999999999997) jumps at the first click and recomputes twice on the
+    first arrow press. The step is a round decimal (1, 2, 2.5 or 5 times a power of ten) with
+    ``round(v / step) * step == v`` exactly in floating point for every v in `values` and `top`,
+    if there is one.
+    """
+    rough = top / steps
+    for power in range(-6, 3):
+        for mantissa in (1, 2, 2.5, 5):
+            step = mantissa * 10.0 ** power
+            if step >= rough / 1.5 and all(round(v / step) * step == v for v in (*values, top)):
+                return step
+    return rough  # no round step fits (a value such as 0.123): the plain grid, as before
 
 
 def show_image(ax, img: torch.Tensor, title: str = "", cmap: str = "gray", **kw) -> None:

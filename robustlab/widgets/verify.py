@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from .._model import predict
+from .figures import grid_step, one_at_a_time
 
 
 def _box_patch(ax, lower, upper, **kw):
@@ -82,7 +83,8 @@ def reach_explorer(model: nn.Module, x: torch.Tensor, *, eps: float = 0.1, eps_m
     (N, 2) tensor}) and "inside" (every sampled output lies inside every box: soundness).
     Samples are drawn from a generator seeded with `seed` on every redraw.
     """
-    eps_w = W.FloatSlider(value=eps, min=0.0, max=eps_max, step=eps_max / 60, description="ε",
+    eps_w = W.FloatSlider(value=eps, min=0.0, max=eps_max, step=grid_step((eps,), eps_max, steps=60),
+                          description="ε",
                           continuous_update=False, readout_format=".3f")
     part_w = W.IntSlider(value=partitions, min=1, max=16, description="sub-boxes",
                          continuous_update=False)
@@ -90,6 +92,7 @@ def reach_explorer(model: nn.Module, x: torch.Tensor, *, eps: float = 0.1, eps_m
     box = W.VBox([W.HBox([eps_w, part_w]), out])
     box.eps, box.partitions, box.out, box.state = eps_w, part_w, out, {}
 
+    @one_at_a_time
     def update(_=None):
         with out:
             out.clear_output(wait=True)
