@@ -110,16 +110,19 @@ def test_mcdc(kind, ratio, expected):
 
 
 def test_mcdc_small_chunks_agree():
+    """Pairs of inputs are compared in chunks of rows; chunks of 3 give what one chunk gives."""
     torch.manual_seed(0)
     net = nn.Sequential(nn.Linear(3, 6), nn.ReLU(), nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 4),
                         nn.ReLU(), nn.Linear(4, 2))
-    x = torch.rand(40, 3)
-    whole = cov.mcdc_coverage(net, x)
-    assert [name for name, _ in whole.blocks] == ["1->3", "3->5"] and whole.total == 6 * 5 + 5 * 4
-    layers = cov.activations(net, x)
-    pieces = [cov._pair_cover(a, b, "sign_sign", 2.0, chunk=3) for a, b in zip(layers, layers[1:])]
-    assert torch.equal(torch.cat([p.flatten() for p in pieces]), whole.covered)
-    assert 0 < whole.n_covered < whole.total  # neither trivial: the chunks had work to agree on
+    x = torch.rand(60, 3)
+    layers, found = cov.activations(net, x), 0
+    for kind in cov.MCDC:
+        whole = cov.mcdc_coverage(net, x, kind=kind, ratio=1.5)
+        assert [name for name, _ in whole.blocks] == ["1->3", "3->5"] and whole.total == 6 * 5 + 5 * 4
+        pieces = [cov._pair_cover(a, b, kind, 1.5, chunk=3) for a, b in zip(layers, layers[1:])]
+        assert torch.equal(torch.cat([p.flatten() for p in pieces]), whole.covered)
+        found += whole.n_covered
+    assert found > 0  # not all empty: the chunks had pairs to agree on
 
 
 def test_conv_reading():
