@@ -34,12 +34,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, jvp
+from torch.nn.utils.parametrize import ParametrizationList
 
-from .._checks import check_choice, check_images, check_labels, check_positive
+from .._checks import check_choice, check_images, check_in_range, check_labels, check_positive
 from .._model import check_model, check_model_input, eval_mode, predict
 
 LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.LayerNorm, nn.GroupNorm)
+SKIPPED = NORMS + (ParametrizationList,)  # a parametrised layer's .weight is read instead
 PATH_FREE = (nn.ReLU, nn.Flatten, nn.Identity, nn.Dropout)  # identities on the path-norm input
 
 
@@ -52,7 +54,7 @@ def layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     for name, m in model.named_modules():
         if isinstance(m, LAYERS):
             found.append((name, m))
-        elif not isinstance(m, NORMS) and any(True for _ in m.parameters(recurse=False)):
+        elif not isinstance(m, SKIPPED) and any(True for _ in m.parameters(recurse=False)):
             raise ValueError(f"model holds parameters in {name or 'the model'} "
                              f"({type(m).__name__}): complexity measures read Linear and Conv "
                              "layers only (and skip BatchNorm/LayerNorm/GroupNorm)")
@@ -61,9 +63,17 @@ def layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     return found
 
 
-def _matrix(weight: torch.Tensor) -> torch.Tensor:
-    """A weight as a float64 matrix with one row per output unit."""
-    return weight.detach().double().reshape(weight.shape[0], -1)
+def _weight(module: nn.Module) -> torch.Tensor:
+    """A layer's weight in float64, read in eval mode: a parametrisation in training mode (spectral
+    norm's power iteration) would update its buffers on every read."""
+    with eval_mode(module):
+        return module.weight.detach().double()
+
+
+def _matrix(module: nn.Module) -> torch.Tensor:
+    """A layer's weight as a float64 matrix with one row per output unit."""
+    w = _weight(module)
+    return w.reshape(w.shape[0], -1)
 
 
 def _state(initial, name: str = "initial") -> Mapping[str, torch.Tensor]:
@@ -86,19 +96,16 @@ def _initial(state: Mapping[str, torch.Tensor], key: str, like: torch.Tensor) ->
     return t.detach().to(like.device).double()
 
 
-def _key(layer: str, what: str) -> str:
-    return f"{layer}.{what}" if layer else what
-
-
-def _layer_delta(model: nn.Module, initial) -> list[tuple[nn.Module, torch.Tensor, torch.Tensor]]:
-    """Per layer: the module, W - W^0 (matrix) and theta - theta^0 (weight and bias, flat)."""
+def _layer_delta(model: nn.Module, initial) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Per layer: W - W^0 as a matrix and theta - theta^0 (weight and bias) flat."""
     state, out = _state(initial), []
     for name, m in layers(model):
-        dw = m.weight.detach().double() - _initial(state, _key(name, "weight"), m.weight)
+        prefix = f"{name}." if name else ""
+        dw = _weight(m) - _initial(state, prefix + "weight", m.weight)
         parts = [dw.flatten()]
         if m.bias is not None:
-            parts.append(m.bias.detach().double() - _initial(state, _key(name, "bias"), m.bias))
-        out.append((m, dw.reshape(dw.shape[0], -1), torch.cat(parts)))
+            parts.append(m.bias.detach().double() - _initial(state, prefix + "bias", m.bias))
+        out.append((dw.reshape(dw.shape[0], -1), torch.cat(parts)))
     return out
 
 
@@ -124,8 +131,8 @@ def _loss(model: nn.Module, data, loss: str, name: str) -> float:
         raise TypeError(f"{name} must be an (x, y) pair of tensors")
     x = check_images(data[0], f"{name}[0]", ndim=None)
     check_model_input(model, x, f"{name}[0]")
-    y = check_labels(data[1], x, name=f"{name}[1]")
     logits = predict(model, x).double()
+    y = check_labels(data[1], x, logits.shape[1], f"{name}[1]")
     if loss == "error":
         return (logits.argmax(1) != y).double().mean().item()
     return F.cross_entropy(logits, y).item()
@@ -133,12 +140,12 @@ def _loss(model: nn.Module, data, loss: str, name: str) -> float:
 
 def frobenius_product(model: nn.Module) -> float:
     """PFN of Table 1: the product of the layers' Frobenius norms, prod_l ||W_l||_F."""
-    return math.prod(torch.linalg.vector_norm(_matrix(m.weight)).item() for _, m in layers(model))
+    return math.prod(torch.linalg.vector_norm(_matrix(m)).item() for _, m in layers(model))
 
 
 def spectral_product(model: nn.Module) -> float:
     """PSN of Table 1: the product of the layers' spectral norms, prod_l ||W_l||_2."""
-    return math.prod(_spectral(_matrix(m.weight)) for _, m in layers(model))
+    return math.prod(_spectral(_matrix(m)) for _, m in layers(model))
 
 
 def parameter_count(model: nn.Module) -> int:
@@ -153,7 +160,7 @@ def spectral_sum(model: nn.Module, initial) -> float:
     Arguments:
         initial: the model at initialisation (module or state dict), same architecture.
     """
-    return parameter_count(model) * sum(_spectral(dw) for _, dw, _ in _layer_delta(model, initial))
+    return parameter_count(model) * sum(_spectral(dw) for dw, _ in _layer_delta(model, initial))
 
 
 def layer_correlation(module: nn.Module) -> float:
@@ -168,7 +175,7 @@ def layer_correlation(module: nn.Module) -> float:
     """
     if not isinstance(module, LAYERS):
         raise TypeError(f"module must be a Linear or Conv layer, got {type(module).__name__}")
-    w = module.weight.detach().double()
+    w = _weight(module)
     n = w.shape[0]
     if n < 2:
         return 0.0
@@ -220,7 +227,7 @@ def pac_bayes(model: nn.Module, initial, *, sigma: float | Sequence[float] = 1.0
     """
     deltas = _layer_delta(model, initial)
     sigmas = _sigmas(sigma, len(deltas))
-    return sum(d.square().sum().item() / (2 * s * s) for (_, _, d), s in zip(deltas, sigmas))
+    return sum(d.square().sum().item() / (2 * s * s) for (_, d), s in zip(deltas, sigmas))
 
 
 def pac_bayes_correlation(model: nn.Module, initial, *,
@@ -238,9 +245,10 @@ def pac_bayes_correlation(model: nn.Module, initial, *,
 # --------------------------------------------------------------------------- the other measures
 
 def _batch(model: nn.Module, x, y) -> tuple[torch.Tensor, torch.Tensor]:
+    """Checked examples; one example's forward pass gives K to check the labels against."""
     x = check_images(x, ndim=None)
     check_model_input(model, x)
-    return x, check_labels(y, x)
+    return x, check_labels(y, x, predict(model, x[:1]).shape[1])
 
 
 def _params(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -264,6 +272,8 @@ def path_norm(model: nn.Module, in_shape: Sequence[int]) -> float:
     inside nn.Sequential containers; any other module is refused by name.
     """
     layers(model)
+    if not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in in_shape):
+        raise ValueError(f"in_shape must be the positive sizes of one input, got {in_shape!r}")
     for name, m in model.named_modules():
         plain_sequential = isinstance(m, nn.Sequential) and type(m).forward is nn.Sequential.forward
         if not (isinstance(m, LAYERS + PATH_FREE) or plain_sequential):
@@ -296,21 +306,21 @@ def sharpness(model: nn.Module, x, y, *, eps: float = 1e-3, steps: int = 10) -> 
     eps, steps = check_positive(eps, "eps"), check_positive(steps, "steps", integer=True)
     theta = _params(model)
     box = {k: eps * (t.abs() + 1) for k, t in theta.items()}
-    delta = {k: torch.zeros_like(t) for k, t in theta.items()}
+    delta = {k: torch.zeros_like(t, requires_grad=True) for k, t in theta.items()}
+
+    def loss_at(shift):
+        return _losses(model, {k: theta[k] + shift[k] for k in theta}, x, y).mean()
     with eval_mode(model), torch.enable_grad():
-        base = _losses(model, theta, x, y).mean().detach()
-        best = base
-        for _ in range(steps):
-            delta = {k: d.requires_grad_(True) for k, d in delta.items()}
-            loss = _losses(model, {k: theta[k] + delta[k] for k in theta}, x, y).mean()
+        base = best = loss_at(delta).detach()
+        for step in range(steps + 1):  # the last pass only scores the last point
+            loss = loss_at(delta)
             best = torch.maximum(best, loss.detach())
+            if step == steps:
+                break
             grads = torch.autograd.grad(loss, list(delta.values()), materialize_grads=True)
-            delta = {k: torch.minimum(torch.maximum(d.detach() + 2.5 * box[k] / steps * g.sign(),
-                                                    -box[k]), box[k])
+            delta = {k: torch.minimum(torch.maximum(d + 2.5 * box[k] / steps * g.sign(), -box[k]),
+                                      box[k]).detach().requires_grad_(True)
                      for (k, d), g in zip(delta.items(), grads)}
-        with torch.no_grad():
-            best = torch.maximum(best, _losses(model, {k: theta[k] + delta[k] for k in theta},
-                                               x, y).mean())
     return (100 * (best - base) / (1 + base)).item()
 
 
@@ -361,8 +371,7 @@ def vc_bound(model: nn.Module, n: int, *, delta: float = 0.05) -> float:
         delta: the confidence parameter, in (0, 1).
     """
     check_positive(n, "n", integer=True)
-    if not 0 < delta < 1:
-        raise ValueError(f"delta must lie in (0, 1), got {delta}")
+    check_in_range(delta, "delta", 0, 1, low_open=True, high_open=True)
     d = vc_dimension(model)
     if n <= d:
         return math.inf

@@ -78,6 +78,16 @@ def test_conv_correlation_per_input_channel():
         torch.linalg.matrix_norm(matrix, ord=2).item(), rel=1e-6)
 
 
+def test_parametrised_layers_are_read_through_their_weight(final):
+    """A spectrally normalised layer keeps its weight in a ParametrizationList: the measures
+    read the weight the layer computes (this raised "holds parameters" before)."""
+    sn = torch.nn.utils.parametrizations.spectral_norm(final[0]).eval()
+    expected = torch.linalg.vector_norm(sn.weight.detach()).item() * math.sqrt(3)
+    final.train()  # in training mode each read of sn.weight would run a power iteration
+    value = leaves_as_found(lambda: cx.frobenius_product(final), final)
+    assert value == pytest.approx(expected, rel=1e-6)
+
+
 def test_perfect_correlation_is_infinite():
     layer = _set(nn.Linear(2, 2), [[1, 2], [2, 4]])
     assert cx.layer_correlation(layer) == pytest.approx(1.0)
@@ -205,6 +215,12 @@ def test_hygiene_on_a_messy_model():
     (lambda m, i: cx.layer_correlation(nn.ReLU()), TypeError, "module must be a Linear or Conv"),
     (lambda m, i: cx.measures(m, train=(torch.rand(1, 2), torch.tensor([0]))), ValueError,
      "give both train and test"),
+    (lambda m, i: cx.sharpness(m, torch.rand(2, 2), torch.tensor([0, 5])), ValueError,
+     r"y holds labels outside \[0, 2\)"),
+    (lambda m, i: cx.generalisation_gap(m, (torch.rand(1, 2), torch.tensor([0])),
+                                        (torch.rand(1, 2), torch.tensor([2]))), ValueError,
+     r"test\[1\] holds labels outside"),
+    (lambda m, i: cx.path_norm(m, (0,)), ValueError, "in_shape must be the positive sizes"),
 ])
 def test_bad_input(final, initial, call, error, match):
     with pytest.raises(error, match=match):
