@@ -176,6 +176,10 @@ def activations(model: nn.Module, x: torch.Tensor, *, conv: str = "channel", sca
         batches = [_record(model, relus, xb, conv, scale) for xb in x.split(batch_size)]
     if not batches[0]:
         raise ValueError("model never called its nn.ReLU modules in its forward")
+    order = [name for name, _, _ in batches[0]]
+    if any([name for name, _, _ in b] != order for b in batches[1:]):
+        raise ValueError("model called its ReLU modules in another order for another batch: "
+                         "coverage needs one fixed set of neurons (use one batch_size for all x)")
     return [(name, torch.cat([b[i][1] for b in batches]), torch.cat([b[i][2] for b in batches]))
             for i, (name, _, _) in enumerate(batches[0])]
 

@@ -38,6 +38,7 @@ def test_neuron_coverage():
     assert cov.neuron_coverage(net, X, threshold=0.5).value == 0.25  # only n21 exceeds 0.5 (0.75)
     assert cov.neuron_coverage(net, X1, threshold=0.0).value == 0.0
     assert list(r.per_layer()) == ["1", "3"]
+    assert "| neuron | 3 | 4 | 0.7500 |" in str(r)
     assert torch.equal(r.per_layer()["3"], mask(1, 0))
 
 
@@ -163,6 +164,23 @@ def test_hygiene(criterion, params):
         r = leaves_as_found(lambda: cov.coverage(model, x, criterion, batch_size=4, **params), model, x)
     assert 0.0 <= r.value <= 1.0
     assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
+
+
+class SkipsOnSmallBatches(nn.Module):
+    """Runs its second ReLU layer only on batches of more than one input."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Sequential(nn.Linear(2, 2), nn.ReLU()), nn.Sequential(nn.Linear(2, 2), nn.ReLU())
+
+    def forward(self, x):
+        h = self.a(x)
+        return self.b(h) if len(x) > 1 else h
+
+
+def test_layers_that_differ_between_batches_are_refused():
+    with pytest.raises(ValueError, match="called its ReLU modules in another order"):
+        cov.neuron_coverage(SkipsOnSmallBatches().double(), X[:3], batch_size=2)
 
 
 def test_hooks_removed_when_the_forward_fails():
