@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .._checks import check_choice, check_images, check_nonnegative, check_positive
+from .._checks import check_bool, check_choice, check_images, check_nonnegative, check_positive
 from .._model import check_model, check_model_input, eval_mode
 from ..tables import Tabular, markdown_table
 
@@ -168,6 +168,7 @@ def activations(model: nn.Module, x: torch.Tensor, *, conv: str = "channel", sca
         batch_size: inputs per forward pass.
     """
     check_choice(conv, CONV_READINGS, "conv")
+    check_bool(scale, "scale")
     check_positive(batch_size, "batch_size", integer=True)
     relus = _relus(model)
     x = check_images(x, ndim=None)
@@ -178,8 +179,8 @@ def activations(model: nn.Module, x: torch.Tensor, *, conv: str = "channel", sca
         raise ValueError("model never called its nn.ReLU modules in its forward")
     order = [name for name, _, _ in batches[0]]
     if any([name for name, _, _ in b] != order for b in batches[1:]):
-        raise ValueError("model called its ReLU modules in another order for another batch: "
-                         "coverage needs one fixed set of neurons (use one batch_size for all x)")
+        raise ValueError("model called its ReLU modules in another order for another batch (a "
+                         "forward that depends on the data): coverage needs one set of neurons")
     return [(name, torch.cat([b[i][1] for b in batches]), torch.cat([b[i][2] for b in batches]))
             for i, (name, _, _) in enumerate(batches[0])]
 

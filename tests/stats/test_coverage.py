@@ -210,6 +210,7 @@ def test_host_syncs_do_not_grow_with_batches(criterion):
     (lambda n: cov.k_multisection_coverage(n, X, train=X[:0]), ValueError, "train is empty"),
     (lambda n: cov.neuron_coverage(n, X, threshold=-1), ValueError, "threshold must be a finite"),
     (lambda n: cov.neuron_coverage(n, X, conv="pixel"), ValueError, "conv must be one of"),
+    (lambda n: cov.neuron_coverage(n, X, scale="yes"), TypeError, "scale must be True or False"),
     (lambda n: cov.mcdc_coverage(n, X, kind="sign"), ValueError, "kind must be one of"),
     (lambda n: cov.mcdc_coverage(n, X, ratio=1.0), ValueError, "ratio must be a number > 1"),
     (lambda n: cov.neuron_coverage(n, X.float()), TypeError, "x has dtype torch.float32"),
