@@ -8,6 +8,7 @@ from torch import nn
 
 from robustlab.stats import complexity as cx
 from tests.conftest import leaves_as_found, messy_model
+from tests.syncs import explain, grows
 
 E = math.e
 PHI = (1 + math.sqrt(5)) / 2  # the largest singular value of [[1, 0], [1, 1]]
@@ -225,3 +226,18 @@ def test_hygiene_on_a_messy_model():
 def test_bad_input(final, initial, call, error, match):
     with pytest.raises(error, match=match):
         call(final, initial)
+
+
+@pytest.mark.parametrize("measure", ["gradient_noise", "sharpness"])
+def test_host_syncs_do_not_grow_with_the_loop(measure):
+    """gradient_noise loops over minibatches and sharpness over ascent steps: on a GPU neither
+    may wait for the device inside its loop."""
+    model, x, y = messy_model(), torch.rand(32, 1, 8, 8), torch.randint(0, 10, (32,))
+    if measure == "gradient_noise":
+        def run(n):
+            return cx.gradient_noise(model, x, y, batch_size=len(x) // n)
+    else:
+        def run(n):
+            return cx.sharpness(model, x, y, steps=n)
+    few, many = grows(run, 2, 16)
+    assert few.total == many.total, explain(few, many)
