@@ -109,10 +109,6 @@ def _layer_delta(model: nn.Module, initial) -> list[tuple[torch.Tensor, torch.Te
     return out
 
 
-def _spectral(matrix: torch.Tensor) -> float:
-    return torch.linalg.matrix_norm(matrix, ord=2).item()
-
-
 # --------------------------------------------------------------------------- Table 1
 
 def generalisation_gap(model: nn.Module, train, test, *, loss: str = "ce") -> float:
@@ -145,7 +141,7 @@ def frobenius_product(model: nn.Module) -> float:
 
 def spectral_product(model: nn.Module) -> float:
     """PSN of Table 1: the product of the layers' spectral norms, prod_l ||W_l||_2."""
-    return math.prod(_spectral(_matrix(m)) for _, m in layers(model))
+    return math.prod(torch.linalg.matrix_norm(_matrix(m), ord=2).item() for _, m in layers(model))
 
 
 def parameter_count(model: nn.Module) -> int:
@@ -160,7 +156,8 @@ def spectral_sum(model: nn.Module, initial) -> float:
     Arguments:
         initial: the model at initialisation (module or state dict), same architecture.
     """
-    return parameter_count(model) * sum(_spectral(dw) for dw, _ in _layer_delta(model, initial))
+    return parameter_count(model) * sum(torch.linalg.matrix_norm(dw, ord=2).item()
+                                        for dw, _ in _layer_delta(model, initial))
 
 
 def layer_correlation(module: nn.Module) -> float:
@@ -311,16 +308,15 @@ def sharpness(model: nn.Module, x, y, *, eps: float = 1e-3, steps: int = 10) -> 
     def loss_at(shift):
         return _losses(model, {k: theta[k] + shift[k] for k in theta}, x, y).mean()
     with eval_mode(model), torch.enable_grad():
-        base = best = loss_at(delta).detach()
-        for step in range(steps + 1):  # the last pass only scores the last point
-            loss = loss_at(delta)
-            best = torch.maximum(best, loss.detach())
-            if step == steps:
-                break
+        loss = loss_at(delta)
+        base = best = loss.detach()
+        for _ in range(steps):
             grads = torch.autograd.grad(loss, list(delta.values()), materialize_grads=True)
             delta = {k: torch.minimum(torch.maximum(d + 2.5 * box[k] / steps * g.sign(), -box[k]),
                                       box[k]).detach().requires_grad_(True)
                      for (k, d), g in zip(delta.items(), grads)}
+            loss = loss_at(delta)
+            best = torch.maximum(best, loss.detach())
     return (100 * (best - base) / (1 + base)).item()
 
 
