@@ -241,3 +241,14 @@ def test_host_syncs_do_not_grow_with_the_loop(measure):
             return cx.sharpness(model, x, y, steps=n)
     few, many = grows(run, 2, 16)
     assert few.total == many.total, explain(few, many)
+
+
+def test_wc_agrees_with_the_training_penalty_on_linear_layers():
+    """defences.regularisers.weight_correlation_penalty (Jin et al.'s regulariser) sums the same
+    rho over layers that WC averages (the two differ on convolutions, which the penalty reads
+    as whole filters)."""
+    from robustlab.defences.regularisers import weight_correlation_penalty
+    torch.manual_seed(2)
+    net = nn.Sequential(nn.Linear(5, 4), nn.ReLU(), nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
+    expected = weight_correlation_penalty(net).item() / 3
+    assert cx.weight_correlation(net) == pytest.approx(expected, rel=1e-5)
