@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from robustlab.stats import complexity as cx
+from robustlab.stats import generalisation as gx
 from tests.conftest import leaves_as_found, messy_model
 from tests.syncs import explain, grows
 
@@ -97,9 +98,9 @@ def test_perfect_correlation_is_infinite():
 
 def test_path_norm(final):
     # sum over hidden h of (sum_i W1[h, i]^2)(sum_o W2[o, h]^2) = 9 * 2 + 16 * 1; biases ignored
-    assert cx.path_norm(final, (2,)) == pytest.approx(math.sqrt(34), rel=1e-6)
+    assert gx.path_norm(final, (2,)) == pytest.approx(math.sqrt(34), rel=1e-6)
     with pytest.raises(ValueError, match=r"path_norm cannot read 1 \(MaxPool2d\)"):
-        cx.path_norm(nn.Sequential(nn.Conv2d(1, 2, 3), nn.MaxPool2d(2), nn.Flatten(),
+        gx.path_norm(nn.Sequential(nn.Conv2d(1, 2, 3), nn.MaxPool2d(2), nn.Flatten(),
                                    nn.Linear(2, 2)), (1, 6, 6))
 
 
@@ -120,7 +121,7 @@ def test_fisher_rao_norm():
     # <theta, grad l> = <p - e_y, z> for a linear layer: -1/(1 + e) and e/(1 + e)
     x, y = torch.tensor([[1.0, 0.0], [0.0, 1.0]]), torch.tensor([0, 0])
     expected = math.sqrt((1 + E * E) / 2) / (1 + E)
-    assert cx.fisher_rao_norm(identity_model(), x, y) == pytest.approx(expected, rel=1e-6)
+    assert gx.fisher_rao_norm(identity_model(), x, y) == pytest.approx(expected, rel=1e-6)
 
 
 def test_fisher_rao_lemma_on_a_relu_network():
@@ -132,15 +133,15 @@ def test_fisher_rao_lemma_on_a_relu_network():
     f = net(x).detach().requires_grad_(True)
     (grad_f,) = torch.autograd.grad(nn.functional.cross_entropy(f, y, reduction="sum"), f)
     by_hand = (2 * (grad_f * f).sum(1)).double().square().mean().sqrt().item()
-    assert cx.fisher_rao_norm(net, x, y) == pytest.approx(by_hand, rel=1e-5)
+    assert gx.fisher_rao_norm(net, x, y) == pytest.approx(by_hand, rel=1e-5)
 
 
 def test_gradient_noise():
     # per-example gradients (p - e_y) x^T: g1, g2 with ||g1 - g2||^2 = 2 (1 + e^2) / (1 + e)^2
     x, y = torch.tensor([[1.0, 0.0], [0.0, 1.0]]), torch.tensor([0, 0])
     expected = (1 + E * E) / (2 * (1 + E) ** 2)
-    assert cx.gradient_noise(identity_model(), x, y, batch_size=1) == pytest.approx(expected, rel=1e-6)
-    assert cx.gradient_noise(identity_model(), x, y, batch_size=2) == pytest.approx(0.0, abs=1e-12)
+    assert gx.gradient_noise(identity_model(), x, y, batch_size=1) == pytest.approx(expected, rel=1e-6)
+    assert gx.gradient_noise(identity_model(), x, y, batch_size=2) == pytest.approx(0.0, abs=1e-12)
 
 
 def test_sharpness_reaches_the_worst_corner():
@@ -151,22 +152,22 @@ def test_sharpness_reaches_the_worst_corner():
     base, peak = math.log1p(math.exp(-1)), math.log1p(math.exp(-0.7))
     expected = 100 * (peak - base) / (1 + base)
     for steps in (1, 5):
-        assert cx.sharpness(model, x, y, eps=0.1, steps=steps) == pytest.approx(expected, rel=1e-5)
+        assert gx.sharpness(model, x, y, eps=0.1, steps=steps) == pytest.approx(expected, rel=1e-5)
 
 
 def test_vc_dimension_and_bound(final):
     d = 2 * 12 * math.log2(4 * E)  # W = 12 parameters, U = 4 units
-    assert cx.vc_dimension(final) == pytest.approx(d, rel=1e-12)
+    assert gx.vc_dimension(final) == pytest.approx(d, rel=1e-12)
     n = 10_000
     bound = math.sqrt((d * (math.log(2 * n / d) + 1) + math.log(4 / 0.05)) / n)
-    assert cx.vc_bound(final, n) == pytest.approx(bound, rel=1e-12)
-    assert cx.vc_bound(final, 50) == math.inf
+    assert gx.vc_bound(final, n) == pytest.approx(bound, rel=1e-12)
+    assert gx.vc_bound(final, 50) == math.inf
 
 
 def test_steps_to_loss():
-    assert cx.steps_to_loss([1.0, 0.5, 0.09, 0.2], 0.1) == 3
-    assert cx.steps_to_loss([{"loss": 0.3}, {"loss": 0.05}], 0.1) == 2
-    assert cx.steps_to_loss([1.0, 0.5], 0.1) == math.inf
+    assert gx.steps_to_loss([1.0, 0.5, 0.09, 0.2], 0.1) == 3
+    assert gx.steps_to_loss([{"loss": 0.3}, {"loss": 0.05}], 0.1) == 2
+    assert gx.steps_to_loss([1.0, 0.5], 0.1) == math.inf
 
 
 def test_measures_collects_table1(final, initial):
@@ -183,9 +184,9 @@ def test_hygiene_on_a_messy_model():
     model, initial = messy_model(0), messy_model(1)
     x, y = torch.rand(8, 1, 8, 8), torch.randint(0, 10, (8,))
     with torch.no_grad():
-        for fn in (lambda: cx.sharpness(model, x, y, steps=2),
-                   lambda: cx.fisher_rao_norm(model, x, y),
-                   lambda: cx.gradient_noise(model, x, y, batch_size=3),
+        for fn in (lambda: gx.sharpness(model, x, y, steps=2),
+                   lambda: gx.fisher_rao_norm(model, x, y),
+                   lambda: gx.gradient_noise(model, x, y, batch_size=3),
                    lambda: cx.measures(model, initial, train=(x, y), test=(x, y))):
             value = leaves_as_found(fn, model, x, y)
             assert all(math.isfinite(v) for v in (value.values() if isinstance(value, dict) else [value]))
@@ -201,27 +202,27 @@ def test_hygiene_on_a_messy_model():
     (lambda m, i: cx.pac_bayes(m, 3), TypeError, "initial must be the initial model"),
     (lambda m, i: cx.pac_bayes(m, i, sigma=[1.0]), ValueError, "sigma must be one number or one per"),
     (lambda m, i: cx.pac_bayes(m, i, sigma=0.0), ValueError, "sigma must be > 0"),
-    (lambda m, i: cx.sharpness(m, torch.rand(2, 2), torch.tensor([0, 1]), eps=0), ValueError,
+    (lambda m, i: gx.sharpness(m, torch.rand(2, 2), torch.tensor([0, 1]), eps=0), ValueError,
      "eps must be > 0"),
-    (lambda m, i: cx.gradient_noise(m, torch.rand(2, 2), torch.tensor([0, 1]), batch_size=0),
+    (lambda m, i: gx.gradient_noise(m, torch.rand(2, 2), torch.tensor([0, 1]), batch_size=0),
      ValueError, "batch_size must be > 0"),
-    (lambda m, i: cx.fisher_rao_norm(m, torch.rand(0, 2), torch.zeros(0, dtype=torch.long)),
+    (lambda m, i: gx.fisher_rao_norm(m, torch.rand(0, 2), torch.zeros(0, dtype=torch.long)),
      ValueError, "x is empty"),
     (lambda m, i: cx.generalisation_gap(m, (torch.rand(1, 2), torch.tensor([0])), None),
      TypeError, r"test must be an \(x, y\) pair"),
     (lambda m, i: cx.generalisation_gap(m, None, None, loss="mse"), ValueError, "loss must be one of"),
-    (lambda m, i: cx.steps_to_loss([], 0.1), ValueError, "history must be a non-empty"),
-    (lambda m, i: cx.steps_to_loss([1.0], float("nan")), ValueError, "level must be a finite"),
-    (lambda m, i: cx.vc_bound(m, 100, delta=1.5), ValueError, r"delta must lie in \(0, 1\)"),
+    (lambda m, i: gx.steps_to_loss([], 0.1), ValueError, "history must be a non-empty"),
+    (lambda m, i: gx.steps_to_loss([1.0], float("nan")), ValueError, "level must be a finite"),
+    (lambda m, i: gx.vc_bound(m, 100, delta=1.5), ValueError, r"delta must lie in \(0, 1\)"),
     (lambda m, i: cx.layer_correlation(nn.ReLU()), TypeError, "module must be a Linear or Conv"),
     (lambda m, i: cx.measures(m, train=(torch.rand(1, 2), torch.tensor([0]))), ValueError,
      "give both train and test"),
-    (lambda m, i: cx.sharpness(m, torch.rand(2, 2), torch.tensor([0, 5])), ValueError,
+    (lambda m, i: gx.sharpness(m, torch.rand(2, 2), torch.tensor([0, 5])), ValueError,
      r"y holds labels outside \[0, 2\)"),
     (lambda m, i: cx.generalisation_gap(m, (torch.rand(1, 2), torch.tensor([0])),
                                         (torch.rand(1, 2), torch.tensor([2]))), ValueError,
      r"test\[1\] holds labels outside"),
-    (lambda m, i: cx.path_norm(m, (0,)), ValueError, "in_shape must be the positive sizes"),
+    (lambda m, i: gx.path_norm(m, (0,)), ValueError, "in_shape must be the positive sizes"),
 ])
 def test_bad_input(final, initial, call, error, match):
     with pytest.raises(error, match=match):
@@ -235,10 +236,10 @@ def test_host_syncs_do_not_grow_with_the_loop(measure):
     model, x, y = messy_model(), torch.rand(32, 1, 8, 8), torch.randint(0, 10, (32,))
     if measure == "gradient_noise":
         def run(n):
-            return cx.gradient_noise(model, x, y, batch_size=len(x) // n)
+            return gx.gradient_noise(model, x, y, batch_size=len(x) // n)
     else:
         def run(n):
-            return cx.sharpness(model, x, y, steps=n)
+            return gx.sharpness(model, x, y, steps=n)
     few, many = grows(run, 2, 16)
     assert few.total == many.total, explain(few, many)
 
