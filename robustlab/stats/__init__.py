@@ -3,5 +3,6 @@ misclassification under input noise (splitting: naive Monte Carlo and adaptive m
 splitting)."""
 
 from .clever import Clever, clever
+from .splitting import MonteCarlo, Splitting, monte_carlo, splitting
 
-__all__ = ["Clever", "clever"]
+__all__ = ["Clever", "MonteCarlo", "Splitting", "clever", "monte_carlo", "splitting"]
