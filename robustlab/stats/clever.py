@@ -221,7 +221,8 @@ def _sample(model, x, prediction, targets, *, norm, radius, n_batches, batch_siz
     return out
 
 
-def _check_generator(generator) -> None:
+def check_generator(generator) -> None:
+    """None or a torch.Generator: the random source of every stats function."""
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(f"generator must be a torch.Generator or None, got "
                         f"{type(generator).__name__}")
@@ -259,7 +260,7 @@ def clever(model: nn.Module, x: torch.Tensor, *, norm=2, radius: float, n_batche
         raise ValueError(f"n_batches must be >= {MIN_BATCHES} to fit a three-parameter reverse "
                          f"Weibull law, got {n_batches}")
     check_positive(batch_size, "batch_size", integer=True)
-    _check_generator(generator)
+    check_generator(generator)
     with torch.no_grad(), eval_mode(model):
         z0 = logits_of(model, x)
     k = z0.shape[1]

@@ -32,6 +32,7 @@ from .._model import check_model, check_model_input, eval_mode, logits_of, plain
 from .._random import draw_device
 from ..losses import margin_loss
 from ..tables import Tabular, markdown_table
+from .clever import check_generator
 
 __all__ = ["MonteCarlo", "Splitting", "monte_carlo", "splitting"]
 
@@ -147,9 +148,7 @@ def _check(model, x, y, eps, generator):
     check_model_input(model, x)
     y = check_labels(y, x)
     eps = float(check_positive(eps, "eps"))
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise TypeError(f"generator must be a torch.Generator or None, got "
-                        f"{type(generator).__name__}")
+    check_generator(generator)
     with torch.no_grad(), eval_mode(model):
         logits_of(model, x, y)  # (N, K) logits, labels within K: checked once, here
     return x, y, eps
