@@ -25,10 +25,11 @@ Choices stated here:
   above the largest maximum: the law must hold the sample) passes the Kolmogorov-Smirnov test
   at ACCEPT.
 - Fallback: L is the largest sampled gradient norm (a lower estimate of the constant) when the
-  largest maximum occurs more than once, or when no usable fit passes the test (every fit
-  failed, put the sample maximum outside its support, or is poor). A tied top is an atom, which
-  no continuous law fits: a linear model has one gradient, so all maxima are equal, and a small
-  ReLU network, whose gradient takes finitely many values, often meets its largest one again.
+  largest maximum occurs more than once (within a relative TIE), or when no usable fit passes
+  the test (every fit failed, put the sample maximum outside its support, or is poor). A tied
+  top is an atom, which no continuous law fits: a linear model has one gradient, so all maxima
+  are equal, and a small ReLU network, whose gradient takes finitely many values, often meets
+  its largest one again.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ __all__ = ["Clever", "clever", "fit_reverse_weibull", "uniform_in_ball"]
 
 SHAPES = (1.0, 5.0, 10.0, 0.1, 20.0, 50.0, 100.0)  # starting shapes, as in the authors' code
 ACCEPT = 0.05  # KS p-value below which a fit is poor (the next starting shape is tried)
+TIE = 1e-6  # relative: one gradient computed in two batch rows may differ in its last bits
 MAX_SHAPE = 1e3  # beyond, the law is at its Gumbel limit, where the location is not identified
 MIN_BATCHES = 10  # a three-parameter fit needs several times more points than parameters
 ROWS = 1 << 16  # sampled points per backward pass: bounds memory when N * (K-1) * batch is large
@@ -144,7 +146,7 @@ def fit_reverse_weibull(maxima: np.ndarray) -> tuple[float, float, float, float,
     sample maximum, and shape, scale and p-value belong to the best usable fit (NaN if none).
     """
     top = float(np.max(maxima))
-    if not np.all(np.isfinite(maxima)) or np.sum(maxima >= top) > 1:
+    if not np.all(np.isfinite(maxima)) or np.sum(maxima >= top - TIE * abs(top)) > 1:
         return top, math.nan, math.nan, math.nan, True  # an atom at the top (see module doc)
     data, best = -np.asarray(maxima, dtype=np.float64), (math.nan, math.nan, math.nan, -1.0)
     for start in SHAPES:
