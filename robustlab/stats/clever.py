@@ -58,7 +58,7 @@ MIN_BATCHES = 10  # a three-parameter fit needs several times more points than p
 ROWS = 1 << 16  # sampled points per backward pass: bounds memory when N * (K-1) * batch is large
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # tensors: == per field would be ambiguous
 class Clever(Tabular):
     """CLEVER scores and what they were computed from, per example, on the CPU in float64.
 

@@ -43,7 +43,7 @@ GROW, SHRINK = 1.5, 0.5  # width factors when acceptance is above / below the ba
 MIN_WIDTH = 1e-6
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # tensors: == per field would be ambiguous
 class MonteCarlo(Tabular):
     """Naive Monte Carlo estimates of P(s(x') >= 0), per example, on the CPU.
 
@@ -72,7 +72,7 @@ class MonteCarlo(Tabular):
                                f"{CONFIDENCE:.0%} upper bound"], rows)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # tensors: == per field would be ambiguous
 class Splitting(Tabular):
     """Adaptive multi-level splitting estimates of P(s(x') >= 0), per example, on the CPU.
 
