@@ -35,6 +35,7 @@ Choices stated here:
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -162,7 +163,9 @@ def _fit_from(data: np.ndarray, start: float) -> tuple[float, float, float, floa
     """One weibull_min fit of the negated maxima from starting shape `start`: ``(location L,
     shape, scale, KS p-value)``, or None when it fails or is not usable."""
     try:
-        shape, loc, scale = stats.weibull_min.fit(data, start)
+        with warnings.catch_warnings():  # precision warnings on near-equal data: the KS test
+            warnings.simplefilter("ignore", RuntimeWarning)  # and the checks below judge it
+            shape, loc, scale = stats.weibull_min.fit(data, start)
     except (ValueError, RuntimeError, FloatingPointError):
         return None
     if not all(map(math.isfinite, (shape, loc, scale))) or not (0 < shape <= MAX_SHAPE) \
