@@ -43,6 +43,9 @@ TINY = {
         "--device", "cpu", "--n", "8", "--models", "digits-mlp", "--eps", "0.01", "--repeats",
         "1", "--milp-n", "2", "--milp-eps", "0.02", "--acc-n", "4", "--acc-eps", "0.01",
         "--acc-models", "digits-mlp", "--time-limit", "10"]),
+    "stats.py": ("art", [
+        "--device", "cpu", "--n", "2", "--n-batches", "10", "--batch-size", "8", "--mc-n", "1000",
+        "--particles", "200", "--mh-steps", "2", "--eps", "0.3"]),
 }
 
 # what each script prints: without its reference, and in addition with it
@@ -55,11 +58,13 @@ ABSENT = {
                            "Fast-AT takes"],
     "verify.py": ["auto_LiRPA is not installed", "skipping the comparison",
                   "### digits-mlp on cpu", "| CROWN | 0.01 |", "### MILP", "### Verified accuracy"],
+    "stats.py": ["ART is not installed", "### Splitting", "| sum of 8 >= 7.5"],
 }
 PRESENT = {
     "attacks.py": ["torchattacks s |", "| C&W", "| DeepFool"],
     "defences.py": ["PGD-AT against ART", "the same shuffling and random starts", "ART PGD-20"],
     "verify.py": ["### digits-mlp on cpu", "CROWN max |diff|", "agrees to"],
+    "stats.py": ["### CLEVER on digits-mlp", "ART clever_u", "ratio robustlab / ART"],
 }
 
 
