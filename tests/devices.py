@@ -1,0 +1,112 @@
+"""Run one public method on a device and check it there (issue 16's device-parametrised tests).
+
+A case is a function ``case(device) -> result`` that builds its own inputs on the CPU (seeded,
+so every call builds the same), moves model and data to `device`, and runs the method with a
+CPU generator where it draws: the reproducible-across-devices mode of the draw rule
+(robustlab/_random.py), so a CUDA run draws the same numbers as the CPU's. `check_case` then
+asserts, for the result's tensors (found inside tuples, lists, dicts and dataclasses):
+
+- every tensor lies on the input's device, save those the case names as host-side by contract;
+- on the CPU, a second run gives identical tensors and numbers (determinism with a seed);
+- on CUDA, tensors and numbers equal the CPU run's within the case's tolerance: `atol`, of
+  which a fraction `frac` of the elements may fall outside (iterative attacks take signs of
+  gradients, and a sign flips where a gradient is ~0 and the two devices sum in another order).
+
+TF32 is off during the CUDA runs: it rounds float32 matmuls and convolutions to 10 bits, a
+difference from the CPU that no tolerance for the method's own logic should have to absorb.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+from collections.abc import Callable
+
+import pytest
+import torch
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    """One method's run: `run(device)`, its tolerance on CUDA, and its host-side outputs."""
+
+    run: Callable[[torch.device], object]
+    atol: float = 1e-5
+    frac: float = 0.0
+    host: bool = False  # True: the result is host data by contract (floats, verdict lists)
+
+
+@contextlib.contextmanager
+def _exact_float32(device: torch.device):
+    """TF32 off on CUDA, deterministic kernels, and the global RNGs seeded (a case without a
+    generator then draws the same twice)."""
+    torch.manual_seed(0)
+    if device.type != "cuda":
+        yield
+        return
+    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
+             torch.backends.cudnn.deterministic)
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cudnn.deterministic = True
+    try:
+        yield
+    finally:
+        (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
+         torch.backends.cudnn.deterministic) = saved
+
+
+def leaves(result, path: str = "result") -> list[tuple[str, object]]:
+    """Every tensor and number inside `result`, with where it was found."""
+    if isinstance(result, torch.Tensor):
+        return [(path, result.detach())]
+    if isinstance(result, bool | int | float):
+        return [(path, result)]
+    if isinstance(result, dict):
+        return [x for k, v in result.items() for x in leaves(v, f"{path}[{k!r}]")]
+    if isinstance(result, list | tuple):
+        return [x for i, v in enumerate(result) for x in leaves(v, f"{path}[{i}]")]
+    if dataclasses.is_dataclass(result):
+        return [x for f in dataclasses.fields(result)
+                for x in leaves(getattr(result, f.name), f"{path}.{f.name}")]
+    if isinstance(result, torch.nn.Module):
+        return [x for k, v in result.state_dict().items() for x in leaves(v, f"{path}.{k}")]
+    return []  # strings, None, timers: not compared
+
+
+def _run(case: Case, device: torch.device):
+    with _exact_float32(device):
+        return case.run(device)
+
+
+def _far(a, b, atol: float) -> tuple[int, int]:
+    """(how many elements of a and b differ by more than atol, how many there are)."""
+    if isinstance(a, torch.Tensor):
+        a, b = a.cpu(), b.cpu()
+        assert a.shape == b.shape and a.dtype == b.dtype, (a.shape, b.shape, a.dtype, b.dtype)
+        if a.dtype == torch.bool or not (a.is_floating_point() or a.is_complex()):
+            return int((a != b).sum()), a.numel()
+        a, b = a.double(), b.double()
+        same = (a == b) | (a - b).abs().le(atol) | (a.isnan() & b.isnan())
+        return int((~same).sum()), a.numel()
+    if isinstance(a, float) and math.isnan(a):
+        return int(not math.isnan(b)), 1
+    return int(abs(a - b) > atol), 1
+
+
+def check_case(case: Case, device: str) -> None:
+    """Run `case` on `device` and check placement, determinism (CPU) or agreement (CUDA)."""
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        pytest.skip("no CUDA here")
+    found = leaves(_run(case, device))
+    for where, value in found:
+        if isinstance(value, torch.Tensor) and not case.host:
+            assert value.device.type == device.type, f"{where} on {value.device}, not {device}"
+    reference = leaves(_run(case, torch.device("cpu")))
+    assert [w for w, _ in found] == [w for w, _ in reference], "the results differ in shape"
+    atol, frac = (0.0, 0.0) if device.type == "cpu" else (case.atol, case.frac)
+    for (where, value), (_, ref) in zip(found, reference):
+        far, total = _far(value, ref, atol)
+        assert far <= frac * total, (f"{where}: {far} of {total} elements differ from the CPU's "
+                                     f"(or the first CPU run's) by more than {atol}")
