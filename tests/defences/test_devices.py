@@ -8,7 +8,6 @@ after it differ from the CPU's by float32 rounding, amplified a little by the at
 """
 
 import functools
-import os
 
 import pytest
 import torch
