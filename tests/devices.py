@@ -26,6 +26,8 @@ from collections.abc import Callable
 import pytest
 import torch
 
+WALL_CLOCK = ("seconds", "time", "elapsed")
+
 
 @dataclasses.dataclass(frozen=True)
 class Case:
@@ -34,7 +36,9 @@ class Case:
     run: Callable[[torch.device], object]
     atol: float = 1e-5
     frac: float = 0.0
-    host: bool = False  # True: the result is host data by contract (floats, verdict lists)
+    # host-side by contract: True for the whole result, or the ends of the paths (as `leaves`
+    # names them, e.g. ".history") of the tensors a method keeps on the CPU on purpose
+    host: bool | tuple[str, ...] = ()
 
 
 @contextlib.contextmanager
@@ -62,16 +66,18 @@ def leaves(result, path: str = "result") -> list[tuple[str, object]]:
         return [(path, result.detach())]
     if isinstance(result, bool | int | float):
         return [(path, result)]
+    if isinstance(result, str):  # a verdict's status is compared; free text (reasons) is not
+        return [(path, result)] if "status" in path else []
     if isinstance(result, dict):
         return [x for k, v in result.items() for x in leaves(v, f"{path}[{k!r}]")]
     if isinstance(result, list | tuple):
         return [x for i, v in enumerate(result) for x in leaves(v, f"{path}[{i}]")]
-    if dataclasses.is_dataclass(result):
-        return [x for f in dataclasses.fields(result)
+    if dataclasses.is_dataclass(result):  # wall-clock fields differ between any two runs
+        return [x for f in dataclasses.fields(result) if f.name not in WALL_CLOCK
                 for x in leaves(getattr(result, f.name), f"{path}.{f.name}")]
-    if isinstance(result, torch.nn.Module):
+    if isinstance(result, torch.nn.Module):  # a trained model: its weights
         return [x for k, v in result.state_dict().items() for x in leaves(v, f"{path}.{k}")]
-    return []  # strings, None, timers: not compared
+    return []  # None, callables: nothing to compare
 
 
 def _run(case: Case, device: torch.device):
@@ -89,6 +95,8 @@ def _far(a, b, atol: float) -> tuple[int, int]:
         a, b = a.double(), b.double()
         same = (a == b) | (a - b).abs().le(atol) | (a.isnan() & b.isnan())
         return int((~same).sum()), a.numel()
+    if isinstance(a, str):
+        return int(a != b), 1
     if isinstance(a, float) and math.isnan(a):
         return int(not math.isnan(b)), 1
     return int(abs(a - b) > atol), 1
@@ -101,7 +109,8 @@ def check_case(case: Case, device: str) -> None:
         pytest.skip("no CUDA here")
     found = leaves(_run(case, device))
     for where, value in found:
-        if isinstance(value, torch.Tensor) and not case.host:
+        on_host = case.host is True or where.endswith(tuple(case.host or ()))
+        if isinstance(value, torch.Tensor) and not on_host:
             assert value.device.type == device.type, f"{where} on {value.device}, not {device}"
     reference = leaves(_run(case, torch.device("cpu")))
     assert [w for w, _ in found] == [w for w, _ in reference], "the results differ in shape"
