@@ -10,7 +10,8 @@ asserts, for the result's tensors (found inside tuples, lists, dicts and datacla
 - on the CPU, a second run gives identical tensors and numbers (determinism with a seed);
 - on CUDA, tensors and numbers equal the CPU run's within the case's tolerance: `atol`, of
   which a fraction `frac` of the elements may fall outside (iterative attacks take signs of
-  gradients, and a sign flips where a gradient is ~0 and the two devices sum in another order).
+  gradients, and a sign flips where a gradient is ~0 and the two devices sum in another order);
+  a case that draws from CUDA's own random stream is compared with a second CUDA run instead.
 
 TF32 is off during the CUDA runs: it rounds float32 matmuls and convolutions to 10 bits, a
 difference from the CPU that no tolerance for the method's own logic should have to absorb.
@@ -39,6 +40,10 @@ class Case:
     # host-side by contract: True for the whole result, or the ends of the paths (as `leaves`
     # names them, e.g. ".history") of the tensors a method keeps on the CPU on purpose
     host: bool | tuple[str, ...] = ()
+    # False for a method that draws from the device's own random stream (a CUDA generator, or
+    # the global CUDA RNG): CUDA draws other numbers than the CPU, so a CUDA run is compared
+    # with a second CUDA run (determinism) instead of with the CPU's
+    across_devices: bool = True
 
 
 @contextlib.contextmanager
@@ -69,7 +74,8 @@ def leaves(result, path: str = "result") -> list[tuple[str, object]]:
     if isinstance(result, str):  # a verdict's status is compared; free text (reasons) is not
         return [(path, result)] if "status" in path else []
     if isinstance(result, dict):
-        return [x for k, v in result.items() for x in leaves(v, f"{path}[{k!r}]")]
+        return [x for k, v in result.items() if k not in WALL_CLOCK
+                for x in leaves(v, f"{path}[{k!r}]")]
     if isinstance(result, list | tuple):
         return [x for i, v in enumerate(result) for x in leaves(v, f"{path}[{i}]")]
     if dataclasses.is_dataclass(result):  # wall-clock fields differ between any two runs
@@ -112,7 +118,7 @@ def check_case(case: Case, device: str) -> None:
         on_host = case.host is True or where.endswith(tuple(case.host or ()))
         if isinstance(value, torch.Tensor) and not on_host:
             assert value.device.type == device.type, f"{where} on {value.device}, not {device}"
-    reference = leaves(_run(case, torch.device("cpu")))
+    reference = leaves(_run(case, torch.device("cpu") if case.across_devices else device))
     assert [w for w, _ in found] == [w for w, _ in reference], "the results differ in shape"
     atol, frac = (0.0, 0.0) if device.type == "cpu" else (case.atol, case.frac)
     for (where, value), (_, ref) in zip(found, reference):
