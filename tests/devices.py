@@ -20,12 +20,16 @@ difference from the CPU that no tolerance for the method's own logic should have
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
+import functools
 import math
 from collections.abc import Callable
 
 import pytest
 import torch
+
+from robustlab import data, models
 
 WALL_CLOCK = ("seconds", "time", "elapsed")
 
@@ -125,3 +129,15 @@ def check_case(case: Case, device: str) -> None:
         far, total = _far(value, ref, atol)
         assert far <= frac * total, (f"{where}: {far} of {total} elements differ from the CPU's "
                                      f"(or the first CPU run's) by more than {atol}")
+
+
+@functools.cache
+def _cnn_and_digits():
+    x, y = data.digits("test")
+    return x[:8].clone(), y[:8].clone(), models.pretrained("digits-cnn")
+
+
+def cnn_setup(device, n: int = 8):
+    """A fresh copy of the pretrained digits CNN and the first `n` <= 8 test digits, on `device`."""
+    x, y, model = _cnn_and_digits()
+    return copy.deepcopy(model).to(device), x[:n].to(device), y[:n].to(device)

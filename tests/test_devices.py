@@ -5,8 +5,6 @@ new method must be added to its package's test_devices.py, or named here with th
 no device).
 """
 
-import copy
-import functools
 import inspect
 
 import pytest
@@ -21,24 +19,15 @@ from robustlab.norms import random_in_ball
 from robustlab.train import evaluate, fit, predict
 
 from .attacks import test_devices as attack_cases
+from .conftest import seeded
 from .defences import test_devices as defence_cases
-from .devices import Case, check_case
+from .devices import Case, check_case, cnn_setup
 from .verify import test_devices as verify_cases
 
 
-@functools.cache
-def _digits():
-    x, y = data.digits("test")
-    return x[:8].clone(), y[:8].clone(), models.pretrained("digits-cnn")
-
-
 def setup(device):
-    x, y, model = _digits()
-    return copy.deepcopy(model).to(device), x.to(device), y.to(device)
-
-
-def gen() -> torch.Generator:
-    return torch.Generator().manual_seed(0)
+    """A fresh copy of the CNN and 8 digits, on `device`."""
+    return cnn_setup(device, 8)
 
 
 def mlp(device):
@@ -113,11 +102,11 @@ def _fgsm(model, x, y, eps=0.1, **kw):
 
 
 def _pgd(model, x, y, eps=0.1, **kw):
-    return A.pgd(model, x, y, eps=eps, alpha=eps / 2, steps=3, generator=gen(), **kw)
+    return A.pgd(model, x, y, eps=eps, alpha=eps / 2, steps=3, generator=seeded(), **kw)
 
 
 def _square(model, x, y, eps=0.1, **kw):
-    return A.square(model, x, y, eps=eps, max_queries=20, generator=gen(), **kw)
+    return A.square(model, x, y, eps=eps, max_queries=20, generator=seeded(), **kw)
 
 
 def _masks(device):
@@ -137,16 +126,16 @@ def _transfer(device):
 
 def _worst(device):
     model, x, y = setup(device)
-    members = E.default_attacks(eps=0.1, steps=3, square_queries=20, generator=gen())
+    members = E.default_attacks(eps=0.1, steps=3, square_queries=20, generator=seeded())
     return E.worst_case(model, x, y, eps=0.1, attacks=members)
 
 
 def _break(device):
     model, x, y = setup(device)
     defences = {"median": lambda t: median_filter(t, 3),
-                "resize": RandomResizePad(generator=gen())}
+                "resize": RandomResizePad(generator=seeded())}
     return (E.break_transforms(model, x, y, defences, eps=0.1, steps=2, eot_samples=2, draws=2,
-                               generator=gen()),
+                               generator=seeded()),
             [E.is_random(t, x) for t in defences.values()])
 
 

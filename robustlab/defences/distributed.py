@@ -193,6 +193,10 @@ def ddp_fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int, 
     # CPU, where cuda:LOCAL_RANK would be an invalid ordinal on some rank
     device = rank_device(dist.get_backend(), int(os.environ.get("LOCAL_RANK", rank)))
     if device.type == "cuda":
+        if device.index >= torch.cuda.device_count():  # NCCL chosen by hand with too few GPUs
+            raise RuntimeError(f"this rank is {device} under NCCL but {torch.cuda.device_count()}"
+                               f" GPU(s) are visible: start at most one rank per GPU, or gloo "
+                               f"(choose_backend picks the right one)")
         torch.cuda.set_device(device)
     model.to(device)
     wrapped = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"

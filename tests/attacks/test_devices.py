@@ -5,34 +5,21 @@ Inputs are 4 test digits and the pretrained digits CNN; each case runs a few ste
 Random methods take a CPU generator, the mode in which draws are the same on every device.
 """
 
-import copy
-import functools
 
 import pytest
 import torch
 
 from robustlab import attacks as A
-from robustlab import data, models
 from robustlab.defences import Defended, RandomResizePad, median_filter
 from robustlab.tokens import TokenCNN, token_task
 
-from ..devices import Case, check_case
-
-
-@functools.cache
-def _digits():
-    x, y = data.digits("test")
-    return x[:4].clone(), y[:4].clone(), models.pretrained("digits-cnn")
+from ..conftest import seeded
+from ..devices import Case, check_case, cnn_setup
 
 
 def setup(device):
     """A fresh copy of the CNN and 4 digits, on `device`."""
-    x, y, model = _digits()
-    return copy.deepcopy(model).to(device), x.to(device), y.to(device)
-
-
-def gen() -> torch.Generator:
-    return torch.Generator().manual_seed(0)
+    return cnn_setup(device, 4)
 
 
 def _tokens(device):
@@ -67,7 +54,7 @@ def _budget_error(device):
 
 def _guap(device):
     model, x, y = setup(device)
-    flow, v = A.guap(model, x, y, eps=0.1, steps=2, batch_size=4, generator=gen())
+    flow, v = A.guap(model, x, y, eps=0.1, steps=2, batch_size=4, generator=seeded())
     return flow, v, A.apply_guap(x, flow, v), A.guap_flow_norm(flow)
 
 
@@ -79,14 +66,14 @@ def _stadv(device):
 
 def _patch(device):
     model, x, y = setup(device)
-    p = A.patch(model, x, y, size=3, steps=2, generator=gen())
-    return p, A.apply_patch(x, p, generator=gen()), A.patch_success(model, x, y, p, trials=2,
-                                                                    generator=gen())
+    p = A.patch(model, x, y, size=3, steps=2, generator=seeded())
+    return p, A.apply_patch(x, p, generator=seeded()), A.patch_success(model, x, y, p, trials=2,
+                                                                    generator=seeded())
 
 
 CASES = {
     "BPDA": Case(lambda d: (lambda m, x, y: A.BPDA(m, lambda t: median_filter(t, 3))(x))(*setup(d))),
-    "EOT": Case(lambda d: (lambda m, x, y: A.EOT(Defended(m, RandomResizePad(generator=gen())),
+    "EOT": Case(lambda d: (lambda m, x, y: A.EOT(Defended(m, RandomResizePad(generator=seeded())),
                                                   samples=3)(x))(*setup(d))),
     "Oracle": Case(_oracle),
     "QueryLedger": Case(_ledger),
@@ -101,30 +88,30 @@ CASES = {
     "flow_warp": Case(_stadv, atol=1e-4, frac=0.05),
     "stadv": Case(_stadv, atol=1e-4, frac=0.05),
     "fooling_rate": Case(lambda d: A.fooling_rate(*setup(d))),
-    "hop_skip_jump": Case(lambda d: A.hop_skip_jump(*setup(d), max_queries=60, generator=gen()),
+    "hop_skip_jump": Case(lambda d: A.hop_skip_jump(*setup(d), max_queries=60, generator=seeded()),
                           atol=1e-4, frac=0.05),
     "lbfgs": Case(lambda d: A.lbfgs(*setup(d), targeted=False, search_steps=2, max_iter=5),
                   atol=1e-3, frac=0.05),
-    "one_pixel": Case(lambda d: A.one_pixel(*setup(d), popsize=5, max_iter=2, generator=gen())),
+    "one_pixel": Case(lambda d: A.one_pixel(*setup(d), popsize=5, max_iter=2, generator=seeded())),
     "patch": Case(_patch, atol=1e-4, frac=0.05),
     "apply_patch": Case(_patch, atol=1e-4, frac=0.05),
     "patch_success": Case(_patch, atol=1e-4, frac=0.05),
-    "pgd": Case(lambda d: A.pgd(*setup(d), eps=0.1, alpha=0.03, steps=3, generator=gen()),
+    "pgd": Case(lambda d: A.pgd(*setup(d), eps=0.1, alpha=0.03, steps=3, generator=seeded()),
                 atol=1e-5, frac=0.02),
     "single_pixel_search": Case(lambda d: A.single_pixel_search(*setup(d))),
     "corner_pixel_search": Case(lambda d: A.corner_pixel_search(*setup(d), max_queries=40,
-                                                                round_size=8, generator=gen())),
+                                                                round_size=8, generator=seeded())),
     "random_pixel_search": Case(lambda d: A.random_pixel_search(*setup(d), max_queries=40,
-                                                                round_size=8, generator=gen())),
-    "square": Case(lambda d: A.square(*setup(d), eps=0.1, max_queries=30, generator=gen())),
+                                                                round_size=8, generator=seeded())),
+    "square": Case(lambda d: A.square(*setup(d), eps=0.1, max_queries=30, generator=seeded())),
     "uap": Case(lambda d: A.uap(*setup(d), eps=0.1, max_passes=1, deepfool_steps=3,
-                                generator=gen()), atol=1e-4, frac=0.05),
-    "zoo": Case(lambda d: A.zoo(*setup(d), coords_per_step=4, max_queries=40, generator=gen()),
+                                generator=seeded()), atol=1e-4, frac=0.05),
+    "zoo": Case(lambda d: A.zoo(*setup(d), coords_per_step=4, max_queries=40, generator=seeded()),
                 atol=1e-4, frac=0.05),
     "embedding_pgd": Case(lambda d: A.embedding_pgd(*_tokens(d), eps=0.5, alpha=0.2, steps=2,
-                                                    generator=gen()), atol=1e-5, frac=0.02),
+                                                    generator=seeded()), atol=1e-5, frac=0.02),
     "embedding_robust_accuracy": Case(lambda d: A.embedding_robust_accuracy(
-        *_tokens(d), eps=0.5, alpha=0.2, steps=2, generator=gen())),
+        *_tokens(d), eps=0.5, alpha=0.2, steps=2, generator=seeded())),
 }
 
 

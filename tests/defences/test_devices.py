@@ -20,6 +20,7 @@ from robustlab.defences.transforms import jpeg_approx
 from robustlab.tokens import TokenCNN, token_task
 from robustlab.train import fit
 
+from ..conftest import seeded
 from ..devices import Case, check_case
 
 TRAINED = dict(atol=1e-4, frac=0.02)  # weights after one short adversarial epoch
@@ -41,10 +42,6 @@ def mlp(device):
     return models.MLP((1, 8, 8), (16,), 10).to(device)
 
 
-def gen() -> torch.Generator:
-    return torch.Generator().manual_seed(0)
-
-
 def train(objective):
     """A case: one epoch of `objective` on 32 digits in batches of 16; the trained weights."""
     def run(device):
@@ -61,7 +58,7 @@ def loop(method, epochs=1, draws=False, **kw):
     def run(device):
         model = mlp(device)
         x, y = digits(device)
-        more = {"generator": gen()} if draws else {}
+        more = {"generator": seeded()} if draws else {}
         method(model, [(x[:16], y[:16]), (x[16:], y[16:])], epochs=epochs, progress=False,
                **kw, **more)
         return model
@@ -77,7 +74,7 @@ def _freelb(device):
     model = TokenCNN(vocab=20, dim=8).to(device)
     ids, y = token_task(16, vocab=20, seed=3)
     D.freelb(model, [(ids.to(device), y.to(device))], eps=0.5, alpha=0.2, steps=2, epochs=1,
-             progress=False, generator=gen())
+             progress=False, generator=seeded())
     return model
 
 
@@ -86,7 +83,7 @@ def _latent(device):
     torch.manual_seed(1)
     disc = D.latent_discriminator(10).to(device)
     D.latent_at(model, digits(device), eps=0.1, alpha=0.1, epochs=1, discriminator=disc,
-                progress=False, generator=gen())
+                progress=False, generator=seeded())
     return model, disc
 
 
@@ -146,7 +143,7 @@ def _ddp(device, tmp_path):
         model = mlp("cpu")
         x, y = digits("cpu")
         D.ddp_fit(model, x, y, epochs=1, batch_size=16, progress=False,
-                  objective=D.pgd_at(eps=0.1, alpha=0.05, steps=2, generator=gen()),
+                  objective=D.pgd_at(eps=0.1, alpha=0.05, steps=2, generator=seeded()),
                   checkpoint=tmp_path / "run.pt")
         return model, [yb for _, yb in D.shard_batches(x, y, batch_size=16)]
     finally:
@@ -157,28 +154,28 @@ def _ddp(device, tmp_path):
 
 CASES = {
     "Defended": transform(lambda x: D.Defended(mlp(x.device), D.median_filter)(x)),
-    "RandomResizePad": transform(lambda x: D.RandomResizePad(generator=gen())(x)),
+    "RandomResizePad": transform(lambda x: D.RandomResizePad(generator=seeded())(x)),
     "bit_depth": transform(lambda x: D.bit_depth(x, 3)),
     "jpeg": transform(lambda x: D.jpeg(x, 60), atol=1 / 255 + 1e-6),
     "transforms.jpeg_approx": transform(lambda x: jpeg_approx(x, 60), atol=1e-5),
     "median_filter": transform(lambda x: D.median_filter(x, 3)),
     "total_variation": transform(D.total_variation, atol=1e-4),
     "tv_denoise": transform(lambda x: D.tv_denoise(x, steps=5), atol=1e-4),
-    "random_shift": transform(lambda x: D.random_shift(x, generator=gen())),
-    "gaussian_noise": train(lambda: D.gaussian_noise(sigma=0.2, generator=gen())),
+    "random_shift": transform(lambda x: D.random_shift(x, generator=seeded())),
+    "gaussian_noise": train(lambda: D.gaussian_noise(sigma=0.2, generator=seeded())),
     "SqueezeDetector": Case(_squeeze, atol=1e-4),
     "calibrate_squeezing": Case(_squeeze, atol=1e-4),
     "default_squeezers": Case(_squeeze, atol=1e-4),
     "squeeze_score": Case(_squeeze, atol=1e-4),
     "fgsm_at": train(lambda: D.fgsm_at(eps=0.1)),
-    "fast_at": train(lambda: D.fast_at(eps=0.1, generator=gen())),
-    "pgd_at": train(lambda: D.pgd_at(eps=0.1, alpha=0.05, steps=2, generator=gen())),
-    "trades": train(lambda: D.trades(eps=0.1, alpha=0.05, steps=2, generator=gen())),
-    "vat": train(lambda: D.vat(eps=0.5, generator=gen())),
-    "vat_direction": Case(lambda d: D.vat_direction(mlp(d), digits(d, 4)[0], generator=gen()),
+    "fast_at": train(lambda: D.fast_at(eps=0.1, generator=seeded())),
+    "pgd_at": train(lambda: D.pgd_at(eps=0.1, alpha=0.05, steps=2, generator=seeded())),
+    "trades": train(lambda: D.trades(eps=0.1, alpha=0.05, steps=2, generator=seeded())),
+    "vat": train(lambda: D.vat(eps=0.5, generator=seeded())),
+    "vat_direction": Case(lambda d: D.vat_direction(mlp(d), digits(d, 4)[0], generator=seeded()),
                           atol=1e-4),
     "wrm": train(lambda: D.wrm(steps=2)),
-    "augmented": train(lambda: D.augmented(generator=gen())),
+    "augmented": train(lambda: D.augmented(generator=seeded())),
     "weight_correlation": train(lambda: D.weight_correlation(weight=0.1)),
     "weight_correlation_penalty": Case(_lipschitz, atol=1e-4),
     "awp": loop(D.awp, eps=0.1, alpha=0.05, steps=2, draws=True),
@@ -198,11 +195,11 @@ CASES = {
     "cyclic_lr": Case(_cyclic, atol=1e-5),
     "certified_accuracy": Case(lambda d: D.certified_accuracy(
         mlp(d), *digits(d, 4), sigma=0.25, radii=[0.0, 0.1], n0=8, n=32, batch_size=16,
-        generator=gen())),
+        generator=seeded())),
     "smoothing.predict": Case(lambda d: smoothing.predict(mlp(d), digits(d, 4)[0], sigma=0.25,
-                                                          n=32, generator=gen())),
+                                                          n=32, generator=seeded())),
     "smoothing.certify": Case(lambda d: smoothing.certify(mlp(d), digits(d, 4)[0], sigma=0.25,
-                                                          n0=8, n=32, generator=gen())),
+                                                          n0=8, n=32, generator=seeded())),
 }
 
 # one process group per test: it needs a store file of its own

@@ -16,6 +16,7 @@ from robustlab import data, models
 from robustlab import verify as V
 from robustlab.train import fit
 
+from ..conftest import seeded
 from ..devices import Case, check_case
 
 BOUNDS = dict(atol=1e-5)  # float32 bounds, summed in another order on the GPU
@@ -47,10 +48,6 @@ def mlp(device):
 def setup(device):
     x, y = _digits()
     return mlp(device), x.to(device), y.to(device)
-
-
-def gen() -> torch.Generator:
-    return torch.Generator().manual_seed(0)
 
 
 def complete(method, **kw):
@@ -119,7 +116,7 @@ CASES = {
     "MinDistortion": Case(lambda d: V.min_distortion(*setup(d), norm="l1", max_eps=1.0),
                           atol=1e-9, host=(".distortion", ".lower")),
     "deepgo": Case(lambda d: V.deepgo(setup(d)[0], setup(d)[1][:1], eps=0.3, features=[27, 36],
-                                      output=3, iterations=40, generator=gen()),
+                                      output=3, iterations=40, generator=seeded()),
                    atol=1e-5, host=DEEPGO_HOST),
     "AnytimeBounds": Case(_lipschitz, atol=1e-9, host=DEEPGO_HOST),
     "lipschitz_minimise": Case(_lipschitz, atol=1e-9, host=DEEPGO_HOST),
