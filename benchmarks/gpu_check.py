@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
-BENCHMARKS = ["attacks.py", "defences.py", "defence_methods.py", "verify.py"]
+HERE = Path(__file__).resolve().parent
 PARTS = ("tests", "lessons", "benchmarks")
 COURSE_TARGET_S = 15 * 60  # issue 16: the whole course in full mode on one H100-class GPU
 TAIL = 3000  # characters of a failing part's output kept in the report
@@ -92,19 +92,29 @@ def lesson_part(out_dir: Path, timeout: float) -> Part:
                                             str(folder)], body=body, timeout=timeout)
 
 
-def benchmark_parts(timeout: float) -> list[Part]:
-    """Each benchmark script with --device cuda, its tables as it prints them."""
+def benchmarks() -> tuple[list[str], list[str]]:
+    """(the scripts here that take --device, the others), this one left out: a new benchmark
+    joins the check by itself once it takes --device (a CPU-only count does not need to)."""
+    names = sorted(p.name for p in HERE.glob("*.py") if p.name != Path(__file__).name)
+    takes = [name for name in names if '"--device"' in (HERE / name).read_text()]
+    return takes, [name for name in names if name not in takes]
+
+
+def benchmark_parts(names: list[str], timeout: float) -> list[Part]:
+    """Each benchmark script of `names` with --device cuda, its tables as it prints them."""
     return [run_part(f"benchmarks/{name} --device cuda",
                      [sys.executable, f"benchmarks/{name}", "--device", "cuda"], timeout=timeout)
-            for name in BENCHMARKS]
+            for name in names]
 
 
-def report(card: str, parts: list[Part]) -> str:
-    """The markdown report: the machine, then one section per part with its time and status."""
+def report(card: str, parts: list[Part], notes: list[str] = ()) -> str:
+    """The markdown report: the machine, `notes`, then one section per part with its time and
+    status."""
     when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     lines = [f"# GPU check: {card}", "",
              f"torch {torch.__version__}, CUDA {torch.version.cuda}, {when}; "
              f"{sum(p.returncode == 0 for p in parts)} of {len(parts)} parts passed.", ""]
+    lines += [f"- {note}" for note in notes] + ([""] if notes else [])
     for part in parts:
         status = "ok" if part.returncode == 0 else f"FAILED (exit {part.returncode})"
         lines += [f"## {part.title}", "",
@@ -133,15 +143,18 @@ def main(argv=None) -> int:
     card = torch.cuda.get_device_name(0)
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    parts = []
+    parts, notes = [], []
     if "tests" not in args.skip:
         parts.append(tests_part(args.timeout))
     if "lessons" not in args.skip:
         parts.append(lesson_part(out_dir, args.timeout))
     if "benchmarks" not in args.skip:
-        parts += benchmark_parts(args.timeout)
+        names, others = benchmarks()
+        parts += benchmark_parts(names, args.timeout)
+        if others:
+            notes.append(f"not run (no --device option: CPU-only): {', '.join(others)}")
     path = out_dir / "report.md"
-    path.write_text(report(card, parts) + "\n")
+    path.write_text(report(card, parts, notes) + "\n")
     print(f"gpu-check: report on {card} written to {path}")
     return 0 if all(part.returncode == 0 for part in parts) else 1
 

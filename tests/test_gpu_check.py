@@ -43,3 +43,12 @@ def test_a_part_reports_its_output_or_its_failure():
     slow = gpu_check.run_part("hang", [sys.executable, "-c", "import time; time.sleep(30)"],
                               timeout=1)
     assert slow.returncode == 124 and "timed out" in slow.body
+
+
+def test_every_benchmark_that_takes_a_device_is_run():
+    """A new benchmarks/*.py with --device joins the check by itself; one without is named."""
+    names, others = gpu_check.benchmarks()
+    assert {"attacks.py", "defences.py", "defence_methods.py", "verify.py"} <= set(names)
+    assert "gpu_check.py" not in names + others
+    text = gpu_check.report("card", [], notes=["not run (no --device option: CPU-only): x.py"])
+    assert "- not run (no --device option: CPU-only): x.py" in text

@@ -75,7 +75,9 @@ CASES = {
     "BPDA": Case(lambda d: (lambda m, x, y: A.BPDA(m, lambda t: median_filter(t, 3))(x))(*setup(d))),
     "EOT": Case(lambda d: (lambda m, x, y: A.EOT(Defended(m, RandomResizePad(generator=seeded())),
                                                   samples=3)(x))(*setup(d))),
-    "Oracle": Case(_oracle),
+    # the Oracle's ledger is host-side: a caller's queries are charged on the CPU (the attacks'
+    # own counts stay on x's device, in their QueryLedger)
+    "Oracle": Case(_oracle, host=("result[1]",)),
     "QueryLedger": Case(_ledger),
     "QueryBudgetError": Case(_budget_error),
     "apply_guap": Case(_guap, atol=1e-4, frac=0.05),
