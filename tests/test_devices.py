@@ -139,7 +139,10 @@ def _break(device):
             [E.is_random(t, x) for t in defences.values()])
 
 
-EVALUATORS = dict(atol=1e-5, frac=0.0)
+# adversarial examples of the searches inside (Square, the ensemble's members) may take another
+# path for one image in a near tie (tests/attacks/test_devices.py's SEARCH); every single
+# number (an accuracy, a mean distortion) must agree within atol
+EVALUATORS = dict(atol=1e-5, frac=0.3)
 EVALUATE = {
     "robust_accuracy": Case(lambda d: E.robust_accuracy(*setup(d), _pgd, eps_list=[0.0, 0.1]),
                             **EVALUATORS),

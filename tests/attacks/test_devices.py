@@ -71,6 +71,11 @@ def _patch(device):
                                                                     generator=seeded())
 
 
+# a black-box search keeps a candidate when its loss is lower: at a near tie, float sums in
+# another order on the GPU may keep another one, and that image's path differs from there on;
+# one image of the four may (its x_adv and its query count), the others must agree
+SEARCH = dict(atol=1e-5, frac=0.3)
+
 CASES = {
     "BPDA": Case(lambda d: (lambda m, x, y: A.BPDA(m, lambda t: median_filter(t, 3))(x))(*setup(d))),
     "EOT": Case(lambda d: (lambda m, x, y: A.EOT(Defended(m, RandomResizePad(generator=seeded())),
@@ -91,10 +96,11 @@ CASES = {
     "stadv": Case(_stadv, atol=1e-4, frac=0.05),
     "fooling_rate": Case(lambda d: A.fooling_rate(*setup(d))),
     "hop_skip_jump": Case(lambda d: A.hop_skip_jump(*setup(d), max_queries=60, generator=seeded()),
-                          atol=1e-4, frac=0.05),
+                          **SEARCH),
     "lbfgs": Case(lambda d: A.lbfgs(*setup(d), targeted=False, search_steps=2, max_iter=5),
                   atol=1e-3, frac=0.05),
-    "one_pixel": Case(lambda d: A.one_pixel(*setup(d), popsize=5, max_iter=2, generator=seeded())),
+    "one_pixel": Case(lambda d: A.one_pixel(*setup(d), popsize=5, max_iter=2, generator=seeded()),
+                      **SEARCH),
     "patch": Case(_patch, atol=1e-4, frac=0.05),
     "apply_patch": Case(_patch, atol=1e-4, frac=0.05),
     "patch_success": Case(_patch, atol=1e-4, frac=0.05),
@@ -105,11 +111,12 @@ CASES = {
                                                                 round_size=8, generator=seeded())),
     "random_pixel_search": Case(lambda d: A.random_pixel_search(*setup(d), max_queries=40,
                                                                 round_size=8, generator=seeded())),
-    "square": Case(lambda d: A.square(*setup(d), eps=0.1, max_queries=30, generator=seeded())),
+    "square": Case(lambda d: A.square(*setup(d), eps=0.1, max_queries=30, generator=seeded()),
+                   **SEARCH),
     "uap": Case(lambda d: A.uap(*setup(d), eps=0.1, max_passes=1, deepfool_steps=3,
                                 generator=seeded()), atol=1e-4, frac=0.05),
     "zoo": Case(lambda d: A.zoo(*setup(d), coords_per_step=4, max_queries=40, generator=seeded()),
-                atol=1e-4, frac=0.05),
+                **SEARCH),
     "embedding_pgd": Case(lambda d: A.embedding_pgd(*_tokens(d), eps=0.5, alpha=0.2, steps=2,
                                                     generator=seeded()), atol=1e-5, frac=0.02),
     "embedding_robust_accuracy": Case(lambda d: A.embedding_robust_accuracy(

@@ -50,11 +50,18 @@ def setup(device):
     return mlp(device), x.to(device), y.to(device)
 
 
-def complete(method, **kw):
+def complete(method, frac=0.0, **kw):
     """A complete verifier on 2 digits at radii where (measured on the CPU) bounds alone prove
     both, where the search must branch or solve (0.056 for the first digit, 0.14 for the
     second) and where it falsifies both: its statuses must agree on every device."""
-    return Case(lambda d: [method(*setup(d), eps=eps, **kw) for eps in (0.02, 0.056, 0.14, 0.2)])
+    return Case(lambda d: [method(*setup(d), eps=eps, **kw) for eps in (0.02, 0.056, 0.14, 0.2)],
+                atol=1e-6, frac=frac)
+
+
+# branch and bound falsifies by a projected-gradient search first, whose sign steps may take
+# another path on the GPU (another valid counterexample): its counterexamples' pixels are
+# compared loosely, while each status, one element, must still agree exactly
+LOOSE = 0.5
 
 
 def train(objective):
@@ -109,15 +116,15 @@ CASES = {
     "milp": complete(V.milp),
     "Verdict": complete(V.milp, bounds="interval"),
     "reluplex": complete(V.reluplex),
-    "branch_and_bound": complete(V.branch_and_bound, max_branches=20),
-    "branch_and_bound-crown-only": complete(V.branch_and_bound, lp=False, max_branches=20),
-    "min_distortion": Case(lambda d: V.min_distortion(*setup(d), max_eps=0.3), atol=1e-9,
+    "branch_and_bound": complete(V.branch_and_bound, LOOSE, max_branches=20),
+    "branch_and_bound-crown-only": complete(V.branch_and_bound, LOOSE, lp=False, max_branches=20),
+    "min_distortion": Case(lambda d: V.min_distortion(*setup(d), max_eps=0.3), atol=1e-6,
                            host=(".distortion", ".lower")),
     "MinDistortion": Case(lambda d: V.min_distortion(*setup(d), norm="l1", max_eps=1.0),
-                          atol=1e-9, host=(".distortion", ".lower")),
+                          atol=1e-6, host=(".distortion", ".lower")),
     "deepgo": Case(lambda d: V.deepgo(setup(d)[0], setup(d)[1][:1], eps=0.3, features=[27, 36],
                                       output=3, iterations=40, generator=seeded()),
-                   atol=1e-5, host=DEEPGO_HOST),
+                   atol=1e-3, host=DEEPGO_HOST),  # its branch choices follow float ties
     "AnytimeBounds": Case(_lipschitz, atol=1e-9, host=DEEPGO_HOST),
     "lipschitz_minimise": Case(_lipschitz, atol=1e-9, host=DEEPGO_HOST),
     "ibp": train(lambda: V.ibp(eps=0.05)),
