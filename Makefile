@@ -1,4 +1,4 @@
-# Two commands from a fresh clone: `make course` and `make test`. Both build the pinned
+# From a fresh clone: `make course`, `make test` and `make check` (what CI runs). Both build the pinned
 # environment first (.venv, torch 2.13.0 CPU via requirements/constraints.txt).
 PYTHON ?= python3
 VENV := .venv
@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 PIP_INSTALL := $(PY) -m pip install --quiet --disable-pip-version-check -c requirements/constraints.txt
 
-.PHONY: env course test check lab lessons student zoo bench lint clean
+.PHONY: env course test check lab lessons student zoo bench gpu-check lint clean
 
 env: $(STAMP)
 
@@ -57,6 +57,11 @@ bench: $(STAMP)  ## benchmarks against reference libraries (installs the bench e
 	OMP_NUM_THREADS=1 $(PY) benchmarks/defence_methods.py
 	-$(PY) -m pip install --quiet --no-deps appdirs graphviz "$(AUTO_LIRPA)"
 	$(PY) benchmarks/verify.py
+
+# Needs a CUDA GPU (and torch with CUDA in the venv); fails at once without one. The comparisons
+# with the reference libraries need them installed first (`make bench` does), else skipped.
+gpu-check: $(STAMP)  ## CUDA tests, every lesson in full mode (timed), benchmarks on cuda: build/gpu-check/report.md
+	$(PY) benchmarks/gpu_check.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check robustlab tests benchmarks course

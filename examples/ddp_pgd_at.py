@@ -4,19 +4,21 @@
     python examples/ddp_pgd_at.py --nproc 2 --epochs 10        # spawn the ranks here instead
 
 Every rank trains on its slice of each global batch (`robustlab.defences.ddp_fit`); rerun the
-same command with --resume after a crash to continue from the last epoch saved.
+same command with --resume after a crash to continue from the last epoch saved. Each rank
+trains on its own GPU when the machine has one per rank (NCCL), else on the CPU (gloo).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
-import torch
 import torch.distributed as dist
 
 from robustlab import data, models, seed_everything
 from robustlab.defences import ddp_fit, launch, pgd_at
+from robustlab.defences.distributed import choose_backend
 from robustlab.train import evaluate
 
 
@@ -51,7 +53,8 @@ def main(argv=None) -> int:
     if args.nproc:
         launch(train_rank, args.nproc, args)
         return 0
-    dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    # the rule launch and ddp_fit follow: a GPU per rank on this machine, else all on the CPU
+    dist.init_process_group(choose_backend(int(os.environ.get("LOCAL_WORLD_SIZE", 1))))
     try:
         train_rank(dist.get_rank(), dist.get_world_size(), args)
     finally:

@@ -210,6 +210,15 @@ def pretrained(name: str, *, device: str | torch.device = "cpu") -> nn.Module:
     The weights are built by the project's own script (``python -m robustlab.zoo build``),
     shipped inside the package and loaded with ``torch.load(weights_only=True)``, so nothing
     is unpickled. A file whose checksum does not match the manifest is refused.
+
+    The device defaults to the CPU on purpose, not to `default_device()`: `robustlab.data`
+    loads on the CPU, so the model and the data agree without a word, and the lessons and tests
+    compare results with CPU numbers. Ask for a GPU with ``device=default_device()`` (as the
+    lessons and the command line's ``--device`` do).
+
+    Arguments:
+        name: a model of the zoo (`ARCHITECTURES`).
+        device: where the model is put.
     """
     if name not in ARCHITECTURES:
         raise ValueError(f"name must be one of {sorted(ARCHITECTURES)}, got {name!r}")

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from . import checkpoint as _ckpt
 from ._checks import check_logits, check_positive
-from ._model import correct, eval_mode, model_device, predict
+from ._model import eval_mode, model_device, predict
 from .data import loader
 from .utils import default_device
 
@@ -320,19 +320,29 @@ def _accuracy(model: nn.Module, data, name: str, device, batch_size: int) -> flo
     if device is not None:
         model.to(device)
     dev = model_device(model)
-    hits, count = 0, 0
-    # the first batch holding a non-finite pixel, tracked on the device (no sync per batch)
+    hits, count, classes = 0, 0, 0
+    # the first batch holding a non-finite pixel, and the first with a label outside [0, K),
+    # tracked on the device and read with the hits once at the end: no host sync per batch
+    # (`correct` would read each batch's label range on the host)
     first_bad = torch.full((), -1, dtype=torch.long, device=dev)
+    first_bad_label = first_bad.clone()
     with eval_mode(model):
         for batch, (x, y) in enumerate(_batches(data, batch_size, shuffle=False, seed=0)):
             x, y = x.to(dev or x.device), y.to(dev or x.device)
             first_bad = _mark_first(first_bad, ~torch.isfinite(x).all(), batch)
-            hits = hits + correct(model, x, y, batch_size=batch_size).sum()
+            logits = predict(model, x, batch_size=batch_size)
+            classes = logits.shape[1]
+            first_bad_label = _mark_first(first_bad_label, ((y < 0) | (y >= classes)).any(), batch)
+            hits = hits + (logits.argmax(1) == y).sum()
             count += len(x)
     if count == 0:
         raise ValueError(f"{name} is empty")
-    hits, bad = torch.stack([torch.as_tensor(hits, device=first_bad.device), first_bad]).tolist()
+    hits, bad, bad_label = torch.stack([torch.as_tensor(hits, device=first_bad.device), first_bad,
+                                        first_bad_label]).tolist()
     if bad >= 0:
         raise ValueError(f"{name} holds NaN or infinite images (batch {bad + 1}): accuracy on "
                          f"them is meaningless (NaN logits count as class 0)")
+    if bad_label >= 0:
+        raise ValueError(f"{name} holds labels outside [0, {classes}) (batch {bad_label + 1}): "
+                         f"the model gives {classes} logits")
     return hits / count

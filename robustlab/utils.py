@@ -31,8 +31,15 @@ def generator(seed: int = 0, device: str | torch.device | None = None) -> torch.
     """A fresh torch Generator seeded with `seed`, on `device` (the CPU by default).
 
     Hand one to every random attack or start: each result is then reproducible on its own,
-    whatever ran before it. Results are the same on every device only with a CPU generator
-    (CUDA draws other numbers from the same seed).
+    whatever ran before it. Draws happen on the generator's device (robustlab/_random.py):
+    a CPU generator gives the same numbers whatever the data's device (the reproducible mode,
+    each draw copied to the data), while ``generator(seed, device=x.device)`` draws on the
+    GPU without a copy, reproducible on that device only (CUDA draws other numbers from the
+    same seed). Without any generator, a method draws on the data's device.
+
+    Arguments:
+        seed: an int in [0, 2**32).
+        device: where the generator draws; the CPU if None.
     """
     check_seed(seed)
     return torch.Generator(device=device or "cpu").manual_seed(seed)

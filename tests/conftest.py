@@ -191,3 +191,12 @@ def batch(digits_test):
 def eight(digits_test):
     x, y = digits_test
     return x[:8].clone(), y[:8].clone()
+
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.fixture(params=DEVICES)
+def device(request) -> str:
+    """Each device the tests can run on: the CPU, and CUDA when this machine has it."""
+    return request.param

@@ -1,4 +1,5 @@
 import pytest
+import torch
 
 from robustlab.__main__ import main
 
@@ -43,3 +44,24 @@ def test_n_beyond_the_test_split_says_so(capsys):
     assert "| 0 |" in captured.out and "note" not in captured.out  # the table stays clean
     assert main(["attack", "--attack", "fgsm", "--eps", "0", "-n", "360"]) == 0
     assert capsys.readouterr().err == ""
+
+
+# issue 16: the command line had no --device and ran on the CPU even on a GPU machine
+def test_attack_runs_on_the_device_asked(device, capsys):
+    argv = ["attack", "--attack", "fgsm", "--eps", "0", "0.2", "-n", "60"]
+    assert main([*argv, "--device", "cpu"]) == 0
+    on_cpu = capsys.readouterr().out
+    assert main([*argv, "--device", device]) == 0
+    there = capsys.readouterr().out.splitlines()
+    # the clean row is a count of 60: equal; the attacked row within one example (float sums)
+    assert there[2] == on_cpu.splitlines()[2]
+    assert abs(float(there[3].split("|")[2]) - float(on_cpu.splitlines()[3].split("|")[2])) <= 1 / 60
+
+
+@pytest.mark.parametrize("device", ["gpu", "cuda:99"] + ([] if torch.cuda.is_available()
+                                                         else ["cuda"]))
+def test_a_device_this_machine_lacks_is_a_usage_error(device, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["attack", "--device", device])
+    assert exit_info.value.code == 2
+    assert f"argument --device: --device {device!r} is not usable here" in capsys.readouterr().err

@@ -8,6 +8,7 @@ from robustlab import data, models, seed_everything
 from robustlab.train import cross_entropy, evaluate, fit, predict
 
 from .conftest import leaves_as_found, nested_modes
+from .syncs import explain, grows
 
 
 def test_fit_learns_and_is_reproducible():
@@ -230,3 +231,21 @@ def test_failing_fit_leaves_model_optimizer_and_scheduler_as_passed(failure):
     assert same_state(opt.state_dict(), opt_before)
     assert same_state(sched.state_dict(), sched_before)
     assert opt.param_groups[0]["lr"] == opt_before["param_groups"][0]["lr"]
+
+
+# issue 16: evaluate read each batch's label range on the host (one sync per batch, which
+# stalls a GPU once per batch); the counts and checks now stay on the device until the end
+def test_evaluate_syncs_do_not_grow_with_the_batches(digits_cnn, digits_test):
+    x, y = digits_test
+    few, many = grows(lambda n: evaluate(digits_cnn, (x[:n], y[:n]), batch_size=16), 32, 256)
+    assert few.total == many.total, explain(few, many)
+
+
+def test_evaluate_names_the_batch_with_a_bad_label(digits_cnn, digits_test):
+    x, y = (t[:64].clone() for t in digits_test)
+    y[50] = 10
+    with pytest.raises(ValueError, match=r"data holds labels outside \[0, 10\) \(batch 4\)"):
+        evaluate(digits_cnn, (x, y), batch_size=16)
+    y[50] = -1
+    with pytest.raises(ValueError, match=r"outside \[0, 10\) \(batch 4\)"):
+        evaluate(digits_cnn, (x, y), batch_size=16)

@@ -11,8 +11,12 @@ and global batches that split evenly over the ranks, W ranks take exactly the st
 takes on the global batches (up to the order of floating-point sums): the mean of the ranks'
 mean gradients is the gradient of the global mean.
 
-Launch one process per rank with torchrun (gloo on CPU, NCCL on GPUs), e.g. the example
-script ``examples/ddp_pgd_at.py``,
+Backend and device follow one rule (`choose_backend`, used by `launch`, the example script
+and `ddp_fit`): NCCL with rank r on ``cuda:LOCAL_RANK`` when this machine has a GPU for each
+of its ranks, else gloo with every rank on the CPU (a warning says so when GPUs are there but
+too few). Collectives run on the rank's device: NCCL refuses CPU tensors.
+
+Launch one process per rank with torchrun, e.g. the example script ``examples/ddp_pgd_at.py``,
 
     torchrun --nproc-per-node 2 examples/ddp_pgd_at.py --epochs 10 --checkpoint run.pt
     torchrun --nnodes 2 --node-rank 0 --master-addr HOST --master-port 29500 \\
@@ -25,8 +29,10 @@ own.
 
 from __future__ import annotations
 
+import math
 import os
 import socket
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -41,7 +47,44 @@ from .. import checkpoint as _ckpt
 from .._checks import check_in_range, check_positive
 from ..train import fit
 
-__all__ = ["RankSlices", "ddp_fit", "launch", "rank_path", "shard_batches"]
+__all__ = ["RankSlices", "choose_backend", "ddp_fit", "launch", "rank_path", "rank_device",
+           "shard_batches"]
+
+
+def choose_backend(local_ranks: int, gpus: int | None = None, *, warn: bool = True) -> str:
+    """"nccl" when each of this machine's `local_ranks` processes gets its own GPU, else "gloo".
+
+    Args:
+        local_ranks: processes on this machine (torchrun's LOCAL_WORLD_SIZE).
+        gpus: visible CUDA devices; ``torch.cuda.device_count()`` if None.
+        warn: warn when GPUs are there but too few, so the run falls back to the CPU.
+    """
+    check_positive(local_ranks, "local_ranks", integer=True)
+    gpus = torch.cuda.device_count() if gpus is None else gpus
+    check_in_range(gpus, "gpus", 0, math.inf, integer=True)
+    if gpus >= local_ranks:
+        return "nccl"
+    if gpus and warn:
+        # two ranks on one GPU deadlock NCCL; gloo on the CPU is slow but correct
+        warnings.warn(f"{local_ranks} ranks but {gpus} visible GPU(s): NCCL needs one GPU per "
+                      f"rank, so every rank trains on the CPU with gloo; start at most {gpus} "
+                      f"ranks per machine to train on the GPUs", stacklevel=2)
+    return "gloo"
+
+
+def rank_device(backend: str, local_rank: int) -> torch.device:
+    """Where a rank of `backend` computes: ``cuda:local_rank`` under NCCL, the CPU under gloo.
+
+    Args:
+        backend: torch.distributed's backend name, "nccl" or "gloo".
+        local_rank: the rank's index on its machine (torchrun's LOCAL_RANK).
+    """
+    check_in_range(local_rank, "local_rank", 0, math.inf, integer=True)
+    if backend == "nccl":
+        return torch.device("cuda", local_rank)
+    if backend == "gloo":
+        return torch.device("cpu")
+    raise ValueError(f"backend must be 'nccl' or 'gloo', got {backend!r}")
 
 
 def _world() -> tuple[int, int]:
@@ -114,10 +157,11 @@ def rank_path(path: str | os.PathLike, rank: int) -> Path:
     return path if rank == 0 else path.with_name(f"{path.name}.rank{rank}")
 
 
-def _check_resume_agrees(path: Path | None, resume: bool) -> None:
+def _check_resume_agrees(path: Path | None, resume: bool, device: torch.device) -> None:
     """All ranks resume from the same epoch: a crash between two ranks' saves is refused."""
+    # on the rank's device: NCCL refuses to gather CPU tensors
     done = torch.tensor([_ckpt.load(path)["epoch"] if resume and path is not None
-                         and _ckpt.exists(path) else 0])
+                         and _ckpt.exists(path) else 0], device=device)
     epochs = [torch.zeros_like(done) for _ in range(dist.get_world_size())]
     dist.all_gather(epochs, done)
     if len({int(e) for e in epochs}) > 1:
@@ -132,7 +176,8 @@ def ddp_fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int, 
     """`robustlab.train.fit` on this rank's share of the data, gradients averaged by DDP.
 
     Call it on every rank after ``dist.init_process_group``. The model moves to this rank's
-    device (``cuda:LOCAL_RANK`` when CUDA is there, else the CPU) and is wrapped in
+    device, set by the process group's backend (`rank_device`: ``cuda:LOCAL_RANK`` under
+    NCCL, the CPU under gloo; pick the backend with `choose_backend`), and is wrapped in
     DistributedDataParallel, which first copies rank 0's parameters to every rank. `batch_size`
     is the global batch (see `shard_batches`); `fit_kwargs` (objective, optimizer, lr,
     scheduler, eval_data, ...) go to `fit` unchanged. With `checkpoint`, each rank saves every
@@ -144,16 +189,20 @@ def ddp_fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int, 
     independent random starts; the shuffling is shared through `seed`.
     """
     rank, world_size = _world()
-    if torch.cuda.is_available():
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)))
+    # from the backend, not from torch.cuda: gloo on a machine with too few GPUs stays on the
+    # CPU, where cuda:LOCAL_RANK would be an invalid ordinal on some rank
+    device = rank_device(dist.get_backend(), int(os.environ.get("LOCAL_RANK", rank)))
+    if device.type == "cuda":
+        if device.index >= torch.cuda.device_count():  # NCCL chosen by hand with too few GPUs
+            raise RuntimeError(f"this rank is {device} under NCCL but {torch.cuda.device_count()}"
+                               f" GPU(s) are visible: start at most one rank per GPU, or gloo "
+                               f"(choose_backend picks the right one)")
         torch.cuda.set_device(device)
-    else:
-        device = torch.device("cpu")
     model.to(device)
     wrapped = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"
                                       else None)
     path = None if checkpoint is None else rank_path(checkpoint, rank)
-    _check_resume_agrees(path, resume)
+    _check_resume_agrees(path, resume, device)
     batches = shard_batches(x, y, batch_size=batch_size, seed=seed, rank=rank,
                             world_size=world_size)
     return fit(wrapped, batches, epochs=epochs, checkpoint=path, resume=resume and path is not None,
@@ -178,13 +227,14 @@ def _run_rank(rank: int, fn: Callable, world_size: int, port: int, backend: str,
 
 def launch(fn: Callable, world_size: int, *args, backend: str | None = None) -> None:
     """Run ``fn(rank, world_size, *args)`` in `world_size` new processes on this machine, with
-    torch.distributed initialised (gloo on CPU, NCCL when there is a GPU per rank) on a free
-    localhost port; wait for all and raise if one fails. `fn` must be importable (defined at
-    a module's top level): the processes are spawned, not forked."""
+    torch.distributed initialised on a free localhost port; wait for all and raise if one fails.
+    `fn` must be importable (defined at a module's top level): the processes are spawned, not
+    forked. The backend defaults to `choose_backend(world_size)`: NCCL when there is a GPU per
+    rank, else gloo on the CPU."""
     check_positive(world_size, "world_size", integer=True)
     if not callable(fn):
         raise TypeError(f"fn must be callable, got {type(fn).__name__}")
     if backend is None:
-        backend = "nccl" if torch.cuda.device_count() >= world_size else "gloo"
+        backend = choose_backend(world_size)
     mp.spawn(_run_rank, args=(fn, world_size, _free_port(), backend, args), nprocs=world_size,
              join=True)

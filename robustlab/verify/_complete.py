@@ -6,7 +6,11 @@ They solve the network in real arithmetic; the model runs in its own dtype. So "
 every margin z_y - z_j proved above `Referee.need`, the model's rounding bound over the ball
 plus TOL, and a counterexample is kept only when its real margin z_j - z_y beats the rounding
 bound at that point: then every float evaluation of it, alone or in any batch, in any summation
-order, misclassifies it (ties never count). Between the two the answer is "unknown"."""
+order, misclassifies it (ties never count). Between the two the answer is "unknown".
+
+The float64 copy lives on the CPU on purpose, whatever the input's device: the LPs and MILPs
+are solved by HiGHS (scipy) on the CPU, and the Referee checks one point at a time. Only
+branch_and_bound's CROWN bounding, a batched tensor computation, runs on the input's device."""
 
 from __future__ import annotations
 

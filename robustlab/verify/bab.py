@@ -1,5 +1,9 @@
 """Branch and bound: split unstable ReLUs into subdomains, bound each with CROWN under its split
-constraints (and an LP where CROWN is not enough), solve one with every ReLU fixed exactly as an LP."""
+constraints (and an LP where CROWN is not enough), solve one with every ReLU fixed exactly as an LP.
+
+The CROWN bounding of the subdomains, the bulk of the work, runs in float64 on the input's device
+(a GPU when x is on one); the LPs and the Referee's checks run on a float64 copy on the CPU,
+where HiGHS (scipy) solves them."""
 
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ from ._complete import confirm, each_example, into_ball, relu_only, setup
 from ._encode import dense_chain, encode
 from .crown import crown_bounds
 from .network import ReLU
+from .rounding import as_float64
 from .types import Verdict, margin_spec
 
 
@@ -85,14 +90,16 @@ def _scores(chain, c_row, pre_l, pre_u):
     triangle's upper line (0 for a stable or split ReLU): the looseness it adds to that bound."""
     sizes = [w.shape[1] for w, _ in chain[1:]]
     ls, us = pre_l.split(sizes, 1), pre_u.split(sizes, 1)
-    lam, scores = c_row @ torch.from_numpy(chain[-1][0]), []
+    # chain holds numpy (CPU) weights: bring each to the subdomains' device
+    weights = [torch.from_numpy(w).to(pre_l.device) for w, _ in chain]
+    lam, scores = c_row @ weights[-1], []
     for k in reversed(range(len(sizes))):
         l, u = ls[k], us[k]
         unstable = (l < 0) & (u > 0)
         a_u = torch.where(unstable, u / (u - l).clamp_min(1e-12), (l >= 0).to(l.dtype))
         a_l = torch.where(unstable, (u > -l).to(l.dtype), a_u)
         scores.insert(0, lam.abs() * torch.where(unstable, -l * a_u, torch.zeros_like(l)))
-        lam = (lam.clamp(min=0) * a_l + lam.clamp(max=0) * a_u) @ torch.from_numpy(chain[k][0])
+        lam = (lam.clamp(min=0) * a_l + lam.clamp(max=0) * a_u) @ weights[k]
     return torch.cat(scores, 1)
 
 
@@ -102,8 +109,10 @@ def _lp(referee, relus, x, y, eps, norm, dom, others, need, left):
     input), exact when every ReLU is fixed. Returns (counterexample or None, the LP's lower
     bounds on z_y - z_j (1, K-1) (inf where infeasible), notes)."""
     x0, net = x.detach().cpu().double().flatten().numpy(), referee.net
+    need = need.tolist()  # one read for the whole LP, not one per class compared
     sizes = [int(np.prod(net.layers[i].shape)) for i in relus]
-    pre = [(lo.numpy(), up.numpy()) for lo, up in zip(dom.pre_l[0].split(sizes), dom.pre_u[0].split(sizes))]
+    pre = [(lo.numpy(), up.numpy()) for lo, up in zip(dom.pre_l[0].cpu().split(sizes),
+                                                      dom.pre_u[0].cpu().split(sizes))]
     enc = encode(net, x0, eps, norm, pre)
     cols, e, c = enc.logits
     lower, notes = dom.lower.clone(), []
@@ -131,8 +140,9 @@ def _lp(referee, relus, x, y, eps, norm, dom, others, need, left):
     return None, lower, notes
 
 
-def _search(referee, x, y, eps, norm, need, max_branches, batch, lp, time_limit, start):
-    """Best-first branch and bound for one example; returns its Verdict."""
+def _search(referee, crown_net, x, y, eps, norm, need, max_branches, batch, lp, time_limit, start):
+    """Best-first branch and bound for one example; returns its Verdict. `crown_net` is the
+    float64 network on x's device that bounds the subdomains; `referee.net` (CPU) feeds the LPs."""
     def done(status, adv=None, reason=None):
         if status == "falsified":
             return referee.verdict(adv, y, reason, start)
@@ -148,8 +158,11 @@ def _search(referee, x, y, eps, norm, need, max_branches, batch, lp, time_limit,
     relus = [i for i, layer in enumerate(net.layers) if isinstance(layer, ReLU)]
     chain = dense_chain(net)
     m = sum(int(np.prod(net.layers[i].shape)) for i in relus)
-    x64, C = x.detach().cpu().double()[None], margin_spec(torch.tensor([y]), k).double()
-    fresh = _bound(net, relus, x64, eps, norm, C, need, torch.zeros(1, m, dtype=torch.int8))
+    dev = x.device
+    x64 = x.detach().double()[None]
+    C = margin_spec(torch.tensor([y], device=dev), k).double()
+    fresh = _bound(crown_net, relus, x64, eps, norm, C, need,
+                   torch.zeros(1, m, dtype=torch.int8, device=dev))
     if not len(fresh):
         return done("verified", reason="CROWN alone proves it")
     branches = lps = 0
@@ -185,7 +198,7 @@ def _search(referee, x, y, eps, norm, need, max_branches, batch, lp, time_limit,
         children[rows, pick] = 1
         children[rows + len(now), pick] = -1
         branches += len(now)
-        fresh = _bound(net, relus, x64, eps, norm, C, need, children, now.lower.repeat(2, 1))
+        fresh = _bound(crown_net, relus, x64, eps, norm, C, need, children, now.lower.repeat(2, 1))
     if notes:
         return done("unknown", reason="; ".join(dict.fromkeys(notes)))
     return done("verified", reason=f"every subdomain bounded above 0 ({branches} branches, {lps} LPs)")
@@ -216,7 +229,8 @@ def branch_and_bound(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps:
 
     Arguments:
         model: a chain of affine layers and ReLUs that `read_network` reads (max pooling is
-            refused: use milp); bounded in float64 on a copy; left as found.
+            refused: use milp); bounded in float64 on a copy, CROWN on x's device and the LPs
+            on the CPU (scipy's HiGHS); left as found.
         x: images (N, C, H, W) in [0, 1]; y: labels (N,); eps >= 0.
         norm: "linf" or "l1" (the L2 ball is not linear and is refused).
         max_branches: splits per example before the verdict is "unknown".
@@ -234,6 +248,8 @@ def branch_and_bound(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps:
     x, yc, norm, time_limit, referee, k, wrong = setup(model, x, y, norm, time_limit, "crown",
                                                        "branch_and_bound", eps)
     relu_only(referee.net, "branch_and_bound")
-    need = referee.need(x.detach().cpu().double(), eps, yc)
+    need = referee.need(x.detach().cpu().double(), eps, yc).to(x.device)
+    crown_net = as_float64(referee.net, x.device)  # the subdomains' bounding, on x's device
     return each_example(x, yc, wrong, start, referee, lambda i, t0: _search(
-        referee, x[i], int(yc[i]), eps, norm, need[i], max_branches, batch, lp, time_limit, t0))
+        referee, crown_net, x[i], int(yc[i]), eps, norm, need[i], max_branches, batch, lp,
+        time_limit, t0))

@@ -32,9 +32,10 @@ class MinDistortion(Tabular):
     Attributes:
         norm: "linf" or "l1".
         labels: the true classes.
-        distortion: (N,) float64, the smallest ||x' - x|| over misclassified x' (the MILP's
-            optimum; inf when no adversarial example lies within max_eps).
-        lower: (N,) float64, a proven lower bound: no x' closer than this is misclassified
+        distortion: (N,) float64 on the CPU (the solver's numbers), the smallest ||x' - x||
+            over misclassified x' (the MILP's optimum; inf when no adversarial example lies
+            within max_eps).
+        lower: (N,) float64 on the CPU, a proven lower bound: no x' closer than this is misclassified
             (when the status is "optimal", within SOLVED = 1e-4 of `distortion`, relatively, plus
             the band in which the model's rounding decides the class: see `min_distortion`).
         counterexamples: per example the adversarial input (C, H, W) at that distance (its
@@ -197,7 +198,8 @@ def min_distortion(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: 
     distance; for float64, nothing visible).
 
     Arguments:
-        model: a chain that `read_network` reads (solved in float64 on a copy; left as found).
+        model: a chain that `read_network` reads (solved in float64 on a CPU copy, on purpose:
+            HiGHS, scipy's MILP solver, runs on the CPU whatever x's device; left as found).
         x: images (N, C, H, W) in [0, 1]; y: labels (N,).
         norm: "linf" or "l1" (the L2 ball is not linear and is refused).
         max_eps: the largest distance searched (a smaller one gives tighter big-M constants and

@@ -87,7 +87,8 @@ def milp(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm
     misclassifies (beyond rounding) is falsified by x itself.
 
     Arguments:
-        model: a chain that `read_network` reads (solved in float64 on a copy; left as found).
+        model: a chain that `read_network` reads (solved in float64 on a CPU copy, on purpose:
+            HiGHS, scipy's MILP solver, runs on the CPU whatever x's device; left as found).
         x: images (N, C, H, W) in [0, 1]; y: labels (N,); eps >= 0.
         norm: "linf" or "l1" (|x' - x| <= t, sum t <= eps with auxiliary variables); the L2
             ball is not linear and is refused.

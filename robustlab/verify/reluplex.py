@@ -123,7 +123,8 @@ def reluplex(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, 
 
     Arguments:
         model: a chain of affine layers and ReLUs that `read_network` reads (max pooling is
-            refused: use milp); solved in float64 on a copy; left as found.
+            refused: use milp); solved in float64 on a CPU copy, on purpose: the simplex
+            runs in scipy on the CPU whatever x's device; left as found.
         x: images (N, C, H, W) in [0, 1]; y: labels (N,); eps >= 0.
         norm: "linf" or "l1" (the L2 ball is not linear and is refused).
         bounds: "interval" or "crown", the bounds of the root case.

@@ -1,5 +1,8 @@
-"""Data-parallel adversarial training: two gloo ranks on CPU take the steps one process takes on
-the same global batches; each rank's slices make up fit's own batches."""
+"""Data-parallel adversarial training: two ranks (gloo on CPU here, NCCL on a machine with a GPU
+per rank) take the steps one process takes on the same global batches; each rank's slices make
+up fit's own batches."""
+
+import warnings
 
 import pytest
 import torch
@@ -7,7 +10,15 @@ from torch import nn
 
 from robustlab import data
 from robustlab.defences import pgd_at
-from robustlab.defences.distributed import RankSlices, ddp_fit, launch, rank_path, shard_batches
+from robustlab.defences.distributed import (
+    RankSlices,
+    choose_backend,
+    ddp_fit,
+    launch,
+    rank_device,
+    rank_path,
+    shard_batches,
+)
 from robustlab.train import fit
 
 EPOCHS, BATCH, N = 2, 32, 96
@@ -43,7 +54,9 @@ def test_two_ranks_equal_one_process(tmp_path):
     ranks equal each other exactly (DDP keeps them in step) and the one-process run within
     1e-10 (the ranks sum the gradient in another order); training moved them by ~1e-1."""
     launch(_rank, 2, str(tmp_path / "w"))
-    ranks = [torch.load(tmp_path / f"w.{r}", weights_only=True) for r in range(2)]
+    # map to the CPU: under NCCL (two GPUs) the ranks saved CUDA tensors
+    ranks = [torch.load(tmp_path / f"w.{r}", weights_only=True, map_location="cpu")
+             for r in range(2)]
     single = tiny_model()
     start = {k: v.clone() for k, v in single.state_dict().items()}
     fit(single, training_data(), epochs=EPOCHS, batch_size=BATCH, seed=3, lr=1e-2,
@@ -108,3 +121,36 @@ def test_shard_batches_checks_rank_and_world_size(rank, world_size, error, messa
     if world_size == 2 and isinstance(rank, int):
         with pytest.raises(error, match=message):
             RankSlices([[0, 1, 2, 3]], rank, world_size)
+
+
+# issue 16: on a one-GPU machine launch chose gloo but ddp_fit put rank 1 on cuda:1, and under
+# NCCL the resume check gathered a CPU tensor, which NCCL refuses
+@pytest.mark.parametrize("ranks, gpus, backend, devices", [
+    (2, 0, "gloo", ["cpu", "cpu"]),
+    (2, 1, "gloo", ["cpu", "cpu"]),
+    (2, 2, "nccl", ["cuda:0", "cuda:1"]),
+    (1, 1, "nccl", ["cuda:0"]),
+    (1, 0, "gloo", ["cpu"]),
+])
+def test_backend_and_device_follow_the_gpu_count(ranks, gpus, backend, devices):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        chosen = choose_backend(ranks, gpus)
+    assert chosen == backend
+    assert [rank_device(chosen, r) for r in range(ranks)] == [torch.device(d) for d in devices]
+
+
+def test_too_few_gpus_warns_and_bad_input_is_named():
+    with pytest.warns(UserWarning, match="2 ranks but 1 visible GPU"):
+        choose_backend(2, 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no GPU at all is the plain CPU case: no warning
+        choose_backend(2, 0)
+    with pytest.raises(ValueError, match="local_ranks must be > 0"):
+        choose_backend(0, 1)
+    with pytest.raises(ValueError, match="gpus must lie in"):
+        choose_backend(1, -1)
+    with pytest.raises(ValueError, match="backend must be 'nccl' or 'gloo'"):
+        rank_device("mpi", 0)
+    with pytest.raises(ValueError, match="local_rank must lie in"):
+        rank_device("nccl", -1)

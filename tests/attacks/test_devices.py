@@ -1,0 +1,129 @@
+"""Every public attack on each device (`device` fixture): the result on the input's device,
+identical twice with a seed on the CPU, equal to the CPU's on CUDA within each case's tolerance.
+
+Inputs are 4 test digits and the pretrained digits CNN; each case runs a few steps or queries.
+Random methods take a CPU generator, the mode in which draws are the same on every device.
+"""
+
+
+import pytest
+import torch
+
+from robustlab import attacks as A
+from robustlab.defences import Defended, RandomResizePad, median_filter
+from robustlab.tokens import TokenCNN, token_task
+
+from ..conftest import seeded
+from ..devices import Case, check_case, cnn_setup
+
+
+def setup(device):
+    """A fresh copy of the CNN and 4 digits, on `device`."""
+    return cnn_setup(device, 4)
+
+
+def _tokens(device):
+    torch.manual_seed(0)
+    model = TokenCNN(vocab=32, dim=8).to(device)
+    ids, y = token_task(4, seq_len=8, vocab=32)
+    return model, ids.to(device), y.to(device)
+
+
+def _oracle(device):
+    model, x, y = setup(device)
+    oracle = A.Oracle(model, budget=50)
+    scores = oracle(x)
+    return scores, oracle.queries
+
+
+def _ledger(device):
+    model, x, y = setup(device)
+    ledger = A.QueryLedger(A.Oracle(model), x, y, max_queries=10)
+    fooled = ledger.fooled(x, torch.arange(4), targeted=False)
+    return fooled, ledger.used(), ledger.left()
+
+
+def _budget_error(device):
+    model, x, y = setup(device)
+    oracle = A.Oracle(model, budget=1)
+    scores = oracle(x)
+    with pytest.raises(A.QueryBudgetError):  # raised from the device's counts as on the CPU's
+        oracle(x)
+    return scores
+
+
+def _guap(device):
+    model, x, y = setup(device)
+    flow, v = A.guap(model, x, y, eps=0.1, steps=2, batch_size=4, generator=seeded())
+    return flow, v, A.apply_guap(x, flow, v), A.guap_flow_norm(flow)
+
+
+def _stadv(device):
+    model, x, y = setup(device)
+    x_adv, flow = A.stadv(model, x, y, steps=3, return_flow=True)
+    return x_adv, flow, A.flow_warp(x, flow), A.flow_loss(flow)
+
+
+def _patch(device):
+    model, x, y = setup(device)
+    p = A.patch(model, x, y, size=3, steps=2, generator=seeded())
+    return p, A.apply_patch(x, p, generator=seeded()), A.patch_success(model, x, y, p, trials=2,
+                                                                    generator=seeded())
+
+
+# a black-box search keeps a candidate when its loss is lower: at a near tie, float sums in
+# another order on the GPU may keep another one, and that image's path differs from there on;
+# one image of the four may (its x_adv and its query count), the others must agree
+SEARCH = dict(atol=1e-5, frac=0.3)
+
+CASES = {
+    "BPDA": Case(lambda d: (lambda m, x, y: A.BPDA(m, lambda t: median_filter(t, 3))(x))(*setup(d))),
+    "EOT": Case(lambda d: (lambda m, x, y: A.EOT(Defended(m, RandomResizePad(generator=seeded())),
+                                                  samples=3)(x))(*setup(d))),
+    # the Oracle's ledger is host-side: a caller's queries are charged on the CPU (the attacks'
+    # own counts stay on x's device, in their QueryLedger)
+    "Oracle": Case(_oracle, host=("result[1]",)),
+    "QueryLedger": Case(_ledger),
+    "QueryBudgetError": Case(_budget_error),
+    "apply_guap": Case(_guap, atol=1e-4, frac=0.05),
+    "guap": Case(_guap, atol=1e-4, frac=0.05),
+    "guap_flow_norm": Case(_guap, atol=1e-4, frac=0.05),
+    "cw": Case(lambda d: A.cw(*setup(d), steps=5, binary_steps=1), atol=1e-4, frac=0.02),
+    "deepfool": Case(lambda d: A.deepfool(*setup(d), steps=3), atol=1e-4, frac=0.02),
+    "fgsm": Case(lambda d: A.fgsm(*setup(d), eps=0.1), atol=1e-5, frac=0.01),
+    "flow_loss": Case(_stadv, atol=1e-4, frac=0.05),
+    "flow_warp": Case(_stadv, atol=1e-4, frac=0.05),
+    "stadv": Case(_stadv, atol=1e-4, frac=0.05),
+    "fooling_rate": Case(lambda d: A.fooling_rate(*setup(d))),
+    "hop_skip_jump": Case(lambda d: A.hop_skip_jump(*setup(d), max_queries=60, generator=seeded()),
+                          **SEARCH),
+    "lbfgs": Case(lambda d: A.lbfgs(*setup(d), targeted=False, search_steps=2, max_iter=5),
+                  atol=1e-3, frac=0.05),
+    "one_pixel": Case(lambda d: A.one_pixel(*setup(d), popsize=5, max_iter=2, generator=seeded()),
+                      **SEARCH),
+    "patch": Case(_patch, atol=1e-4, frac=0.05),
+    "apply_patch": Case(_patch, atol=1e-4, frac=0.05),
+    "patch_success": Case(_patch, atol=1e-4, frac=0.05),
+    "pgd": Case(lambda d: A.pgd(*setup(d), eps=0.1, alpha=0.03, steps=3, generator=seeded()),
+                atol=1e-5, frac=0.02),
+    "single_pixel_search": Case(lambda d: A.single_pixel_search(*setup(d))),
+    "corner_pixel_search": Case(lambda d: A.corner_pixel_search(*setup(d), max_queries=40,
+                                                                round_size=8, generator=seeded())),
+    "random_pixel_search": Case(lambda d: A.random_pixel_search(*setup(d), max_queries=40,
+                                                                round_size=8, generator=seeded())),
+    "square": Case(lambda d: A.square(*setup(d), eps=0.1, max_queries=30, generator=seeded()),
+                   **SEARCH),
+    "uap": Case(lambda d: A.uap(*setup(d), eps=0.1, max_passes=1, deepfool_steps=3,
+                                generator=seeded()), atol=1e-4, frac=0.05),
+    "zoo": Case(lambda d: A.zoo(*setup(d), coords_per_step=4, max_queries=40, generator=seeded()),
+                **SEARCH),
+    "embedding_pgd": Case(lambda d: A.embedding_pgd(*_tokens(d), eps=0.5, alpha=0.2, steps=2,
+                                                    generator=seeded()), atol=1e-5, frac=0.02),
+    "embedding_robust_accuracy": Case(lambda d: A.embedding_robust_accuracy(
+        *_tokens(d), eps=0.5, alpha=0.2, steps=2, generator=seeded())),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_attack_on_device(name, device):
+    check_case(CASES[name], device)
