@@ -37,6 +37,7 @@ from .transforms import (
     Transform,
     bit_depth,
     jpeg,
+    jpeg_approx,
     median_filter,
     total_variation,
     tv_denoise,
@@ -48,7 +49,7 @@ __all__ = ["BestRobust", "BjorckLinear", "Defended", "GroupSort", "RandomResizeP
            "spectral_normalised", "spectral_norms", "trades", "vat", "vat_direction",
            "weight_correlation", "weight_correlation_penalty", "wrm", "yopo"]
 __all__ += ["ddp_fit", "distributed", "launch", "shard_batches"]
-__all__ += ["SqueezeDetector", "calibrate_squeezing", "default_squeezers", "jpeg", "median_filter",
-            "squeeze_score", "total_variation", "tv_denoise"]
+__all__ += ["SqueezeDetector", "calibrate_squeezing", "default_squeezers", "jpeg", "jpeg_approx",
+            "median_filter", "squeeze_score", "total_variation", "tv_denoise"]
 __all__ += ["freelb", "latent_at", "latent_discriminator"]
 __all__ += ["augmented", "random_shift"]

@@ -16,7 +16,6 @@ import torch.distributed as dist
 from robustlab import data, models
 from robustlab import defences as D
 from robustlab.defences import smoothing
-from robustlab.defences.transforms import jpeg_approx
 from robustlab.tokens import TokenCNN, token_task
 from robustlab.train import fit
 
@@ -157,7 +156,7 @@ CASES = {
     "RandomResizePad": transform(lambda x: D.RandomResizePad(generator=seeded())(x)),
     "bit_depth": transform(lambda x: D.bit_depth(x, 3)),
     "jpeg": transform(lambda x: D.jpeg(x, 60), atol=1 / 255 + 1e-6),
-    "transforms.jpeg_approx": transform(lambda x: jpeg_approx(x, 60), atol=1e-5),
+    "jpeg_approx": transform(lambda x: D.jpeg_approx(x, 60), atol=1e-5),
     "median_filter": transform(lambda x: D.median_filter(x, 3)),
     "total_variation": transform(D.total_variation, atol=1e-4),
     "tv_denoise": transform(lambda x: D.tv_denoise(x, steps=5), atol=1e-4),
