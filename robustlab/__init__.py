@@ -5,9 +5,9 @@ Deep Learning: Theory, Algorithms, and Applications". Images are pixel-space ten
 of shape (N, C, H, W); models return logits (N, K).
 """
 
-from . import attacks, data, defences, evaluate, models, train, verify
+from . import attacks, data, defences, evaluate, models, stats, train, verify
 from .utils import default_device, generator, report, seed_everything
 
 __version__ = "0.1.0"
 __all__ = ["attacks", "data", "defences", "evaluate", "default_device", "generator", "models",
-           "report", "seed_everything", "train", "verify"]
+           "report", "seed_everything", "stats", "train", "verify"]

@@ -22,6 +22,7 @@ from .attacks import test_devices as attack_cases
 from .conftest import seeded
 from .defences import test_devices as defence_cases
 from .devices import Case, check_case, cnn_setup
+from .stats import test_devices as stats_cases
 from .verify import test_devices as verify_cases
 
 
@@ -187,6 +188,7 @@ PACKAGES = {
     "defences": (robustlab.defences, defence_cases.COVERED, defence_cases.NOT_ON_A_DEVICE),
     "verify": (robustlab.verify, set(verify_cases.CASES), verify_cases.NOT_ON_A_DEVICE),
     "evaluate": (robustlab.evaluate, set(EVALUATE), NOT_ON_A_DEVICE),
+    "stats": (robustlab.stats, set(stats_cases.CASES), stats_cases.NOT_ON_A_DEVICE),
 }
 
 
