@@ -154,11 +154,9 @@ class Oracle:
                                    f"example(s) {examples[over][:10].tolist()}")
         self._counts[pos] = total
 
-    def answer(self, images: torch.Tensor, discarded: torch.Tensor | int = 0) -> torch.Tensor:
+    def answer(self, images: torch.Tensor) -> torch.Tensor:
         """The model's scores or labels on `images`, unchecked and uncharged: the path of an
-        attack whose inputs were checked on entry (through a QueryLedger, which charges).
-        `discarded` of them are evaluated only to keep the batch whole; they are counted apart."""
-        self._discarded = self._discarded + discarded
+        attack whose inputs were checked on entry (through a QueryLedger, which charges)."""
         with eval_mode(self.model), torch.no_grad():
             z = torch.cat([logits_of(self.model, b) for b in images.split(self.batch_size)])
         if z.shape[1] != self.num_classes:
@@ -183,10 +181,10 @@ def as_oracle(model: nn.Module | Oracle, output: str, max_queries: int) -> Oracl
     return model
 
 
-# Where a loop may look at the host: after 1/256, 1/128, ..., 1/2 of its iterations. A loop over
+# Where a loop may look at the host: after 1/8192, 1/4096, ..., 1/2 of its iterations. A loop over
 # n iterations checks whether anything is left to do (and shrinks its working set to what is)
 # len(CHECKS) + 1 times whatever n is, and runs at most about twice the iterations it needed.
-CHECKS = tuple(2.0 ** -j for j in range(8, 0, -1))
+CHECKS = tuple(2.0 ** -j for j in range(13, 0, -1))
 
 
 def segments(n: int) -> list[range]:
@@ -238,9 +236,16 @@ class QueryLedger:
                 answers must not be used (`Oracle.discarded` counts them).
         """
         per_row = len(images) // len(rows)
-        charge = torch.full_like(rows, per_row) if live is None else live.long() * per_row
-        self.spent[rows] += charge
-        return self.oracle.answer(images, len(images) - charge.sum())
+        out = self.oracle.answer(images)
+        self.pay(rows, torch.full_like(rows, per_row) if live is None else live.long() * per_row,
+                 len(images))
+        return out
+
+    def pay(self, rows: torch.Tensor, counts: torch.Tensor, evaluated: int) -> None:
+        """Charge `counts` (A,) queries to the distinct example indices `rows` (A,), for a batch
+        of `evaluated` images; the images nobody pays for count as the Oracle's `discarded`."""
+        self.spent[rows] += counts
+        self.oracle._discarded = self.oracle._discarded + (evaluated - counts.sum())
 
     def fooled(self, images: torch.Tensor, rows: torch.Tensor, targeted: bool,
                live: torch.Tensor | None = None) -> torch.Tensor:
