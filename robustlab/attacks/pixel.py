@@ -124,7 +124,8 @@ def _mutants(pop: torch.Tensor, h: int, w: int, f: float, generator) -> torch.Te
     ia = torch.arange(a, device=pop.device)[:, None]
     pick = [pop[ia, (r % p).to(pop.device)] for r in (r1, r1 + o2, r1 + o3)]
     kid = pick[0] + f * (pick[1] - pick[2])
-    hi = torch.tensor([h - 1, w - 1] + [1] * (pop.shape[-1] - 2), dtype=pop.dtype, device=pop.device)
+    hi = torch.ones(pop.shape[-1], dtype=pop.dtype, device=pop.device)  # not torch.tensor: a copy
+    hi[0], hi[1] = h - 1, w - 1
     return kid.clamp(min=torch.zeros_like(hi), max=hi)
 
 

@@ -25,10 +25,13 @@ def _signs(shape, generator, like: torch.Tensor) -> torch.Tensor:
     return (torch.randint(0, 2, shape, generator=generator, device=dev) * 2 - 1).to(like)
 
 
-def _rings(a: int, b: int) -> torch.Tensor:
-    """Concentric rectangles around the centre of an a x b patch, ring k weighted sum_{j>=k} 1/(j+1)^2."""
-    k = torch.maximum((torch.arange(a) - a // 2).abs()[:, None], (torch.arange(b) - b // 2).abs())
-    tail = (1 / torch.arange(1, max(a, b) // 2 + 2) ** 2).flip(0).cumsum(0).flip(0)
+def _rings(a: int, b: int, like: torch.Tensor) -> torch.Tensor:
+    """Concentric rectangles around the centre of an a x b patch, ring k weighted sum_{j>=k} 1/(j+1)^2,
+    made where `like` is (a copy from the CPU at every iteration would make a GPU wait)."""
+    i, j = torch.arange(a, device=like.device), torch.arange(b, device=like.device)
+    k = torch.maximum((i - a // 2).abs()[:, None], (j - b // 2).abs())
+    tail = (1 / torch.arange(1, max(a, b) // 2 + 2, device=like.device, dtype=like.dtype) ** 2)
+    tail = tail.flip(0).cumsum(0).flip(0)
     d = tail[k]
     return d / d.norm().clamp_min(1e-12)
 
@@ -36,8 +39,8 @@ def _rings(a: int, b: int) -> torch.Tensor:
 def _square_pattern(s: int, generator, like: torch.Tensor) -> torch.Tensor:
     """The L2 update's s x s patch: +rings on one half, -rings on the other, unit norm; a coin
     drawn on the generator's device transposes it, without reading the coin on the host."""
-    d = torch.cat([_rings(s // 2, s), -_rings(s - s // 2, s)])
-    d = (d / d.norm()).to(like)
+    d = torch.cat([_rings(s // 2, s, like), -_rings(s - s // 2, s, like)])
+    d = d / d.norm()
     coin = torch.rand(1, generator=generator, device=draw_device(generator)).to(like.device)
     return torch.where(coin < 0.5, d.T, d)
 
