@@ -5,6 +5,13 @@ an Oracle and spend at most `max_queries` model evaluations per example. Every o
 returns ``(x_adv, queries)``: x_adv as any attack's (shape, dtype and device of x), and queries
 an (N,) long tensor on x's device with what each example of the batch cost in this call (not
 what an Oracle passed in had counted before). ``QueryLedger.result`` builds that pair.
+
+On a GPU an attack's loop must not wait on the host (issue 16): a caller's query is checked
+(images in [0, 1], indices) and charged on the CPU, but an attack checks its inputs once, on
+entry, and then asks through its QueryLedger, whose counts stay on x's device until `result`.
+Its loops keep a fixed working set of examples between the few checkpoints of `segments`,
+with masks for those that have stopped: their images are evaluated but never charged
+(``Oracle.discarded`` counts them), and their answers are not used.
 """
 
 from __future__ import annotations
@@ -43,7 +50,8 @@ class Oracle:
     taken grows with them, not with the largest index) and ``queries`` is the dense view of
     examples 0..max(seen). A call that would take an example past ``budget`` raises
     QueryBudgetError and evaluates nothing. The model runs in eval mode under torch.no_grad(),
-    and its modes, parameters and gradients are as they were afterwards.
+    and its modes, parameters and gradients are as they were afterwards. Attacks use the two
+    halves of a call apart: ``answer`` (the model's output, unchecked) and ``charge``.
 
     What an attacker may know without a query is explicit: ``device`` and ``dtype`` (where and
     in which precision images must be), and ``num_classes`` (K).
