@@ -63,9 +63,12 @@ def _best_single_pixel(model, xi, yi, col, targeted, batch_size) -> tuple[torch.
         zy = z.gather(1, ys[:, None])[:, 0]  # not z[:, yi]: a 0-d index may be read on the host
         score = -zy if targeted else zy - other_max(z, ys)
         score = score.masked_fill(~is_fooled(z.argmax(1), ys, targeted), torch.inf)
-        j = score.argmin()  # the first of the least: a later chunk must do strictly better
-        better = score[j] < best_score
-        best, best_score = torch.where(better, imgs[j], best), torch.where(better, score[j], best_score)
+        # the first of the least (a later chunk must do strictly better); a 1-element index,
+        # since indexing with a 0-d tensor reads it on the host
+        j = score.argmin().view(1)
+        top, pick = score[j][0], imgs[j][0]
+        better = top < best_score
+        best, best_score = torch.where(better, pick, best), torch.where(better, top, best_score)
     return best, best_score
 
 
