@@ -28,6 +28,7 @@ from robustlab.attacks import (
     corner_pixel_search,
     hop_skip_jump,
     one_pixel,
+    pixel,
     random_pixel_search,
     single_pixel_search,
     square,
@@ -243,11 +244,8 @@ def cuda_syncs(name: str, n: int) -> int:
     """Synchronising CUDA calls of RUNS[name] at budget n, as torch's sync debug mode reports."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        torch.cuda.set_sync_debug_mode("warn")
-        try:
+        with sync_mode("warn"):
             RUNS[name][0](n, "cuda")
-        finally:
-            torch.cuda.set_sync_debug_mode("default")
     return sum("synchroniz" in str(w.message) for w in caught)
 
 
@@ -260,17 +258,52 @@ def test_cuda_syncs_do_not_grow_with_the_budget(name):
     assert cuda_syncs(name, small) == cuda_syncs(name, large)
 
 
+@contextlib.contextmanager
+def sync_mode(mode: str):
+    """torch.cuda's sync debug mode for the block, restored after."""
+    before = torch.cuda.get_sync_debug_mode()
+    torch.cuda.set_sync_debug_mode(mode)
+    try:
+        yield
+    finally:
+        torch.cuda.set_sync_debug_mode(before)
+
+
+# What may sync: the checks on entry, an attack's checkpoints (QueryLedger.active) and its
+# result; everything else, every step of every loop, runs with torch.cuda erroring on a sync.
+ALLOWED = [(Oracle, "check_inputs"), (QueryLedger, "__init__"), (QueryLedger, "active"),
+           (QueryLedger, "result"), (pixel, "check_attack_inputs"), (pixel, "_colours"),
+           (pixel, "check_label_range"), (universal, "check_attack_inputs"),
+           (universal, "check_label_range")]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("name", list(RUNS))
+def test_cuda_loops_run_with_syncs_as_errors(name, monkeypatch):
+    """RUNS[name] on CUDA with a CUDA generator under set_sync_debug_mode("error"), but for the
+    entry checks and checkpoints of ALLOWED, which run in the default mode."""
+    def allowed(f):
+        def run(*args, **kwargs):
+            with sync_mode("default"):
+                return f(*args, **kwargs)
+        return run
+
+    run, small, _ = RUNS[name]
+    run(small, "cuda")  # warm-up: first calls initialise CUDA state
+    for owner, attr in ALLOWED:
+        monkeypatch.setattr(owner, attr, allowed(getattr(owner, attr)))
+    with sync_mode("error"):
+        run(small, "cuda")
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_ledger_queries_never_sync():
     """Once inputs are checked, an attack's queries run with torch.cuda's sync check erroring."""
     model, x, y = robust_batch("cuda")
     ledger = QueryLedger(Oracle(model), x, y, 100)
     rows = torch.arange(len(x), device="cuda")
-    torch.cuda.set_sync_debug_mode("error")
-    try:
+    with sync_mode("error"):
         for _ in range(10):
             ledger.ask(x, rows, rows < 2)
         left = ledger.left()
-    finally:
-        torch.cuda.set_sync_debug_mode("default")
     assert left.tolist() == [90, 90, 100, 100]
