@@ -137,7 +137,8 @@ def hop_skip_jump(model: nn.Module | Oracle, x: torch.Tensor, y: torch.Tensor, *
     boundary point x_t by eq. 9 from B_t = init_evals sqrt(t) probes at radius delta_t =
     sqrt(d) theta ||x_t - x||_2 (L2) or d theta ||x_t - x||_inf (L-inf), 0.1 at t = 1, with
     theta = gamma / d^{3/2} (L2) or gamma / d^2 (L-inf); steps along it (its sign for L-inf) by
-    xi_t = ||x_t - x|| / sqrt(t), halved until adversarial; and bisects back to the boundary.
+    xi_t = ||x_t - x|| / sqrt(t), halved until adversarial (at most 31 times); and bisects back to
+    the boundary.
     Returns ``(x_adv, queries)``: the least-distorted adversarial point of each example, or x
     where none was found, and the queries (N,) long each example cost in this call.
 
