@@ -5,6 +5,13 @@ an Oracle and spend at most `max_queries` model evaluations per example. Every o
 returns ``(x_adv, queries)``: x_adv as any attack's (shape, dtype and device of x), and queries
 an (N,) long tensor on x's device with what each example of the batch cost in this call (not
 what an Oracle passed in had counted before). ``QueryLedger.result`` builds that pair.
+
+On a GPU an attack's loop must not wait on the host (issue 16): a caller's query is checked
+(images in [0, 1], indices) and charged on the CPU, but an attack checks its inputs once, on
+entry, and then asks through its QueryLedger, whose counts stay on x's device until `result`.
+Its loops keep a fixed working set of examples between the few checkpoints of `segments`,
+with masks for those that have stopped: their images are evaluated but never charged
+(``Oracle.discarded`` counts them), and their answers are not used.
 """
 
 from __future__ import annotations
@@ -43,7 +50,8 @@ class Oracle:
     taken grows with them, not with the largest index) and ``queries`` is the dense view of
     examples 0..max(seen). A call that would take an example past ``budget`` raises
     QueryBudgetError and evaluates nothing. The model runs in eval mode under torch.no_grad(),
-    and its modes, parameters and gradients are as they were afterwards.
+    and its modes, parameters and gradients are as they were afterwards. Attacks use the two
+    halves of a call apart: ``answer`` (the model's output, unchecked) and ``charge``.
 
     What an attacker may know without a query is explicit: ``device`` and ``dtype`` (where and
     in which precision images must be), and ``num_classes`` (K).
@@ -74,6 +82,7 @@ class Oracle:
         # seen, not with the largest index (a dense tensor up to index 10**8 took 800 MB)
         self.seen = torch.zeros(0, dtype=torch.long)
         self._counts = torch.zeros(0, dtype=torch.long)
+        self._discarded = 0
 
     @property
     def queries(self) -> torch.Tensor:
@@ -135,8 +144,15 @@ class Oracle:
 
     def __call__(self, images: torch.Tensor, idx: torch.Tensor | None = None) -> torch.Tensor:
         images = check_images(images, "images")
-        idx = self._check_idx(idx, len(images))
-        examples, charge = torch.unique(idx, return_counts=True)
+        self.charge(self._check_idx(idx, len(images)))
+        return self.answer(images)
+
+    def charge(self, idx: torch.Tensor, counts: torch.Tensor | None = None) -> None:
+        """Charge `counts` queries (default 1 each) to the checked CPU example indices `idx`;
+        QueryBudgetError, charging nothing, if that takes an example past the budget."""
+        counts = torch.ones_like(idx) if counts is None else counts
+        examples, inverse = torch.unique(idx, return_inverse=True)
+        charge = torch.zeros_like(examples).index_add_(0, inverse, counts)
         self._admit(examples)
         pos = torch.searchsorted(self.seen, examples)
         total = self._counts[pos] + charge
@@ -145,12 +161,22 @@ class Oracle:
             raise QueryBudgetError(f"query budget of {self.budget} per example exceeded for "
                                    f"example(s) {examples[over][:10].tolist()}")
         self._counts[pos] = total
+
+    def answer(self, images: torch.Tensor) -> torch.Tensor:
+        """The model's scores or labels on `images`, unchecked and uncharged: the path of an
+        attack whose inputs were checked on entry (through a QueryLedger, which charges)."""
         with eval_mode(self.model), torch.no_grad():
             z = torch.cat([logits_of(self.model, b) for b in images.split(self.batch_size)])
         if z.shape[1] != self.num_classes:
             raise ValueError(f"the model returned {z.shape[1]} classes but the Oracle was told "
                              f"num_classes={self.num_classes}")
         return z.softmax(1) if self.output == "scores" else z.argmax(1)
+
+    @property
+    def discarded(self) -> int:
+        """Images the model evaluated for attacks without charging anyone: rows of a batch whose
+        example had stopped (fooled, or out of budget), whose answers the attack did not use."""
+        return int(self._discarded)
 
 
 def as_oracle(model: nn.Module | Oracle, output: str, max_queries: int) -> Oracle:
@@ -163,34 +189,83 @@ def as_oracle(model: nn.Module | Oracle, output: str, max_queries: int) -> Oracl
     return model
 
 
+# Where a loop may look at the host: after 1/8192, 1/4096, ..., 1/2 of its iterations. A loop over
+# n iterations checks whether anything is left to do (and shrinks its working set to what is)
+# len(CHECKS) + 1 times whatever n is, and runs at most about twice the iterations it needed.
+CHECKS = tuple(2.0 ** -j for j in range(13, 0, -1))
+
+
+def segments(n: int) -> list[range]:
+    """Iterations 0..n-1 cut at the fractions CHECKS of n: always len(CHECKS) + 1 ranges (some
+    empty), so a loop that syncs once per range syncs the same number of times at any n."""
+    cuts = [0, *(math.ceil(n * f) for f in CHECKS), n]
+    return [range(a, b) for a, b in zip(cuts, cuts[1:])]
+
+
 class QueryLedger:
-    """What one attack call has spent, and may still spend, per example of its batch `x`."""
+    """What one attack call has spent, and may still spend, per example of its batch `x`.
+
+    The attack's inputs are checked once, on entry (``Oracle.check_inputs``); its queries then
+    go through `ask`, which neither checks them again nor reads anything back to the host: the
+    counts of this call stay on x's device (`spent`) and reach the Oracle's own ledger in
+    `result`, with one copy. A GPU runs a loop of queries without waiting on the host.
+    """
 
     def __init__(self, oracle: Oracle, x: torch.Tensor, y: torch.Tensor, max_queries: int):
         n = len(x)
         self.oracle, self.y, self.device, self.shape = oracle, y, x.device, x.shape[1:]
-        self.allowed = oracle.remaining(n).clamp(max=max_queries)
-        self.idx = torch.arange(n)  # the batch's examples, already checked and admitted
-        self.start = oracle._lookup(self.idx)
+        self.idx = torch.arange(n)  # the batch's examples in the Oracle's ledger (CPU)
+        self.allowed = oracle.remaining(n).clamp(max=max_queries).to(x.device)
+        self.spent = torch.zeros(n, dtype=torch.long, device=x.device)
 
     def used(self) -> torch.Tensor:
-        return (self.oracle._lookup(self.idx) - self.start).to(self.device)
+        """Queries (N,) each example has spent in this call, on x's device."""
+        return self.spent.clone()
 
     def left(self) -> torch.Tensor:
-        return self.allowed.to(self.device) - self.used()
+        """Queries (N,) each example may still spend in this call, on x's device."""
+        return self.allowed - self.spent
 
-    def ask(self, images: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-        """The Oracle's answer on `images`, charged to examples `idx`."""
-        return self.oracle(images, idx)
+    def active(self, todo: torch.Tensor, cost: int = 1) -> torch.Tensor:
+        """The examples (indices on x's device) with `todo` set that can pay `cost` queries.
 
-    def fooled(self, images: torch.Tensor, idx: torch.Tensor, targeted: bool) -> torch.Tensor:
+        One host sync: loops call it only at the starts of `segments`."""
+        return (todo & (self.left() >= cost)).nonzero()[:, 0]
+
+    def ask(self, images: torch.Tensor, rows: torch.Tensor, live: torch.Tensor | None = None
+            ) -> torch.Tensor:
+        """The Oracle's answer on `images`, a whole number of images per entry of `rows`.
+
+        Arguments:
+            images: (len(rows) * m, C, H, W), the m images of rows[0] first, and so on.
+            rows: (A,) distinct example indices of the batch, on x's device.
+            live: (A,) bool, which rows pay for their m images (default: all). The others are
+                evaluated too, since a GPU works on the whole batch, but charged nothing: their
+                answers must not be used (`Oracle.discarded` counts them).
+        """
+        per_row = len(images) // len(rows)
+        out = self.oracle.answer(images)
+        self.pay(rows, torch.full_like(rows, per_row) if live is None else live.long() * per_row,
+                 len(images))
+        return out
+
+    def pay(self, rows: torch.Tensor, counts: torch.Tensor, evaluated: int) -> None:
+        """Charge `counts` (A,) queries to the distinct example indices `rows` (A,), for a batch
+        of `evaluated` images; the images nobody pays for count as the Oracle's `discarded`."""
+        self.spent[rows] += counts
+        self.oracle._discarded = self.oracle._discarded + (evaluated - counts.sum())
+
+    def fooled(self, images: torch.Tensor, rows: torch.Tensor, targeted: bool,
+               live: torch.Tensor | None = None) -> torch.Tensor:
         """phi(x') of HopSkipJump: is the label of each image wrong (or the target)?"""
-        out = self.ask(images, idx)
-        return is_fooled(out if out.dim() == 1 else out.argmax(1), self.y[idx], targeted)
+        out = self.ask(images, rows, live)
+        y = self.y[rows].repeat_interleave(len(images) // len(rows))
+        return is_fooled(out if out.dim() == 1 else out.argmax(1), y, targeted)
 
     def result(self, x_adv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """What every black-box attack returns: ``(x_adv, queries)``, queries (N,) long on
-        x's device, what each example cost in this call."""
+        x's device, what each example cost in this call; the Oracle's ledger is charged here."""
+        self.oracle.charge(self.idx, self.spent.cpu())
         return x_adv, self.used()
 
 

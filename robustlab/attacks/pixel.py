@@ -12,11 +12,12 @@ import itertools
 import torch
 from torch import nn
 
-from .._checks import check_images, check_in_range, check_positive
+from .._checks import check_images, check_in_range, check_label_range, check_positive
 from .._model import check_attack_inputs, eval_mode, logits_of
 from .._random import draw_device
 from ..losses import is_fooled, other_max
-from .oracle import Oracle, QueryLedger, as_oracle
+from ..norms import per_example
+from .oracle import Oracle, QueryLedger, as_oracle, segments
 
 CUBE_CORNERS = tuple(itertools.product((0.0, 1.0), repeat=3))
 
@@ -36,31 +37,39 @@ def single_pixel_search(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
     Returns ``(x_adv, found)``: ``x_adv`` equals ``x`` where nothing was found.
     """
     x, y, _, _ = check_attack_inputs(model, x, y)
-    n, c, h, w = x.shape
+    check_positive(batch_size, "batch_size", integer=True)
     col = _colours(colours, x)
-    x_adv, found = x.clone(), torch.zeros(n, dtype=torch.bool, device=x.device)
-    # candidate k = (position p, colour q): p = k // len(col), q = k % len(col)
-    cand = torch.arange(h * w * len(col), device=x.device)
     with eval_mode(model):
-        for i in range(n):
-            best, best_score = None, None
-            for chunk in cand.split(batch_size):
-                p, q = chunk // len(col), chunk % len(col)
-                imgs = x[i].expand(len(chunk), c, h, w).clone()
-                imgs[torch.arange(len(chunk), device=x.device), :, p // w, p % w] = col[q]
-                z = logits_of(model, imgs, y[i:i + 1])
-                label = z.argmax(1)
-                hit = is_fooled(label, y[i], targeted)
-                if hit.any():
-                    zy = z[:, y[i]]
-                    score = -zy if targeted else zy - other_max(z, y[i].expand(len(z)))
-                    score = score.masked_fill(~hit, torch.inf)
-                    j = score.argmin()
-                    if best_score is None or score[j] < best_score:
-                        best, best_score = imgs[j], score[j]
-            if best is not None:
-                x_adv[i], found[i] = best, True
-    return x_adv, found
+        check_label_range(y, logits_of(model, x[:1]).shape[1])  # once: the loop never reads y back
+        best = [_best_single_pixel(model, x[i], y[i], col, targeted, batch_size) for i in range(len(x))]
+    score = torch.stack([b[1] for b in best])
+    found = score < torch.inf
+    return torch.where(per_example(found, x), torch.stack([b[0] for b in best]), x), found
+
+
+def _best_single_pixel(model, xi, yi, col, targeted, batch_size) -> tuple[torch.Tensor, torch.Tensor]:
+    """For one image (C, H, W): the fooling one-pixel change of least score (the true-class margin,
+    or minus the target's logit), over every position and colour, and that score (inf if none).
+    The running best stays on the device, chunk after chunk, with no host sync."""
+    c, h, w = xi.shape
+    best, best_score = xi, torch.full((), torch.inf, dtype=xi.dtype, device=xi.device)
+    # candidate k = (position p, colour q): p = k // len(col), q = k % len(col)
+    for chunk in torch.arange(h * w * len(col), device=xi.device).split(batch_size):
+        p, q = chunk // len(col), chunk % len(col)
+        imgs = xi.expand(len(chunk), c, h, w).clone()
+        imgs[torch.arange(len(chunk), device=xi.device), :, p // w, p % w] = col[q]
+        z = logits_of(model, imgs)
+        ys = yi.expand(len(z))
+        zy = z.gather(1, ys[:, None])[:, 0]  # not z[:, yi]: a 0-d index may be read on the host
+        score = -zy if targeted else zy - other_max(z, ys)
+        score = score.masked_fill(~is_fooled(z.argmax(1), ys, targeted), torch.inf)
+        # the first of the least (a later chunk must do strictly better); a 1-element index,
+        # since indexing with a 0-d tensor reads it on the host
+        j = score.argmin().view(1)
+        top, pick = score[j][0], imgs[j][0]
+        better = top < best_score
+        best, best_score = torch.where(better, pick, best), torch.where(better, top, best_score)
+    return best, best_score
 
 
 def _colours(colours, x: torch.Tensor) -> torch.Tensor:
@@ -118,7 +127,8 @@ def _mutants(pop: torch.Tensor, h: int, w: int, f: float, generator) -> torch.Te
     ia = torch.arange(a, device=pop.device)[:, None]
     pick = [pop[ia, (r % p).to(pop.device)] for r in (r1, r1 + o2, r1 + o3)]
     kid = pick[0] + f * (pick[1] - pick[2])
-    hi = torch.tensor([h - 1, w - 1] + [1] * (pop.shape[-1] - 2), dtype=pop.dtype, device=pop.device)
+    hi = torch.ones(pop.shape[-1], dtype=pop.dtype, device=pop.device)  # not torch.tensor: a copy
+    hi[0], hi[1] = h - 1, w - 1
     return kid.clamp(min=torch.zeros_like(hi), max=hi)
 
 
@@ -152,30 +162,30 @@ def one_pixel(model: nn.Module | Oracle, x: torch.Tensor, y: torch.Tensor, *, pi
     ledger = QueryLedger(oracle, x, y, budget)
     n, c, h, w = x.shape
 
-    def fitness(cand, idx):  # (fitness to minimise, fooled), each (A, P)
-        probs = ledger.ask(_paint(x[idx], cand).flatten(0, 1), idx.repeat_interleave(popsize))
+    def fitness(cand, idx, live):  # (fitness to minimise, fooled), each (A, P); `live` rows pay
+        probs = ledger.ask(_paint(x[idx], cand).flatten(0, 1), idx, live)
         probs, ys = probs.view(len(idx), popsize, -1), y[idx, None].expand(-1, popsize)
         p_y = probs.gather(2, ys[..., None])[..., 0]
         return (-p_y if targeted else p_y), is_fooled(probs.argmax(2), ys, targeted)
 
     pop = _initial_population(n, popsize, pixels, c, h, w, generator, x.device).to(x)
-    fit = torch.full((n, popsize), torch.inf, dtype=x.dtype, device=x.device)
-    hit = torch.zeros(n, popsize, dtype=torch.bool, device=x.device)
-    if len(act := (ledger.left() >= popsize).nonzero()[:, 0]):  # a spent Oracle may leave some nothing
-        fit[act], hit[act] = fitness(pop[act], act)
-    for _ in range(max_iter):
-        act = (~hit.any(1) & (ledger.left() >= popsize)).nonzero()[:, 0]
-        if not len(act):
+    rows = torch.arange(n, device=x.device)
+    live = ledger.left() >= popsize  # a spent Oracle may leave some nothing
+    fit, hit = fitness(pop, rows, live)
+    fit, hit = fit.masked_fill(~live[:, None], torch.inf), hit & live[:, None]
+    for part in segments(max_iter):
+        # the one host sync of a segment: the rows still evolving, fixed until the next one
+        if not len(act := ledger.active(~hit.any(1), popsize)):
             break
-        kids = _mutants(pop[act], h, w, 0.5, generator)
-        kid_fit, kid_hit = fitness(kids, act)
-        keep = (kid_fit <= fit[act]) | kid_hit  # a fooling child ends the search: keep it
-        pop[act] = torch.where(keep[..., None, None], kids, pop[act])
-        fit[act], hit[act] = torch.where(keep, kid_fit, fit[act]), torch.where(keep, kid_hit, hit[act])
-    won = hit.any(1)
+        for _ in part:
+            live = ~hit[act].any(1) & (ledger.left()[act] >= popsize)
+            kids = _mutants(pop[act], h, w, 0.5, generator)
+            kid_fit, kid_hit = fitness(kids, act, live)
+            keep = live[:, None] & ((kid_fit <= fit[act]) | kid_hit)  # a fooling child ends the search
+            pop[act] = torch.where(keep[..., None, None], kids, pop[act])
+            fit[act], hit[act] = torch.where(keep, kid_fit, fit[act]), torch.where(keep, kid_hit, hit[act])
     pick = fit.masked_fill(~hit, torch.inf).argmin(1)
-    x_adv = x.clone()
-    x_adv[won] = _paint(x[won], pop[won, pick[won]][:, None])[:, 0]
+    x_adv = torch.where(per_example(hit.any(1), x), _paint(x, pop[rows, pick][:, None])[:, 0], x)
     return ledger.result(x_adv)
 
 
@@ -186,15 +196,19 @@ def _first_fooling(ledger: QueryLedger, x: torch.Tensor, rounds: list[int], prop
     the first fooling candidate of an example's first successful round."""
     x_adv = x.clone()
     won = torch.zeros(len(x), dtype=torch.bool, device=x.device)
-    for r, k in enumerate(rounds):
-        act = (~won & (ledger.left() >= k)).nonzero()[:, 0]
-        if not len(act):  # budgets only shrink and successes only grow: no later round can run
+    for part in segments(len(rounds)):
+        # the one host sync of a segment: budgets only shrink and successes only grow, so an
+        # example that cannot pay for the smallest round now never runs again
+        if not len(act := ledger.active(~won, min(rounds))):
             break
-        imgs = _paint(x[act], propose(r, act))
-        hit = ledger.fooled(imgs.flatten(0, 1), act.repeat_interleave(k), targeted).view(len(act), k)
-        first = imgs[torch.arange(len(act), device=x.device), hit.int().argmax(1)]  # argmax: first True
-        x_adv[act] = torch.where(hit.any(1)[:, None, None, None], first, x_adv[act])
-        won[act] = hit.any(1)
+        for r in part:
+            k = rounds[r]
+            live = ~won[act] & (ledger.left()[act] >= k)
+            imgs = _paint(x[act], propose(r, act))
+            hit = ledger.fooled(imgs.flatten(0, 1), act, targeted, live).view(len(act), k) & live[:, None]
+            first = imgs[torch.arange(len(act), device=x.device), hit.int().argmax(1)]  # argmax: first True
+            x_adv[act] = torch.where(per_example(hit.any(1), first), first, x_adv[act])
+            won[act] = won[act] | hit.any(1)
     return ledger.result(x_adv)
 
 

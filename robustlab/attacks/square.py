@@ -11,7 +11,7 @@ from .._checks import check_choice, check_in_range
 from .._random import draw_device
 from ..losses import LOSSES, is_fooled
 from ..norms import flat_norm, per_example
-from .oracle import Oracle, QueryLedger, as_oracle, log_scores
+from .oracle import Oracle, QueryLedger, as_oracle, log_scores, segments
 
 
 def _p_schedule(p_init: float, i: int, n_iters: int) -> float:
@@ -25,19 +25,24 @@ def _signs(shape, generator, like: torch.Tensor) -> torch.Tensor:
     return (torch.randint(0, 2, shape, generator=generator, device=dev) * 2 - 1).to(like)
 
 
-def _rings(a: int, b: int) -> torch.Tensor:
-    """Concentric rectangles around the centre of an a x b patch, ring k weighted sum_{j>=k} 1/(j+1)^2."""
-    k = torch.maximum((torch.arange(a) - a // 2).abs()[:, None], (torch.arange(b) - b // 2).abs())
-    tail = (1 / torch.arange(1, max(a, b) // 2 + 2) ** 2).flip(0).cumsum(0).flip(0)
+def _rings(a: int, b: int, like: torch.Tensor) -> torch.Tensor:
+    """Concentric rectangles around the centre of an a x b patch, ring k weighted sum_{j>=k} 1/(j+1)^2,
+    made where `like` is (a copy from the CPU at every iteration would make a GPU wait)."""
+    i, j = torch.arange(a, device=like.device), torch.arange(b, device=like.device)
+    k = torch.maximum((i - a // 2).abs()[:, None], (j - b // 2).abs())
+    tail = (1 / torch.arange(1, max(a, b) // 2 + 2, device=like.device, dtype=like.dtype) ** 2)
+    tail = tail.flip(0).cumsum(0).flip(0)
     d = tail[k]
     return d / d.norm().clamp_min(1e-12)
 
 
-def _square_pattern(s: int, generator) -> torch.Tensor:
-    """The L2 update's s x s patch: +rings on one half, -rings on the other, unit norm."""
-    d = torch.cat([_rings(s // 2, s), -_rings(s - s // 2, s)])
+def _square_pattern(s: int, generator, like: torch.Tensor) -> torch.Tensor:
+    """The L2 update's s x s patch: +rings on one half, -rings on the other, unit norm; a coin
+    drawn on the generator's device transposes it, without reading the coin on the host."""
+    d = torch.cat([_rings(s // 2, s, like), -_rings(s - s // 2, s, like)])
     d = d / d.norm()
-    return d.T if torch.rand(1, generator=generator, device=draw_device(generator)).item() < 0.5 else d
+    coin = torch.rand(1, generator=generator, device=draw_device(generator)).to(like.device)
+    return torch.where(coin < 0.5, d.T, d)
 
 
 def _linf_init(x: torch.Tensor, eps: float, generator) -> torch.Tensor:
@@ -52,7 +57,7 @@ def _l2_init(x: torch.Tensor, eps: float, generator) -> torch.Tensor:
     delta = torch.zeros_like(x)
     for r in range(max(h - 5 * s, 0) // 2, h - s + 1, s):
         for q in range(max(w - 5 * s, 0) // 2, w - s + 1, s):
-            patch = _square_pattern(s, generator).to(x)
+            patch = _square_pattern(s, generator, x)
             delta[:, :, r:r + s, q:q + s] += patch * _signs((n, c, 1, 1), generator, x)
     return delta / flat_norm(delta, "l2").clamp_min(1e-12).view(-1, 1, 1, 1) * eps
 
@@ -76,29 +81,38 @@ def _linf_square(x: torch.Tensor, x_cur: torch.Tensor, eps: float, p: float,
     return torch.where(win, (x + signs).clamp(0, 1), x_cur)
 
 
+def _window(h: int, w: int, s: int, generator, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """A random s x s window of an h x w image, shared by the batch: its mask (h, w) and, at
+    each pixel, the offsets (row, col) inside the window (clamped outside it), drawn on the
+    generator's device and never read on the host."""
+    dev = draw_device(generator)
+    r, q = (torch.randint(0, k - s + 1, (1,), generator=generator, device=dev).to(device) for k in (h, w))
+    i, j = torch.arange(h, device=device)[:, None] - r, torch.arange(w, device=device) - q
+    mask = (i >= 0) & (i < s) & (j >= 0) & (j < s)
+    return mask, (i.clamp(0, s - 1), j.clamp(0, s - 1))
+
+
 def _l2_square(x: torch.Tensor, x_cur: torch.Tensor, eps: float, p: float,
                generator) -> torch.Tensor:
     """Algorithm 3: move the mass of windows W1 and W2 into W1, plus a new pattern, at norm eps.
 
-    As in the authors' code, the two windows are shared by the batch at each iteration.
+    As in the authors' code, the two windows are shared by the batch at each iteration. They
+    are masks rather than slices, so that their random corners stay on the device.
     """
     n, c, h, w = x.shape
     delta = x_cur - x
     s = max(round(math.sqrt(p * h * w)), 3)
     s = min(s + (s % 2 == 0), min(h, w) - 1)
-    dev = draw_device(generator)  # four scalars: drawn where the generator is, read on the host
-    (r1, q1, r2, q2) = (torch.randint(0, k - s + 1, (1,), generator=generator, device=dev).item()
-                        for k in (h, w, h, w))
-    w1, w2 = (..., slice(r1, r1 + s), slice(q1, q1 + s)), (..., slice(r2, r2 + s), slice(q2, q2 + s))
-    both = torch.zeros(h, w, dtype=x.dtype, device=x.device)
-    both[w1], both[w2] = 1, 1
+    w1, (i1, j1) = _window(h, w, s, generator, x.device)
+    w2, _ = _window(h, w, s, generator, x.device)
     room = ((eps ** 2 - flat_norm(delta, "l2") ** 2).clamp_min(0) / c).view(n, 1, 1, 1)
-    room = room + (delta * both).pow(2).sum((2, 3), keepdim=True)
-    old = delta[w1] / (delta[w1].pow(2).sum((2, 3), keepdim=True).sqrt() + 1e-10)
-    new = _square_pattern(s, generator).to(x) * _signs((n, c, 1, 1), generator, x) + old
+    room = room + (delta * (w1 | w2)).pow(2).sum((2, 3), keepdim=True)
+    in1 = delta * w1
+    old = in1 / (in1.pow(2).sum((2, 3), keepdim=True).sqrt() + 1e-10)
+    pattern = _square_pattern(s, generator, x)[i1, j1] * w1  # the s x s pattern placed on W1
+    new = pattern * _signs((n, c, 1, 1), generator, x) + old
     new = new / new.pow(2).sum((2, 3), keepdim=True).sqrt().clamp_min(1e-12) * room.sqrt()
-    out = delta.clone()
-    out[w2], out[w1] = 0, new
+    out = torch.where(w1, new, torch.where(w2, 0, delta))
     return (x + out / flat_norm(out, "l2").clamp_min(1e-12).view(-1, 1, 1, 1) * eps).clamp(0, 1)
 
 
@@ -132,27 +146,27 @@ def square(model: nn.Module | Oracle, x: torch.Tensor, y: torch.Tensor, *, eps: 
     check_choice(loss, ("margin", "ce"), "loss")
     ledger = QueryLedger(oracle, x, y, max_queries)
 
-    def judge(images, idx):  # (loss to minimise, fooled)
-        logp = log_scores(ledger.ask(images, idx))
-        return -LOSSES[loss](logp, y[idx], targeted), is_fooled(logp.argmax(1), y[idx], targeted)
+    def judge(images, rows, live):  # (loss to minimise, fooled); only `live` rows pay
+        logp = log_scores(ledger.ask(images, rows, live))
+        return -LOSSES[loss](logp, y[rows], targeted), is_fooled(logp.argmax(1), y[rows], targeted)
 
     start = (_linf_init if norm == "linf" else _l2_init)(x, eps, generator)
-    x_best, done = x.clone(), torch.zeros(len(x), dtype=torch.bool, device=x.device)
-    cur = torch.full((len(x),), torch.inf, dtype=torch.float64, device=x.device)
-    if len(idx := (ledger.left() >= 1).nonzero()[:, 0]):  # a spent Oracle may leave some nothing
-        x_best[idx] = (x[idx] + start[idx]).clamp(0, 1)
-        cur[idx], done[idx] = judge(x_best[idx], idx)
+    rows = torch.arange(len(x), device=x.device)
+    live = ledger.left() >= 1  # a spent Oracle may leave some nothing
+    x_best = torch.where(per_example(live, x), (x + start).clamp(0, 1), x)
+    cur, done = judge(x_best, rows, live)
+    cur, done = torch.where(live, cur, torch.inf), done & live
     update = _linf_square if norm == "linf" else _l2_square
-    for i in range(max_queries - 1):
-        act = (~done & (ledger.left() >= 1)).nonzero()[:, 0]
-        if not len(act):
+    for part in segments(max_queries - 1):
+        # the one host sync of a segment: the rows still working, fixed until the next one
+        if not len(act := ledger.active(~done)):
             break
-        x_cur, cur_act = x_best[act], cur[act]
-        cand = update(x[act], x_cur, eps, _p_schedule(p_init, i, max_queries), generator)
-        val, won = judge(cand, act)
-        keep = (val < cur_act) | won
-        # torch.where on the active rows: a boolean index would sync with the GPU each query.
-        # done[act] is False on every active row, so it becomes `won`.
-        x_best[act] = torch.where(per_example(keep, cand), cand, x_cur)
-        cur[act], done[act] = torch.where(keep, val, cur_act), won
+        for i in part:
+            live = ~done[act] & (ledger.left()[act] >= 1)
+            x_cur, cur_act = x_best[act], cur[act]
+            cand = update(x[act], x_cur, eps, _p_schedule(p_init, i, max_queries), generator)
+            val, won = judge(cand, act, live)
+            keep = live & ((val < cur_act) | won)
+            x_best[act] = torch.where(per_example(keep, cand), cand, x_cur)
+            cur[act], done[act] = torch.where(keep, val, cur_act), done[act] | (live & won)
     return ledger.result(x_best)

@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._checks import check_images, check_in_range, check_nonnegative, check_positive
-from .._model import check_attack_inputs, correct, frozen, logits_of
+from .._checks import check_images, check_in_range, check_label_range, check_nonnegative, check_positive
+from .._model import check_attack_inputs, correct, frozen, logits_of, predict
 from .._random import draw_device
 from ..norms import project
 from .deepfool import deepfool
@@ -53,20 +53,33 @@ def uap(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm:
     check_positive(deepfool_steps, "deepfool_steps", integer=True)
     check_in_range(target_fooling, "target_fooling", 0, 1)
     v = best = torch.zeros_like(x[:1])
-    best_rate = fooling_rate(model, x, y)
+    best_rate = fooling_rate(model, x, y)  # labels checked against K here, once
     for _ in range(max_passes):
+        # one host sync per pass, the paper's stopping rule; a pass runs len(x) DeepFools
         if best_rate >= target_fooling:
             break
-        for i in torch.randperm(len(x), generator=generator, device=draw_device(generator)).tolist():
-            xi, yi = (x[i:i + 1] + v).clamp(0, 1), y[i:i + 1]
-            if fooling_rate(model, xi, yi) > 0:
-                continue
-            r = deepfool(model, xi, yi, norm="l2", steps=deepfool_steps, overshoot=overshoot) - xi
-            v = project(v + r, eps, norm)
-        rate = fooling_rate(model, (x + v).clamp(0, 1), y)
+        v = _uap_pass(model, x, y, v, eps, norm, overshoot, deepfool_steps, generator)
+        # fooling_rate's value without its label check (done above): the pass's one read
+        rate = (predict(model, (x + v).clamp(0, 1)).argmax(1) != y).sum().item() / len(x)
         if rate > best_rate:
             best, best_rate = v, rate
     return best.detach()
+
+
+def _uap_pass(model, x, y, v, eps, norm, overshoot, deepfool_steps, generator) -> torch.Tensor:
+    """One pass of Algorithm 1 over `x` in random order: v <- P(v + r_i) image by image.
+
+    No host sync of its own: the order stays a tensor, and an image already fooled at x_i + v
+    goes to DeepFool too, which returns it unchanged (r_i = 0, and P leaves v in the ball as
+    it is), instead of asking the host first whether it is fooled.
+    """
+    order = torch.randperm(len(x), generator=generator, device=draw_device(generator)).to(x.device)
+    for i in range(len(x)):
+        j = order[i:i + 1]
+        xi = (x[j] + v).clamp(0, 1)
+        r = deepfool(model, xi, y[j], norm="l2", steps=deepfool_steps, overshoot=overshoot) - xi
+        v = project(v + r, eps, norm)
+    return v
 
 
 def guap_flow_norm(flow: torch.Tensor) -> torch.Tensor:
@@ -86,7 +99,11 @@ def guap_flow_norm(flow: torch.Tensor) -> torch.Tensor:
 
 def apply_guap(x: torch.Tensor, flow: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """GUAP's adversarial images: clip(warp(x, flow) + v, 0, 1), one flow and v for all of x."""
-    x = check_images(x)
+    return _guap_images(check_images(x), flow, v)
+
+
+def _guap_images(x: torch.Tensor, flow: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """`apply_guap` on images already checked: guap's steps check nothing (a check syncs)."""
     return (flow_warp(x, flow) + v).clamp(0, 1)
 
 
@@ -127,11 +144,13 @@ def guap(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, tau:
 
     order = torch.empty(0, dtype=torch.long)
     with frozen(model):
-        for _ in range(steps):
+        for step in range(steps):
             if len(order) == 0:  # a fresh random pass over the set
                 order = torch.randperm(len(x), generator=generator, device=dev)
             idx, order = order[:batch_size].to(x.device), order[batch_size:]
-            z = logits_of(model, apply_guap(x[idx], *current()), y[idx])
+            z = logits_of(model, _guap_images(x[idx], *current()))
+            if step == 0:  # every label against K once, before any is used: a check syncs
+                check_label_range(y, z.shape[1])
             loss = -torch.log1p(F.cross_entropy(z, y[idx], reduction="none")).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()

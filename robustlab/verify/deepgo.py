@@ -1,6 +1,11 @@
 """Anytime reachability by Lipschitz optimisation (DeepGO, Ruan, Huang and Kwiatkowska 2018): the
 min (or max) of an output over a box of a few input features, bracketed by a lower and an upper
-bound that close as the search goes on and can be read whenever it is stopped."""
+bound that close as the search goes on and can be read whenever it is stopped.
+
+The search is sequential by design, and so is its cost on a GPU: each Piyavskii-Shubert step
+picks the next point from the values of the points before it, so every evaluation reads its
+value back to the host (one sync per evaluation, the only one that grows with the iterations;
+tests/attacks/test_host_syncs_blackbox.py holds it to exactly that)."""
 
 from __future__ import annotations
 

@@ -2,7 +2,8 @@ import pytest
 import torch
 from torch import nn
 
-from robustlab.attacks import Oracle, QueryBudgetError, hop_skip_jump, square, zoo
+from robustlab.attacks import Oracle, QueryBudgetError, QueryLedger, hop_skip_jump, square, zoo
+from robustlab.attacks.oracle import CHECKS, segments
 
 from ..conftest import CountingModel, assert_unchanged, messy_model, snapshot
 from ..conftest import seeded as gen
@@ -93,3 +94,34 @@ def test_oracle_counts_only_the_examples_it_sees(digits_cnn, eight):
     with pytest.raises(QueryBudgetError, match=r"example\(s\) \[100000000\]"):
         oracle(x[:1], far[1:])
     assert oracle.count(far).tolist() == [1, 2], "a refused call charges nothing"
+
+
+# issue 16: an attack's queries synced with the host at every call (check_images, idx.cpu(),
+# counts on the CPU); they now go through the ledger, counted on the device
+def test_ledger_charges_live_rows_on_the_device_and_the_oracle_once(digits_cnn, eight):
+    x, y = eight
+    x, y = x[:4], y[:4]
+    model = CountingModel(digits_cnn)
+    oracle = Oracle(model, budget=10)
+    oracle(x[:1])  # example 0 has spent one query before the attack
+    ledger = QueryLedger(oracle, x, y, max_queries=6)
+    assert ledger.left().tolist() == [6, 6, 6, 6], "the call's cap, within the Oracle's budget"
+    rows = torch.arange(4)
+    out = ledger.ask(x.repeat_interleave(2, 0), rows, torch.tensor([True, False, True, False]))
+    assert out.shape == (8, 10) and torch.allclose(out[::2], digits_cnn(x).softmax(1))
+    assert ledger.left().tolist() == [4, 6, 4, 6] and oracle.queries.tolist() == [1, 0, 0, 0]
+    assert oracle.discarded == 4, "the rows nobody paid for are counted apart"
+    _, q = ledger.result(x)
+    assert q.tolist() == [2, 0, 2, 0] and oracle.queries.tolist() == [3, 0, 2, 0]
+    assert model.images == 1 + 8
+
+
+def test_segments_cut_any_loop_into_the_same_number_of_ranges():
+    for n in (0, 1, 5, 300, 10_000):
+        parts = segments(n)
+        assert len(parts) == len(CHECKS) + 1
+        assert [i for p in parts for i in p] == list(range(n))
+    # at most about twice the iterations needed: a loop done after i < n stops by 2i + 1
+    parts = segments(10_000)
+    ends = [p.stop for p in parts]
+    assert all(b <= 2 * a + 1 for a, b in zip(ends, ends[1:]) if a)
