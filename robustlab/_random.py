@@ -17,12 +17,12 @@ from __future__ import annotations
 import torch
 
 
-def draw_device(generator: torch.Generator | None, default: torch.device | str = "cpu") -> torch.device:
+def draw_device(generator: torch.Generator | None, default: torch.device | str) -> torch.device:
     """The device to draw on: the generator's own, or `default` without one.
 
     Arguments:
         generator: the caller's generator, or None.
         default: the data's device, where a draw without a generator happens by the rule
-            above (the "cpu" default serves host-side draws only, such as scalars read at once).
+            above.
     """
     return torch.device(default) if generator is None else generator.device

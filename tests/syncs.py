@@ -51,7 +51,7 @@ class HostSyncs:
 
     def _record(self, what: str) -> None:
         site = ""
-        for frame in reversed(traceback.extract_stack()[:-3]):
+        for frame in reversed(traceback.extract_stack()[:-2]):
             if "/robustlab/" in frame.filename.replace("\\", "/"):
                 site = f"{frame.filename.rsplit('robustlab/', 1)[-1]}:{frame.lineno}"
                 break

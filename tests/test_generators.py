@@ -34,7 +34,8 @@ DRAWING = {
 
 
 def test_draw_device():
-    assert draw_device(None) == torch.device("cpu")
+    with pytest.raises(TypeError):  # no silent CPU default: a draw without a generator
+        draw_device(None)          # happens on the data's device, which the caller must name
     assert draw_device(None, "meta") == torch.device("meta")
     assert draw_device(torch.Generator(), "meta") == torch.device("cpu")
 

@@ -41,7 +41,7 @@ def _square_pattern(s: int, generator, like: torch.Tensor) -> torch.Tensor:
     drawn on the generator's device transposes it, without reading the coin on the host."""
     d = torch.cat([_rings(s // 2, s, like), -_rings(s - s // 2, s, like)])
     d = d / d.norm()
-    coin = torch.rand(1, generator=generator, device=draw_device(generator)).to(like.device)
+    coin = torch.rand(1, generator=generator, device=draw_device(generator, like.device)).to(like.device)
     return torch.where(coin < 0.5, d.T, d)
 
 
@@ -85,7 +85,7 @@ def _window(h: int, w: int, s: int, generator, device) -> tuple[torch.Tensor, to
     """A random s x s window of an h x w image, shared by the batch: its mask (h, w) and, at
     each pixel, the offsets (row, col) inside the window (clamped outside it), drawn on the
     generator's device and never read on the host."""
-    dev = draw_device(generator)
+    dev = draw_device(generator, device)
     r, q = (torch.randint(0, k - s + 1, (1,), generator=generator, device=dev).to(device) for k in (h, w))
     i, j = torch.arange(h, device=device)[:, None] - r, torch.arange(w, device=device) - q
     mask = (i >= 0) & (i < s) & (j >= 0) & (j < s)

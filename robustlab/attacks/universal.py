@@ -73,7 +73,7 @@ def _uap_pass(model, x, y, v, eps, norm, overshoot, deepfool_steps, generator) -
     goes to DeepFool too, which returns it unchanged (r_i = 0, and P leaves v in the ball as
     it is), instead of asking the host first whether it is fooled.
     """
-    order = torch.randperm(len(x), generator=generator, device=draw_device(generator)).to(x.device)
+    order = torch.randperm(len(x), generator=generator, device=draw_device(generator, x.device)).to(x.device)
     for i in range(len(x)):
         j = order[i:i + 1]
         xi = (x[j] + v).clamp(0, 1)
