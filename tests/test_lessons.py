@@ -160,3 +160,17 @@ def run_fast_mode(path, cpu, seed, tmp_path, monkeypatch):
 @pytest.mark.parametrize("path", LESSONS, ids=lambda p: p.stem)
 def test_lesson_runs_in_fast_mode(path, seed, tmp_path, monkeypatch):
     run_fast_mode(path, "native", seed, tmp_path, monkeypatch)
+
+
+@pytest.mark.parametrize("path", LESSONS, ids=lambda p: p.stem)
+def test_parameters_cell_parses_cleanly(path):
+    """papermill reads every parameter of the `parameters` cell (a line it cannot parse is
+    logged as "Unable to parse line" and the parameter silently drops out of `make course`)."""
+    import ast
+
+    import papermill
+
+    cell = next(c for c in code_cells(path) if "parameters" in c["metadata"].get("tags", []))
+    assigned = {t.id for node in ast.parse("".join(cell["source"])).body
+                if isinstance(node, ast.Assign) for t in node.targets if isinstance(t, ast.Name)}
+    assert set(papermill.inspect_notebook(str(path))) == assigned
