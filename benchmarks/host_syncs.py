@@ -13,7 +13,6 @@ builds the table for any such list (the black-box methods' script reuses it).
 from __future__ import annotations
 
 import copy
-import functools
 import sys
 import traceback
 from collections.abc import Callable
@@ -75,133 +74,138 @@ class Method:
     small: int
     large: int
     what: str = "steps"
+    early_stop: bool = False  # stops when done: its count follows the data, not only the steps
 
 
-@functools.cache
-def _test_set() -> tuple[torch.Tensor, torch.Tensor]:
-    return data.digits("test")
+class Setup:
+    """The model, images and data every method here runs on, on one device."""
+
+    def __init__(self, device: str):
+        self.device = torch.device(device)
+        x, y = data.digits("test")
+        self.x_all, self.y_all = x.to(device), y.to(device)
+        self.model = models.pretrained("digits-cnn").to(device)
+        self.x, self.y = self.x_all[:N], self.y_all[:N]
+        self.ids, self.labels = (t.to(device) for t in token_task(N, seq_len=8, vocab=20))
+        # constant logits that favour class 3, and images labelled 3: no attack can succeed (the
+        # input gradient is 0), so no early stop fires and every loop runs its full length
+        lin = torch.nn.Linear(64, 10)
+        with torch.no_grad():
+            lin.weight.zero_()
+            lin.bias.copy_(torch.arange(10.0) == 3)
+        self.unfoolable = torch.nn.Sequential(torch.nn.Flatten(), lin).eval().to(device)
+        self.threes = torch.full((N,), 3, device=device)
+
+    def generator(self) -> torch.Generator:
+        """A fresh seeded generator on the device: draws made there need no copy from the host."""
+        return torch.Generator(self.device).manual_seed(0)
+
+    def trainee(self) -> torch.nn.Module:
+        """A fresh copy of the zoo CNN in train mode, so every run starts from the same weights."""
+        return copy.deepcopy(self.model).train()
 
 
-@functools.cache
-def _digits() -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
-    x, y = _test_set()
-    return models.pretrained("digits-cnn"), x[:N], y[:N]
-
-
-def _trainee() -> torch.nn.Module:
-    """A fresh copy of the zoo CNN in train mode, so every run starts from the same weights."""
-    return copy.deepcopy(_digits()[0]).train()
-
-
-def _one_step(objective) -> None:
-    """One training step of `objective`: its loss and the backward pass that `fit` makes."""
-    _, x, y = _digits()
-    out = objective(_trainee(), x, y)
-    (out[0] if isinstance(out, tuple) else out).backward()
-
-
-def _train_batches(objective, n: int) -> None:
-    """`fit` for one epoch over `n` batches of BATCH digits: the per-batch count."""
-    x, y = _test_set()
-    fit(_trainee(), (x[: n * BATCH], y[: n * BATCH]), epochs=1, objective=objective,
-        batch_size=BATCH, device="cpu", progress=False)
-
-
-def _loop(defence, n_key: str, n: int, **kw) -> None:
-    x, y = _test_set()
-    defence(_trainee(), (x[:BATCH], y[:BATCH]), batch_size=BATCH, device="cpu",
-            progress=False, **{n_key: n}, **kw)
-
-
-def _embedding(n: int) -> None:
-    ids, y = token_task(N, seq_len=8, vocab=20)
-    torch.manual_seed(0)
-    embedding_pgd(TokenCNN(vocab=20, dim=4, channels=8), ids, y, eps=0.5, alpha=0.1, steps=n,
-                  generator=torch.Generator().manual_seed(0))
-
-
-def _attack(fn, key: str = "steps", **kw) -> Callable[[int], object]:
-    """`fn(model, x, y, **kw)` with the step count under the keyword `key`."""
-    def run(n: int):
-        m, x, y = _digits()
-        return fn(m, x, y, **{**kw, key: n})
-    return run
-
-
-def _wrapped(wrapper) -> Callable[[int], object]:
-    def run(n: int):
-        m, x, y = _digits()
-        return pgd(wrapper(m), x, y, eps=0.1, alpha=0.02, steps=n,
-                   generator=torch.Generator().manual_seed(0))
-    return run
-
-
-def _smoothing(fn, n_batches: int) -> None:
-    m, x, _ = _digits()
-    g = torch.Generator().manual_seed(0)
-    if fn is certify:
-        certify(m, x, sigma=0.25, n0=BATCH, n=n_batches * BATCH, batch_size=BATCH, generator=g)
-    else:
-        smoothed_predict(m, x, sigma=0.25, n=n_batches * BATCH, batch_size=BATCH, generator=g)
-
-
-def _seeded() -> torch.Generator:
-    return torch.Generator().manual_seed(0)
-
-
-def attack_methods() -> list[Method]:
+def attack_methods(s: Setup) -> list[Method]:
     """The white-box attacks: their step loops."""
-    ball = dict(eps=0.1, alpha=0.02, generator=_seeded())
+    def attack(fn, key: str = "steps", **kw) -> Callable[[int], object]:
+        return lambda n: fn(s.model, s.x, s.y, **{**kw, key: n})
+
+    def stubborn(fn, **kw) -> Callable[[int], object]:
+        return lambda n: fn(s.unfoolable, s.x, s.threes, steps=n, **kw)
+
+    def wrapped(wrapper) -> Callable[[int], object]:
+        return lambda n: pgd(wrapper(s.model), s.x, s.y, eps=0.1, alpha=0.02, steps=n,
+                             generator=s.generator())
+
+    def embedding(n: int):
+        torch.manual_seed(0)
+        net = TokenCNN(vocab=20, dim=4, channels=8).to(s.device)
+        return embedding_pgd(net, s.ids, s.labels, eps=0.5, alpha=0.1, steps=n,
+                             generator=s.generator())
+
+    ball = dict(eps=0.1, alpha=0.02)
     return [
-        Method("pgd-linf", _attack(pgd, **ball), 2, 6),
-        Method("pgd-l2", _attack(pgd, **{**ball, "eps": 0.75, "alpha": 0.2}, norm="l2"), 2, 6),
-        Method("pgd-l1", _attack(pgd, **{**ball, "eps": 2.0, "alpha": 0.5}, norm="l1"), 2, 6),
-        Method("fgsm (one step)", lambda n: fgsm(*_digits(), eps=0.1), 1, 1),
-        Method("cw-l2", _attack(cw, binary_steps=2), 10, 30),
-        Method("cw-linf", _attack(cw, norm="linf", max_c=1.0), 10, 30),
-        Method("cw-l0", _attack(cw, norm="l0", max_c=1.0), 10, 30),
-        Method("deepfool", _attack(deepfool), 10, 30),
-        Method("stadv", _attack(stadv), 2, 6),
-        Method("patch", lambda n: patch(*_digits(), size=3, steps=n, batch_size=2,
-                                        generator=_seeded()), 2, 6),
-        Method("eot-pgd", _wrapped(lambda m: EOT(m, samples=2)), 2, 6),
-        Method("bpda-pgd", _wrapped(lambda m: BPDA(m, lambda x: bit_depth(x, 3))), 2, 6),
-        Method("embedding-pgd", _embedding, 2, 6),
-        Method("lbfgs", _attack(lbfgs, "max_iter", search_steps=1), 2, 6, what="max_iter"),
+        Method("pgd-linf", lambda n: pgd(s.model, s.x, s.y, **ball, steps=n,
+                                         generator=s.generator()), 2, 6),
+        Method("pgd-l2", lambda n: pgd(s.model, s.x, s.y, eps=0.75, alpha=0.2, steps=n, norm="l2",
+                                       generator=s.generator()), 2, 6),
+        Method("pgd-l1", lambda n: pgd(s.model, s.x, s.y, eps=2.0, alpha=0.5, steps=n, norm="l1",
+                                       generator=s.generator()), 2, 6),
+        Method("fgsm (one step)", lambda n: fgsm(s.model, s.x, s.y, eps=0.1), 1, 1),
+        Method("cw-l2", attack(cw, binary_steps=2), 10, 30, early_stop=True),
+        Method("cw-linf", attack(cw, norm="linf", max_c=1.0), 10, 30, early_stop=True),
+        Method("cw-l0", attack(cw, norm="l0", max_c=1.0), 10, 30, early_stop=True),
+        Method("deepfool", attack(deepfool), 10, 30, early_stop=True),
+        # the same with nothing to find: the early stops, read every steps // 10 steps, never fire
+        Method("cw-l2 (unfoolable)", stubborn(cw, binary_steps=2, abort_early=False), 10, 30),
+        Method("cw-linf (unfoolable)", stubborn(cw, norm="linf", max_c=1.0), 10, 30),
+        Method("cw-l0 (unfoolable)", stubborn(cw, norm="l0", max_c=1.0), 10, 30),
+        Method("deepfool (unfoolable)", stubborn(deepfool), 10, 30),
+        Method("stadv", attack(stadv), 2, 6),
+        Method("patch", lambda n: patch(s.model, s.x, s.y, size=3, steps=n, batch_size=2,
+                                        generator=s.generator()), 2, 6),
+        Method("eot-pgd", wrapped(lambda m: EOT(m, samples=2)), 2, 6),
+        Method("bpda-pgd", wrapped(lambda m: BPDA(m, lambda x: bit_depth(x, 3))), 2, 6),
+        Method("embedding-pgd", embedding, 2, 6),
+        # scipy's L-BFGS-B asks for value and gradient on the host at every evaluation
+        Method("lbfgs", attack(lbfgs, "max_iter", search_steps=1, targeted=False), 2, 6,
+               what="max_iter", early_stop=True),
     ]
 
 
-def defence_methods() -> list[Method]:
+def defence_methods(s: Setup) -> list[Method]:
     """The defences: one training step as a function of the inner steps, the loops' steps,
     verified training per batch, and smoothing per batch of noise samples."""
+    def one_step(make) -> Callable[[int], object]:
+        def run(n: int):  # the objective's loss and the backward pass that `fit` makes
+            out = make(n)(s.trainee(), s.x, s.y)
+            (out[0] if isinstance(out, tuple) else out).backward()
+        return run
+
+    def loop(defence, key: str, **kw) -> Callable[[int], object]:
+        return lambda n: defence(s.trainee(), (s.x_all[:BATCH], s.y_all[:BATCH]),
+                                 batch_size=BATCH, device=s.device, progress=False,
+                                 **{key: n, **kw})
+
+    def batches(make) -> Callable[[int], object]:
+        return lambda n: fit(s.trainee(), (s.x_all[: n * BATCH], s.y_all[: n * BATCH]), epochs=1,
+                             objective=make(), batch_size=BATCH, device=s.device, progress=False)
+
+    def smoothing(fn) -> Callable[[int], object]:
+        extra = dict(n0=BATCH) if fn is certify else {}
+        return lambda n: fn(s.model, s.x, sigma=0.25, n=n * BATCH, batch_size=BATCH,
+                            generator=s.generator(), **extra)
+
     inner = dict(eps=0.1, alpha=0.02)
     return [
-        Method("pgd_at", lambda n: _one_step(pgd_at(**inner, steps=n, generator=_seeded())), 2, 6),
-        Method("trades", lambda n: _one_step(trades(**inner, steps=n, generator=_seeded())), 2, 6),
-        Method("vat", lambda n: _one_step(vat(eps=0.5, power_iterations=n, generator=_seeded())),
+        Method("pgd_at", one_step(lambda n: pgd_at(**inner, steps=n, generator=s.generator())),
+               2, 6),
+        Method("trades", one_step(lambda n: trades(**inner, steps=n, generator=s.generator())),
+               2, 6),
+        Method("vat", one_step(lambda n: vat(eps=0.5, power_iterations=n,
+                                             generator=s.generator())),
                2, 6, what="power iterations"),
-        Method("wrm", lambda n: _one_step(wrm(steps=n)), 2, 6),
-        Method("fast_at (one step)", lambda n: _one_step(fast_at(eps=0.1, generator=_seeded())), 1, 1),
-        Method("fgsm_at (one step)", lambda n: _one_step(fgsm_at(eps=0.1)), 1, 1),
-        Method("free_at", lambda n: _loop(free_at, "replays", n, eps=0.1, epochs=n), 2, 6,
+        Method("wrm", one_step(lambda n: wrm(steps=n)), 2, 6),
+        Method("fast_at (one step)", one_step(lambda n: fast_at(eps=0.1, generator=s.generator())),
+               1, 1),
+        Method("fgsm_at (one step)", one_step(lambda n: fgsm_at(eps=0.1)), 1, 1),
+        # one pass over one batch: epochs = replays
+        Method("free_at", lambda n: loop(free_at, "replays", eps=0.1, epochs=n)(n), 2, 6,
                what="replays"),
-        Method("yopo", lambda n: _loop(yopo, "m", n, eps=0.1, alpha=0.02, epochs=1,
-                                       generator=_seeded()), 2, 6, what="m"),
-        Method("awp", lambda n: _loop(awp, "steps", n, eps=0.1, alpha=0.02, epochs=1,
-                                      generator=_seeded()), 2, 6),
-        Method("fit ibp", lambda n: _train_batches(ibp(eps=0.05), n), 1, 3, what="batches"),
-        Method("fit crown_ibp", lambda n: _train_batches(crown_ibp(eps=0.05), n), 1, 3,
-               what="batches"),
-        Method("smoothing certify", functools.partial(_smoothing, certify), 2, 8,
-               what="n / batch"),
-        Method("smoothing predict", functools.partial(_smoothing, smoothed_predict), 2, 8,
-               what="n / batch"),
+        Method("yopo", loop(yopo, "m", **inner, epochs=1, generator=s.generator()), 2, 6,
+               what="m"),
+        Method("awp", loop(awp, "steps", **inner, epochs=1, generator=s.generator()), 2, 6),
+        Method("fit ibp", batches(lambda: ibp(eps=0.05)), 1, 3, what="batches"),
+        Method("fit crown_ibp", batches(lambda: crown_ibp(eps=0.05)), 1, 3, what="batches"),
+        Method("smoothing certify", smoothing(certify), 2, 8, what="n / batch"),
+        Method("smoothing predict", smoothing(smoothed_predict), 2, 8, what="n / batch"),
     ]
 
 
-def white_box_methods() -> list[Method]:
-    _digits()  # load the model and data before anything is counted
-    return attack_methods() + defence_methods()
+def white_box_methods(device: str = "cpu") -> list[Method]:
+    """Every white-box iterative method, run on `device`."""
+    s = Setup(device)  # made before anything is counted
+    return attack_methods(s) + defence_methods(s)
 
 
 def rows(methods: list[Method]) -> list[list]:
@@ -210,11 +214,12 @@ def rows(methods: list[Method]) -> list[list]:
     for m in methods:
         a, b = grows(m.run, m.small, m.large)
         out.append([m.name, m.what, f"{m.small} -> {m.large}", a.total, b.total,
-                    "yes" if b.total > a.total else "no"])
+                    "yes" if b.total > a.total else "no", "yes" if m.early_stop else "no"])
     return out
 
 
-HEADERS = ["method", "counted", "steps", "syncs (small)", "syncs (large)", "grows"]
+HEADERS = ["method", "counted", "steps", "syncs (small)", "syncs (large)", "grows",
+           "stops early"]
 
 if __name__ == "__main__":
     torch.set_num_threads(1)
