@@ -26,7 +26,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script:
 from robustlab import data, models  # noqa: E402
 from robustlab.attacks import BPDA, EOT, cw, deepfool, fgsm, lbfgs, patch, pgd, stadv  # noqa: E402
 from robustlab.attacks.embedding import embedding_pgd  # noqa: E402
-from robustlab.defences import awp, fast_at, fgsm_at, free_at, pgd_at, trades, vat, wrm, yopo  # noqa: E402
+from robustlab.defences import (  # noqa: E402
+    awp,
+    fast_at,
+    fgsm_at,
+    free_at,
+    freelb,
+    latent_at,
+    pgd_at,
+    trades,
+    vat,
+    wrm,
+    yopo,
+)
 from robustlab.defences.smoothing import certify  # noqa: E402
 from robustlab.defences.smoothing import predict as smoothed_predict  # noqa: E402
 from robustlab.defences.transforms import bit_depth  # noqa: E402
@@ -176,6 +188,12 @@ def defence_methods(s: Setup) -> list[Method]:
         return lambda n: fn(s.model, s.x, sigma=0.25, n=n * BATCH, batch_size=BATCH,
                             generator=s.generator(), **extra)
 
+    def freelb_run(n: int):
+        torch.manual_seed(0)
+        net = TokenCNN(vocab=20, dim=4, channels=8).to(s.device)
+        return freelb(net, (s.ids, s.labels), eps=0.5, alpha=0.1, steps=n, epochs=1,
+                      batch_size=N, device=s.device, progress=False, generator=s.generator())
+
     inner = dict(eps=0.1, alpha=0.02)
     return [
         Method("pgd_at", one_step(lambda n: pgd_at(**inner, steps=n, generator=s.generator())),
@@ -194,7 +212,14 @@ def defence_methods(s: Setup) -> list[Method]:
                what="replays"),
         Method("yopo", loop(yopo, "m", **inner, epochs=1, generator=s.generator()), 2, 6,
                what="m"),
+        Method("yopo (n)", loop(yopo, "n", **inner, m=2, epochs=1, generator=s.generator()), 2, 6,
+               what="n"),
         Method("awp", loop(awp, "steps", **inner, epochs=1, generator=s.generator()), 2, 6),
+        Method("latent_at", loop(latent_at, "steps", **inner, epochs=1, generator=s.generator()),
+               2, 6),
+        Method("latent_at (d_steps)", loop(latent_at, "d_steps", **inner, epochs=1,
+                                           generator=s.generator()), 2, 6, what="d_steps"),
+        Method("freelb", freelb_run, 2, 6),
         Method("fit ibp", batches(lambda: ibp(eps=0.05)), 1, 3, what="batches"),
         Method("fit crown_ibp", batches(lambda: crown_ibp(eps=0.05)), 1, 3, what="batches"),
         Method("smoothing certify", smoothing(certify), 2, 8, what="n / batch"),

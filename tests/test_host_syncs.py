@@ -9,6 +9,7 @@ reads of the result are allowed, one per step is not. The methods that stop earl
 On CUDA the same runs count torch's own warnings under `torch.cuda.set_sync_debug_mode("warn")`.
 """
 
+import functools
 import warnings
 
 import pytest
@@ -21,12 +22,21 @@ from tests.syncs import explain
 
 METHODS = [m for m in white_box_methods() if not m.early_stop]
 TRAINING = ("fit ibp", "fit crown_ibp")
+# one training step of each loss-only defence: no read of the host at all, checks included
+SYNC_FREE = ("pgd_at", "trades", "vat", "wrm", "fast_at (one step)", "fgsm_at (one step)")
 
 
 @pytest.mark.parametrize("method", METHODS, ids=lambda m: m.name)
 def test_host_syncs_do_not_grow_with_steps(method):
     a, b = grows(method.run, method.small, method.large)
     assert b.total == a.total, explain(a, b)
+
+
+@pytest.mark.parametrize("method", [m for m in METHODS if m.name in SYNC_FREE],
+                         ids=lambda m: m.name)
+def test_a_training_step_of_a_loss_only_defence_never_reads_the_host(method):
+    syncs = count(lambda: method.run(method.large))
+    assert syncs.total == 0, syncs.sites()
 
 
 @pytest.mark.parametrize("method", [m for m in METHODS if m.name in TRAINING],
@@ -77,12 +87,29 @@ def _cuda_syncs(run) -> int:
     return sum("synchroniz" in str(w.message) for w in caught)
 
 
+@functools.cache
+def _on_cuda() -> dict:
+    return {m.name: m for m in white_box_methods("cuda")}
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("name", [m.name for m in METHODS])
 def test_cuda_loops_never_wait_for_the_host(name):
     # torch's own account of what waits for the GPU (Adam's step counter on the host is not
     # among them, unlike on the CPU counter above): equal at both step counts
-    method = next(m for m in white_box_methods("cuda") if m.name == name)
+    method = _on_cuda()[name]
     small, large = (_cuda_syncs(lambda n=n: method.run(n)) for n in (method.small, method.large))
     assert large == small, f"{name}: {small} synchronising CUDA calls at {method.small} " \
                            f"{method.what}, {large} at {method.large}"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("name", SYNC_FREE)
+def test_cuda_training_step_runs_under_sync_error_mode(name):
+    method = _on_cuda()[name]
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        method.run(method.large)  # raises RuntimeError at the first synchronising call
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
