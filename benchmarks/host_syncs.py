@@ -1,6 +1,6 @@
 """Host synchronisations of every white-box iterative method at two step counts.
 
-    python benchmarks/host_syncs.py
+    python benchmarks/host_syncs.py [--device cpu|cuda] [--only NAME...]
 
 A GPU stalls on every ``.item()``, ``bool(t)``, ``nonzero`` or boolean-mask index that Python
 makes inside a per-step loop. The CPU cannot time that, so this script counts the calls (with
@@ -12,6 +12,7 @@ builds the table for any such list (the black-box methods' script reuses it).
 
 from __future__ import annotations
 
+import argparse
 import copy
 import sys
 import traceback
@@ -246,6 +247,17 @@ def rows(methods: list[Method]) -> list[list]:
 HEADERS = ["method", "counted", "steps", "syncs (small)", "syncs (large)", "grows",
            "stops early"]
 
-if __name__ == "__main__":
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu", help="cpu (the default) or cuda")
+    parser.add_argument("--only", nargs="+", metavar="NAME", help="these methods only")
+    args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    print(markdown_table(HEADERS, rows(white_box_methods())))
+    methods = [m for m in white_box_methods(args.device) if not args.only or m.name in args.only]
+    if not methods:
+        parser.error(f"--only names no method: {args.only}")
+    print(markdown_table(HEADERS, rows(methods)))
+
+
+if __name__ == "__main__":
+    main()
