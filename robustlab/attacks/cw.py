@@ -69,14 +69,17 @@ def cw(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: str = "l2",
       |x'_i - x_i| * |grad_i| (summed over channels: a pixel is all its channels), at most
       0.3 sqrt(#changed pixels), up to the first above 0.01. Repeat until the solve fails.
     L-inf and L0 stop each solve at its first success, as the paper does; the examples of a
-    batch run side by side, each with its own c, tau and pixel set.
+    batch run side by side, each with its own c, tau and pixel set. Whether to stop is read on
+    the host every steps // 10 Adam steps only (Carlini's own schedule for abort_early), so a GPU
+    is not stalled at every step; the result is the same as stopping at once.
 
     Arguments:
         norm: "l2", "linf" or "l0". targeted: y holds target classes.
         c: the initial constant. kappa: confidence margin (0: just across the boundary).
         steps, lr: Adam iterations per solve and learning rate.
         binary_steps: L2 rounds of binary search on c.
-        abort_early: L2: stop a solve when the loss stopped decreasing.
+        abort_early: L2: stop a solve when the loss stopped decreasing (checked every
+            steps // 10 steps, as in the paper's code).
         max_c: L-inf and L0: the largest c tried. tau_decrease: L-inf shrink factor of tau.
         None takes the per-norm default of `DEFAULTS`.
 
@@ -178,22 +181,25 @@ def _iterated(model, x, y, norm, targeted, kappa, tau_decrease, *, c, steps, lr,
     const = torch.full((len(x),), float(c), dtype=x.dtype, device=x.device)
     tau, active = torch.ones_like(const), torch.ones_like(const, dtype=torch.bool)
     allowed = torch.ones_like(x[:, :1], dtype=torch.bool)  # L0: per pixel, all channels
-    prev, best = x.clone(), x.clone()
+    best = x.clone()  # the last success, from which the next solve of the example starts
     while active.any():
+        # a solve runs on the active rows only: one read of their indices per solve, while the
+        # bookkeeping after it stays on the device (torch.where over the whole batch)
         i = active.nonzero()[:, 0]
-        found, out = _solve(model, x[i], y[i], prev[i], const[i], allowed[i],
+        found, out = _solve(model, x[i], y[i], best[i], const[i], allowed[i],
                             tau[i] if norm == "linf" else None, targeted, kappa, steps, lr)
-        ok, bad = i[found], i[~found]
-        prev[ok] = best[ok] = out[found]
-        const[bad] *= 2
-        active[bad] = const[bad] <= max_c
+        won = torch.zeros_like(active).index_copy(0, i, found)
+        lost = active & ~won
+        best = torch.where(per_example(won, x), best.index_copy(0, i, out), best)
+        const = torch.where(lost, const * 2, const)
+        active = torch.where(lost, const <= max_c, active)
         if norm == "linf":
-            tau[ok] = torch.minimum(tau[ok], flat_norm(out[found] - x[ok], "linf")) * tau_decrease
-            active[ok] = tau[ok] >= 1 / 256
-        elif len(ok):
-            allowed[ok] = _fix_pixels(model, x[ok], y[ok], out[found], const[ok], allowed[ok],
-                                      targeted, kappa)
-            active[ok] = allowed[ok].flatten(1).any(1)
+            tau = torch.where(won, torch.minimum(tau, flat_norm(best - x, "linf")) * tau_decrease, tau)
+            active = torch.where(won, tau >= 1 / 256, active)
+        else:  # the pixels of every solved row, kept where the solve succeeded
+            fixed = _fix_pixels(model, x[i], y[i], best[i], const[i], allowed[i], targeted, kappa)
+            allowed = torch.where(per_example(won, x), allowed.index_copy(0, i, fixed), allowed)
+            active = torch.where(won, allowed.flatten(1).any(1), active)
     if norm == "l0":  # undo the tanh round trip's 1e-7 changes wherever the result stays adversarial
         snap = torch.where(((best - x).abs() < 1e-4).all(1, keepdim=True), x, best)
         keep = _fooled(logits_of(model, snap), y, targeted, kappa)

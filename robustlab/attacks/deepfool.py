@@ -30,7 +30,9 @@ def deepfool(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: str = 
     authors' code, 1e-4 is added to |f'_l| so that each step crosses the linearised boundary.
 
     Arguments:
-        norm: "l2" or "linf". steps: most iterations per example (each stops on its own).
+        norm: "l2" or "linf". steps: most iterations per example (each stops on its own;
+            the batch stops once all are done, which is read on the host every steps // 10
+            steps, so that a GPU is not stalled at each one).
         overshoot: the final (1 + overshoot) scaling that pushes x' past the boundary.
         num_classes: how many classes to consider, y and the highest-scoring others at x
             (the paper's speed-up for many classes); None: all.
