@@ -111,7 +111,8 @@ def check_images(x, name: str = "x", ndim: int | None = 4) -> torch.Tensor:
         raise ValueError(f"{name} must have shape (N, C, H, W), got {tuple(x.shape)}")
     if x.shape[0] == 0:
         raise ValueError(f"{name} is empty")
-    lo, hi = (t.item() for t in torch.aminmax(x))  # one pass, one sync; NaN propagates to both
+    # one pass, one read back to the host for both ends; NaN propagates to both
+    lo, hi = torch.stack(torch.aminmax(x)).tolist()
     if math.isnan(lo) or math.isnan(hi):
         raise ValueError(f"{name} contains NaN")
     if lo < 0 or hi > 1:
@@ -139,7 +140,7 @@ def check_label_range(y: torch.Tensor, num_classes: int | None = None, name: str
     """Labels in [0, num_classes), or >= 0 while the number of classes is not known yet."""
     if not y.numel():
         return
-    lo, hi = (t.item() for t in torch.aminmax(y))  # one sync
+    lo, hi = torch.stack(torch.aminmax(y)).tolist()  # one read back to the host
     if lo < 0 or (num_classes is not None and hi >= num_classes):
         bound = f"[0, {num_classes})" if num_classes is not None else "[0, K) (negative label)"
         raise ValueError(f"{name} holds labels outside {bound}: range [{lo}, {hi}]")

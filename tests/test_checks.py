@@ -97,3 +97,21 @@ def test_seed_and_bool_checks_name_the_argument(check, value, error, match):
 def test_seed_and_bool_checks_return_good_values():
     assert check_seed(0) == 0 and check_seed(2**32 - 1) == 2**32 - 1
     assert check_bool(False, "flag") is False and check_bool(True, "flag") is True
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64])
+def test_image_and_label_checks_read_the_host_once_each(dtype):
+    # both ends of the range in one read: each read stalls a GPU, and the black-box Oracle
+    # checks its images at every query
+    from tests.syncs import count
+
+    x = torch.linspace(0, 1, 48, dtype=torch.float64).view(3, 1, 4, 4)
+    y = torch.tensor([0, 2, 1], dtype=dtype)
+    assert count(lambda: check_images(x)).total == 1
+    assert count(lambda: check_label_range(y, 3)).total == 1
+    with pytest.raises(ValueError, match=r"range \[0, 2\]"):
+        check_label_range(y, 2)
+    with pytest.raises(ValueError, match=r"got range \[-0.5, 1\]"):
+        check_images(torch.cat([x, x - 0.5]))
+    with pytest.raises(ValueError, match="NaN"):
+        check_images(x.clone().index_fill_(0, torch.tensor([1]), math.nan))

@@ -30,7 +30,9 @@ def deepfool(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: str = 
     authors' code, 1e-4 is added to |f'_l| so that each step crosses the linearised boundary.
 
     Arguments:
-        norm: "l2" or "linf". steps: most iterations per example (each stops on its own).
+        norm: "l2" or "linf". steps: most iterations per example (each stops on its own;
+            the batch stops once all are done, which is read on the host every steps // 10
+            steps, so that a GPU is not stalled at each one).
         overshoot: the final (1 + overshoot) scaling that pushes x' past the boundary.
         num_classes: how many classes to consider, y and the highest-scoring others at x
             (the paper's speed-up for many classes); None: all.
@@ -50,26 +52,26 @@ def deepfool(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: str = 
         others = z0.scatter(1, y[:, None], -math.inf).argsort(1, descending=True)[:, : k - 1]
         r_tot, x_adv = torch.zeros_like(x), x.clone()
         active = z0.argmax(1) == y
-        for _ in range(steps):
-            # the one host sync of a step: gradients only for the rows still on y's side, and
-            # none left means done; the bookkeeping below stays on the device
-            i = active.nonzero()[:, 0]
-            if len(i) == 0:
+        rows = torch.arange(len(x), device=x.device)
+        for step in range(steps):
+            # every row takes the step and `active` masks the update, so nothing waits for the
+            # device but the check for "all done", made every steps // 10 steps (a finished
+            # row no longer changes: stopping later returns the same x_adv)
+            if step % max(1, steps // 10) == 0 and not active.any():
                 break
-            xi = x_adv[i].requires_grad_(True)
+            xi = x_adv.detach().requires_grad_(True)
             z = logits_of(model, xi)
-            f = z.gather(1, others[i]) - z.gather(1, y[i, None])  # (n, k-1), negative while on y's side
+            f = z.gather(1, others) - z.gather(1, y[:, None])  # (N, k-1), negative while on y's side
             # rows of the batch are independent (eval mode), so one backward pass per class
             w = torch.stack([finite_direction(torch.autograd.grad(f[:, j].sum(), xi,
                                                                   retain_graph=j < k - 2)[0])
                              for j in range(k - 1)], 1)
             wn = w.flatten(2).norm(p=q, dim=2).clamp_min(1e-12)
             l = (f.abs() / wn).argmin(1)
-            rows = torch.arange(len(i), device=x.device)
             f_l, w_l, wn_l = f[rows, l].detach(), w[rows, l], wn[rows, l]
             scale = per_example((f_l.abs() + 1e-4) / wn_l**q, x)
-            r = scale * (w_l if q == 2 else w_l.sign())
-            r_tot = r_tot.index_add(0, i, r)
-            x_adv = torch.where(per_example(active, x), (x + (1 + overshoot) * r_tot).clamp(0, 1), x_adv)
-            active = active.index_copy(0, i, logits_of(model, x_adv[i]).argmax(1) == y[i])
+            on = per_example(active, x)
+            r_tot = r_tot + torch.where(on, scale * (w_l if q == 2 else w_l.sign()), 0)
+            x_adv = torch.where(on, (x + (1 + overshoot) * r_tot).clamp(0, 1), x_adv)
+            active = active & (logits_of(model, x_adv).argmax(1) == y)
     return x_adv.detach()
