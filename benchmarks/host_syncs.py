@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import copy
 import sys
-import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,35 +46,10 @@ from robustlab.tables import markdown_table  # noqa: E402
 from robustlab.tokens import TokenCNN, token_task  # noqa: E402
 from robustlab.train import fit  # noqa: E402
 from robustlab.verify.training import crown_ibp, ibp  # noqa: E402
-from tests.syncs import HostSyncs  # noqa: E402
+from tests.syncs import grows  # noqa: E402
 
 N = 4          # images per attack: the counts do not depend on it
 BATCH = 8      # batch size of the training runs and of smoothing's sampling
-
-
-class DeviceSyncs(HostSyncs):
-    """HostSyncs without the reads of torch.optim's own step counters.
-
-    Adam and the other optimisers keep their step count in a CPU tensor (unless capturable or
-    fused) precisely so that reading it never waits for a GPU; on the CPU the counter cannot
-    tell that read from one of the data's, so it leaves out every call made inside torch.optim.
-    """
-
-    def _record(self, what: str) -> None:
-        if any("/torch/optim/" in f.filename.replace("\\", "/") for f in traceback.extract_stack()):
-            return
-        super()._record(what)
-
-
-def count(run: Callable[[], object]) -> DeviceSyncs:
-    with DeviceSyncs() as s:
-        run()
-    return s
-
-
-def grows(run: Callable[[int], object], small: int, large: int) -> tuple[DeviceSyncs, DeviceSyncs]:
-    """`run(n)` at two step counts; both records (equal totals: the loop never syncs)."""
-    return count(lambda: run(small)), count(lambda: run(large))
 
 
 @dataclass

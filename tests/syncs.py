@@ -7,6 +7,7 @@ costs nothing; one per step of a 1,000-step loop stalls the GPU a thousand times
 such cost, so a test here cannot time it: it counts the calls instead, by wrapping them for the
 duration of a ``with HostSyncs() as s:`` block, and records where each came from.
 
+Reads of torch.optim's own step counters are left out (CPU tensors even beside a GPU).
 Use ``s.total`` for the count and ``s.sites()`` (file:line -> count, inside robustlab only) to
 name the culprits in an assertion message. ``grows(run, small, large)`` runs a method at two step
 or query counts and returns both counts with their sites: an iterative method is sync-free in
@@ -50,8 +51,13 @@ class HostSyncs:
                                         if site))
 
     def _record(self, what: str) -> None:
+        stack = traceback.extract_stack()[:-2]
+        # torch.optim keeps its step counters in CPU tensors (unless capturable or fused) so that
+        # reading them never waits for a GPU: not a sync, though the CPU cannot tell it apart
+        if any("/torch/optim/" in f.filename.replace("\\", "/") for f in stack):
+            return
         site = ""
-        for frame in reversed(traceback.extract_stack()[:-2]):
+        for frame in reversed(stack):
             if "/robustlab/" in frame.filename.replace("\\", "/"):
                 site = f"{frame.filename.rsplit('robustlab/', 1)[-1]}:{frame.lineno}"
                 break

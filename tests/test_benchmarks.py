@@ -43,6 +43,7 @@ TINY = {
         "--device", "cpu", "--n", "8", "--models", "digits-mlp", "--eps", "0.01", "--repeats",
         "1", "--milp-n", "2", "--milp-eps", "0.02", "--acc-n", "4", "--acc-eps", "0.01",
         "--acc-models", "digits-mlp", "--time-limit", "10"]),
+    "host_syncs.py": (None, ["--device", "cpu", "--only", "pgd-linf", "stadv"]),
     "host_syncs_blackbox.py": (None, ["--only", "Oracle"]),
     "stats.py": ("art", [
         "--device", "cpu", "--n", "2", "--n-batches", "10", "--batch-size", "8", "--mc-n", "1000",
@@ -60,6 +61,7 @@ ABSENT = {
     "verify.py": ["auto_LiRPA is not installed", "skipping the comparison",
                   "### digits-mlp on cpu", "| CROWN | 0.01 |", "### MILP", "### Verified accuracy"],
     "stats.py": ["ART is not installed", "### Splitting", "| sum of 8 >= 7.5"],
+    "host_syncs.py": ["| pgd-linf", "| stadv"],
     "host_syncs_blackbox.py": ["| method (budget) |", "| Oracle (ledger queries) | 8 |"],
 }
 PRESENT = {

@@ -16,9 +16,9 @@ import pytest
 import torch
 from torch import nn
 
-from benchmarks.host_syncs import Setup, count, grows, white_box_methods
+from benchmarks.host_syncs import Setup, white_box_methods
 from robustlab.attacks import lbfgs
-from tests.syncs import explain
+from tests.syncs import count, explain, grows
 
 METHODS = [m for m in white_box_methods() if not m.early_stop]
 TRAINING = ("fit ibp", "fit crown_ibp")

@@ -15,7 +15,6 @@ The runners are shared with benchmarks/host_syncs_blackbox.py, which prints the 
 from __future__ import annotations
 
 import contextlib
-import traceback
 import warnings
 from collections.abc import Callable
 
@@ -38,20 +37,6 @@ from robustlab.attacks import (
 from robustlab.attacks.oracle import Oracle, QueryLedger
 from robustlab.verify import deepgo
 from tests.syncs import HostSyncs, explain
-
-
-class DeviceSyncs(HostSyncs):
-    """HostSyncs without the reads of torch.optim's own step counters (GUAP's Adam).
-
-    Adam keeps its step count in a CPU tensor (unless capturable or fused) precisely so that
-    reading it never waits for a GPU; on the CPU the counter cannot tell that read from one of
-    the data's, so it leaves out every call made inside torch.optim.
-    """
-
-    def _record(self, what: str) -> None:
-        if any("/torch/optim/" in f.filename.replace("\\", "/") for f in traceback.extract_stack()):
-            return
-        super()._record(what)
 
 
 def unfoolable(seed: int = 0) -> nn.Module:
@@ -187,7 +172,7 @@ def deepfool_uncounted(syncs: HostSyncs):
 def counted(name: str, n: int, device: str = "cpu") -> HostSyncs:
     """The host syncs of RUNS[name] at budget n."""
     run = RUNS[name][0]
-    with DeviceSyncs() as s:
+    with HostSyncs() as s:
         run(n, device)
     return s
 
