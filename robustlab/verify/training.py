@@ -23,14 +23,14 @@ from ._bounds import Ball, checked
 from .crown import back_substitute, maxpool_relaxation, relu_relaxation
 from .interval import interval_bounds
 from .network import Affine, ReLU, read_network
-from .types import margin_spec
+from .types import margin_spec, other_classes
 
 
 def _margins(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, norm: str,
              beta: float) -> torch.Tensor:
     """Lower bounds (N, K-1) on z_y - z_j: beta * CROWN-IBP + (1 - beta) * IBP, differentiable."""
     net = read_network(model, x.shape[1:], like=x)
-    ball, C = Ball(x, eps, norm), _margin_rows(y, net.out_shape[0]).to(x.dtype)
+    ball, C = Ball(x, eps, norm), margin_spec(y, net.out_shape[0]).to(x.dtype)
     pre, box = interval_bounds(net, ball, C)
     if beta == 0:
         return box.lower
@@ -67,28 +67,11 @@ def verified_margins(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps:
     return _margins(model, x, y, eps, norm, beta)
 
 
-def _other_classes(y: torch.Tensor, k: int) -> torch.Tensor:
-    """The classes j != y of each row in increasing order (N, K-1): j, shifted past y.
-
-    Index arithmetic instead of a boolean mask, whose size the host must read: training
-    calls this every batch."""
-    j = torch.arange(k - 1, device=y.device)[None, :]
-    return j + (j >= y[:, None]).long()
-
-
-def _margin_rows(y: torch.Tensor, k: int) -> torch.Tensor:
-    """`margin_spec(y, k)`, the rows e_y - e_j (N, K-1, K), built without a host sync."""
-    if k < 2:  # margin_spec's own error
-        return margin_spec(y, k)
-    eye = torch.eye(k, device=y.device)
-    return eye[y][:, None, :] - eye[_other_classes(y, k)]
-
-
 def worst_logits(margins: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """The worst-case logits (N, K) that margin lower bounds (N, K-1) allow: 0 for class y,
     -m_j for every other class j, so that CE(worst_logits, y) bounds the CE over the ball."""
     k = margins.shape[1] + 1
-    return margins.new_zeros(len(margins), k).scatter(1, _other_classes(y, k), -margins)
+    return margins.new_zeros(len(margins), k).scatter(1, other_classes(y, k), -margins)
 
 
 def linear_ramp(step: int, *, warmup: int, ramp: int) -> float:

@@ -81,11 +81,18 @@ class Verdict:
 def margin_spec(y: torch.Tensor, num_classes: int) -> torch.Tensor:
     """The specification C (N, K-1, K) whose rows are e_y - e_j for every j != y: a lower bound
     > 0 on every row of ``C @ logits`` proves that no input of the set changes the class from y."""
-    n, k = y.shape[0], int(num_classes)
+    k = int(num_classes)
     if k < 2:
         raise ValueError(f"num_classes must be >= 2 for the margins z_y - z_j, got {k} (a model with "
                          "one logit has no other class to beat; give a binary classifier two logits)")
     eye = torch.eye(k, device=y.device)
-    others = (torch.arange(k, device=y.device)[None, :] != y[:, None])  # (N, K)
-    rows = eye[y][:, None, :] - eye[None, :, :]  # (N, K, K): e_y - e_j
-    return rows[others].view(n, k - 1, k)
+    return eye[y][:, None, :] - eye[other_classes(y, k)]  # (N, K-1, K): e_y - e_j
+
+
+def other_classes(y: torch.Tensor, k: int) -> torch.Tensor:
+    """The classes j != y of each row in increasing order (N, K-1): j, shifted past y.
+
+    Index arithmetic instead of a boolean mask, whose size the host must read: training builds
+    the margins every batch."""
+    j = torch.arange(k - 1, device=y.device)[None, :]
+    return j + (j >= y[:, None]).long()

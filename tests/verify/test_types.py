@@ -43,3 +43,18 @@ def test_margin_spec_rows_are_y_minus_each_other_class():
     z = torch.tensor([[3.0, 1.0, 0.0], [0.0, 1.0, 5.0]])
     margins = torch.einsum("nsk,nk->ns", C, z)
     assert margins.tolist() == [[2.0, 3.0], [5.0, 4.0]]
+
+
+def test_margin_spec_makes_no_host_sync():
+    """Built by index arithmetic: a boolean-mask index made the host wait for its size, once
+    per call (IBP and CROWN-IBP training build it every batch)."""
+    from tests.syncs import count
+
+    y = torch.tensor([0, 3, 9, 3])
+    syncs = count(lambda: margin_spec(y, 10))
+    assert syncs.total == 0, syncs.calls
+    C = margin_spec(y, 10)
+    for i, label in enumerate(y.tolist()):
+        others = [j for j in range(10) if j != label]
+        assert torch.equal(C[i, :, label], torch.ones(9))
+        assert torch.equal(C[i].argmin(1), torch.tensor(others))
