@@ -379,9 +379,9 @@ def concolic(model: nn.Module, seeds: torch.Tensor, y: torch.Tensor | None = Non
         (i, j), layer = pair, next(k for k in range(len(sizes)) if pair[1] < start[k + 1])
         tried[i, j] = True
         x0, (low, high) = pool[i:i + 1], _box(seeds[origin[i:i + 1]], eps)
-        sol = _solve(_forms(layers, x0.cpu().double()), layer, j - start[layer],
-                     x0.cpu().double(), low.cpu().double(), high.cpu().double(),
-                     threshold + margin)
+        here = x0.cpu().double()
+        sol = _solve(_forms(layers, here), layer, j - start[layer], here, low.cpu().double(),
+                     high.cpu().double(), threshold + margin)
         steps.append(steps[-1] + 1)
         if sol is not None:
             # the cast to the model's dtype may round a coordinate past a bound

@@ -193,6 +193,17 @@ def test_host_syncs_per_round_are_constant(digits_mlp, digits_test):
         assert totals[1] - totals[0] == per_round and totals[2] - totals[1] == 3 * per_round
 
 
+def test_concolic_host_syncs_grow_at_most_linearly(digits_mlp, digits_test):
+    # concolic testing is a host loop by nature (one scipy LP per solve, its constraints read
+    # back from the device): measured 14-17 host reads per solve on this 2-layer MLP (the
+    # choice of pair, the LP's rows, 3 per layer before the target, the execution's check);
+    # asserted: at most 20 per solve
+    seeds = pick(digits_test[0], 0)
+    totals = [count(lambda b=b: concolic(digits_mlp, seeds, budget=b, threshold=1.0)).total
+              for b in (2, 8, 32)]
+    assert 0 < totals[1] - totals[0] <= 20 * 6 and 0 < totals[2] - totals[1] <= 20 * 24, totals
+
+
 def test_table_and_export(digits_mlp, digits_test):
     out = stats.fuzz(digits_mlp, pick(digits_test[0], 0), budget=32, eps=0.1, generator=seeded(0))
     assert isinstance(out, stats.Testing) and "fuzz" in out.table() and str(out) == out.table()
