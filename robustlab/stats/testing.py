@@ -307,7 +307,7 @@ def _solve(forms, layer: int, unit: int, x0, low, high, level: float):
     return res.x[:d] if res.status == 0 else None
 
 
-def _concolic_args(model, seeds, budget, eps, threshold, margin):
+def _concolic_args(model, budget, eps, threshold, margin):
     budget = check_positive(budget, "budget", integer=True)
     if eps is not None:
         eps = check_eps(eps)
@@ -362,7 +362,7 @@ def concolic(model: nn.Module, seeds: torch.Tensor, y: torch.Tensor | None = Non
         threshold: neuron coverage's threshold (output > threshold covers).
         margin: how far past the threshold the LP asks (> 0), against float32 rounding.
     """
-    budget, eps, threshold, margin = _concolic_args(model, seeds, budget, eps, threshold, margin)
+    budget, eps, threshold, margin = _concolic_args(model, budget, eps, threshold, margin)
     seeds, labels = _seed_inputs(model, seeds, y)
     layers = _read(model, seeds)
     sizes = [len(a) for a, _, _ in _forms(layers, seeds[:1].cpu().double())]
