@@ -14,7 +14,9 @@ from .complexity import measures
 from .coverage import Coverage, Profile, neuron_coverage
 from .kendall import KendallResult, KendallTable, kendall, kendall_table
 from .splitting import MonteCarlo, Splitting, monte_carlo, splitting
+from .testing import Testing, concolic, fuzz, random_testing
 
 __all__ = ["Clever", "Coverage", "KendallResult", "KendallTable", "MonteCarlo", "Profile", "Splitting",
-           "clever", "complexity", "coverage", "generalisation", "kendall", "kendall_table", "measures",
-           "monte_carlo", "neuron_coverage", "splitting"]
+           "Testing", "clever", "complexity", "concolic", "coverage", "fuzz", "generalisation",
+           "kendall", "kendall_table", "measures", "monte_carlo", "neuron_coverage",
+           "random_testing", "splitting"]

@@ -3,6 +3,9 @@ and multi-level splitting, the coverage criteria, the complexity measures. The r
 the input's device (save what a method returns on the CPU by contract, named per case), is
 identical twice on the CPU and equals the CPU's on CUDA within each case's tolerance.
 
+Concolic testing's coverage curve is a CPU float64 tensor by contract: its loop solves an LP in
+scipy per step, and the tests it generates run (and stay) on the device.
+
 CLEVER returns CPU float64 results by contract: its reverse-Weibull fit runs in scipy, once per
 example after the sampling, which is what runs on the device.
 """
@@ -58,6 +61,22 @@ def _coverage(device):
             C.coverage(model, x, "sign_sign"))
 
 
+def _fuzz(device):
+    model, x, y = setup(device)
+    return stats.fuzz(model, x, y, budget=48, eps=0.3, batch_size=16, generator=seeded())
+
+
+def _random_testing(device):
+    model, x, _ = setup(device)
+    return stats.random_testing(model, x, budget=48, eps=5, norm="l0", batch_size=16,
+                                generator=seeded())
+
+
+def _concolic(device):
+    model, x, _ = setup(device)
+    return stats.concolic(model, x, budget=6, eps=0.3)
+
+
 def _measures(device):
     model, x, y = setup(device)
     torch.manual_seed(1)
@@ -76,6 +95,11 @@ CASES = {
     "Profile": Case(_coverage, atol=1e-5),
     "neuron_coverage": Case(_coverage, atol=1e-5),
     "measures": Case(_measures, atol=1e-6),
+    "Testing": Case(_fuzz, atol=1e-6),
+    "fuzz": Case(_fuzz, atol=1e-6),
+    "random_testing": Case(_random_testing, atol=1e-6),
+    # the LP runs in scipy on the CPU, so concolic's curve is host-side; its tests run on the device
+    "concolic": Case(_concolic, atol=1e-5, host=(".curve",)),
 }
 NOT_ON_A_DEVICE = {
     "kendall": "a rank correlation of two lists of numbers, one per network: no tensor",
