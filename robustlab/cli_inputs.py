@@ -9,6 +9,7 @@ unpickling arbitrary objects, and .npz files are read with ``allow_pickle=False`
 from __future__ import annotations
 
 import os
+import sys
 import zipfile
 from pathlib import Path
 
@@ -158,7 +159,8 @@ def _checked_arrays(x: np.ndarray, y: np.ndarray, where: str) -> tuple[torch.Ten
 
 
 def load_data(spec: str, n: int | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """The first `n` examples (all when None) of an embedded set's test split or an .npz file."""
+    """The first `n` examples (all when None) of an embedded set's test split or an .npz file;
+    an `n` beyond them uses all, with a note on stderr."""
     if spec in EMBEDDED_SETS:
         x, y = data.load(spec, "test")
     else:
@@ -167,6 +169,9 @@ def load_data(spec: str, n: int | None) -> tuple[torch.Tensor, torch.Tensor]:
             raise UsageError("--data", f"{spec!r} is neither an embedded set "
                              f"({', '.join(EMBEDDED_SETS)}) nor an existing .npz file")
         x, y = _checked_arrays(*_npz_arrays(path), repr(spec))
+    if n is not None and n > len(x):  # as `head -n` would, but not silently
+        print(f"note: -n {n} is more than the {len(x)} examples of {spec}: using all {len(x)}",
+              file=sys.stderr)
     return x[:n], y[:n]
 
 

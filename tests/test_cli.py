@@ -260,3 +260,26 @@ def test_python_dash_m_runs_evaluate_and_reports_errors(saved_models, tmp_path):
                              capture_output=True, text=True, env=env, timeout=300)
     assert refused.returncode == 2 and "argument --data:" in refused.stderr
     assert "Traceback" not in refused.stderr
+
+
+def test_evaluate_runs_on_the_device_asked(device, saved_models, capsys):
+    """Both file kinds load onto the device (map_location / .to) and give the CPU's numbers."""
+    for kind in ("torchscript", "export"):
+        argv = ["evaluate", "--model", str(saved_models[kind]), "--data", "digits", "--attack",
+                "fgsm", "--eps", "0.1", "-n", "60"]
+        assert main([*argv, "--device", "cpu"]) == 0
+        on_cpu = _rows(capsys.readouterr().out)
+        assert main([*argv, "--device", device]) == 0
+        there = _rows(capsys.readouterr().out)
+        assert there[0] == on_cpu[0]  # a count of 60 correct: equal
+        assert abs(float(there[1][2]) - float(on_cpu[1][2])) <= 1 / 60 + 1e-9  # float sums
+
+
+def test_n_beyond_the_data_says_so(saved_models, tmp_path, capsys):
+    x, y = data.load("digits", "test")
+    np.savez(tmp_path / "five.npz", x=x[:5].numpy(), y=y[:5].numpy())
+    assert main(["evaluate", "--model", str(saved_models["torchscript"]), "--data",
+                 str(tmp_path / "five.npz"), "--attack", "fgsm", "--eps", "0.1", "-n", "9"]) == 0
+    captured = capsys.readouterr()
+    assert "note: -n 9 is more than the 5 examples of" in captured.err
+    assert "note" not in captured.out
