@@ -17,7 +17,7 @@ import sys
 import torch
 
 from . import data, models, zoo
-from ._checks import check_eps, check_in_range, check_positive
+from ._checks import check_eps, check_in_range, check_positive, check_seed
 from .cli_inputs import UsageError, check_model_takes, check_output_path, load_data, load_model
 from .cli_runs import Report, certify_report, evaluate_report, verify_report, write_json
 from .evaluate import PRESETS, markdown_table, robust_accuracy
@@ -55,12 +55,26 @@ def _eps(text: str) -> float:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
-def _count(text: str) -> int:
-    """A -n value: a whole number > 0."""
+def _whole(option: str):
+    """An argparse type for `option`: a whole number > 0."""
+    def parse(text: str) -> int:
+        try:
+            return check_positive(int(text), option, integer=True)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(f"{option} must be a whole number > 0, "
+                                             f"got {text!r}") from e
+    return parse
+
+
+_count = _whole("-n")  # -n of every command: how many examples
+
+
+def _radius(text: str) -> float:
+    """A --radius value: a finite number >= 0."""
     try:
-        return check_positive(int(text), "-n", integer=True)
+        return check_eps(float(text), "--radius")
     except ValueError as e:
-        raise argparse.ArgumentTypeError(f"-n must be a whole number > 0, got {text!r}") from e
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _device(text: str) -> torch.device:
@@ -74,15 +88,22 @@ def _device(text: str) -> torch.device:
     return device
 
 
-def _number(option: str, low: float, high: float, *, low_open: bool = False, integer: bool = False):
+def _seed(text: str) -> int:
+    """A --seed value: a whole number in [0, 2**32)."""
+    try:
+        return check_seed(int(text), "--seed")
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--seed must be a whole number in [0, 2**32), "
+                                         f"got {text!r}") from None
+
+
+def _number(option: str, low: float, high: float, *, low_open: bool = False):
     """An argparse type: a number in [low, high] (open at low when `low_open`) for `option`."""
     def parse(text: str) -> float:
         try:
-            value = int(text) if integer else float(text)
-            return check_in_range(value, option, low, high, low_open=low_open)
+            return check_in_range(float(text), option, low, high, low_open=low_open)
         except ValueError as e:
-            kind = "a whole number" if integer else "a number"
-            raise argparse.ArgumentTypeError(f"{option} must be {kind} in "
+            raise argparse.ArgumentTypeError(f"{option} must be a number in "
                                              f"{'(' if low_open else '['}{low:g}, {high:g}], "
                                              f"got {text!r}") from e
     return parse
@@ -100,7 +121,7 @@ def _shared_options(p: argparse.ArgumentParser) -> None:
                    help="use the first n examples (default: all)")
     p.add_argument("--device", type=_device, default=None,
                    help="where to run: cpu, cuda, cuda:1, ... (default: CUDA when available)")
-    p.add_argument("--seed", type=_number("--seed", 0, 2**63 - 1, integer=True), default=0,
+    p.add_argument("--seed", type=_seed, default=0,
                    help="seed of the random draws (PGD's start, smoothing's noise)")
     p.add_argument("--json", default=None, metavar="OUT.json",
                    help="also write the report's numbers to this JSON file")
@@ -117,12 +138,12 @@ def _own_model_parsers(sub) -> dict[str, argparse.ArgumentParser]:
                                        "smoothing (Cohen et al.)")
     c.add_argument("--sigma", type=_number("--sigma", 0, float("inf"), low_open=True),
                    required=True, help="standard deviation of the Gaussian noise")
-    c.add_argument("--n0", type=_count, default=100, help="samples to select the class")
-    c.add_argument("--n", type=_count, default=1000, dest="samples",
+    c.add_argument("--n0", type=_whole("--n0"), default=100, help="samples to select the class")
+    c.add_argument("--n", type=_whole("--n"), default=1000, dest="samples",
                    help="samples to estimate its probability")
     c.add_argument("--alpha", type=_number("--alpha", 0, 1, low_open=True), default=0.001,
                    help="failure probability of each certificate")
-    c.add_argument("--radius", type=_eps, nargs="+", default=[0.0, 0.25, 0.5],
+    c.add_argument("--radius", type=_radius, nargs="+", default=[0.0, 0.25, 0.5],
                    help="L2 radii at which to report certified accuracy")
     v = sub.add_parser("verify", help="verified accuracy of a chain of layers over eps-balls")
     v.add_argument("--eps", type=_eps, nargs="+", required=True)

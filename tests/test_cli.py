@@ -283,3 +283,24 @@ def test_n_beyond_the_data_says_so(saved_models, tmp_path, capsys):
     captured = capsys.readouterr()
     assert "note: -n 9 is more than the 5 examples of" in captured.err
     assert "note" not in captured.out
+
+
+@pytest.mark.parametrize("command, args, message", [
+    ("certify", ["--sigma", "0"], "argument --sigma: --sigma must be a number in (0, inf], got '0'"),
+    ("certify", ["--sigma", "0.25", "--alpha", "1.5"],
+     "argument --alpha: --alpha must be a number in (0, 1], got '1.5'"),
+    ("certify", ["--sigma", "0.25", "--n", "0"], "argument --n: --n must be a whole number > 0"),
+    ("certify", ["--sigma", "0.25", "--n0", "x"],
+     "argument --n0: --n0 must be a whole number > 0, got 'x'"),
+    ("certify", ["--sigma", "0.25", "--radius", "-1"],
+     "argument --radius: --radius must be a finite number >= 0, got -1.0"),
+    ("verify", ["--eps", "0.1", "--method", "lp"], "argument --method: invalid choice: 'lp'"),
+    ("evaluate", ["--eps", "0.1", "--seed", "1.5"],
+     "argument --seed: --seed must be a whole number in [0, 2**32), got '1.5'"),
+])
+def test_bad_numbers_of_certify_and_verify_are_usage_errors(command, args, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--model", "digits-mlp", "--data", "digits", *args])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"usage: robustlab {command}") and message in err
