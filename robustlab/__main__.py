@@ -1,5 +1,5 @@
 """Command line: ``robustlab zoo build|verify``, ``robustlab attack`` on a zoo model, and
-``robustlab evaluate|certify|verify`` on your own model (a TorchScript or torch.export file) or
+``robustlab evaluate|certify|verify|clever`` on your own model (a TorchScript or torch.export file) or
 a zoo model.
 
     robustlab zoo verify
@@ -7,6 +7,7 @@ a zoo model.
     robustlab evaluate --model mymodel.pt --data mydata.npz --attack pgd fgsm --eps 0.05 0.1
     robustlab certify --model digits-cnn-noise --data digits --sigma 0.25 --radius 0 0.25 0.5
     robustlab verify --model digits-mlp-ibp --data digits --eps 0.01 --method crown
+    robustlab clever --model digits-mlp --data digits -n 20 --radius 2
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import torch
 from . import data, models, zoo
 from ._checks import check_eps, check_in_range, check_positive, check_seed
 from .cli_inputs import UsageError, check_model_takes, check_output_path, load_data, load_model
-from .cli_runs import Report, certify_report, evaluate_report, verify_report, write_json
+from .cli_runs import Report, certify_report, clever_report, evaluate_report, verify_report, write_json
 from .evaluate import PRESETS, markdown_table, robust_accuracy
 from .utils import default_device
 
@@ -151,9 +152,18 @@ def _own_model_parsers(sub) -> dict[str, argparse.ArgumentParser]:
     v.add_argument("--method", default="crown", choices=["interval", "crown", "milp"])
     v.add_argument("--time-limit", type=_number("--time-limit", 0, float("inf"), low_open=True),
                    default=60.0, help="seconds per MILP solve (milp only)")
-    for p in (e, c, v):
+    s = sub.add_parser("clever", help="CLEVER scores of your model (Weng et al.): an estimate, "
+                                      "not a bound, of the smallest change that alters it")
+    s.add_argument("--norm", default="l2", choices=["l1", "l2", "linf"])
+    s.add_argument("--radius", type=_number("--radius", 0, float("inf"), low_open=True),
+                   required=True, help="the ball sampled, and the largest score reported")
+    s.add_argument("--batches", type=_whole("--batches"), default=50,
+                   help="batch maxima of the gradient norm to fit (the paper: 500)")
+    s.add_argument("--batch-size", type=_whole("--batch-size"), default=100,
+                   help="points per batch (the paper: 1024)")
+    for p in (e, c, v, s):
         _shared_options(p)
-    return {"evaluate": e, "certify": c, "verify": v}
+    return {"evaluate": e, "certify": c, "verify": v, "clever": s}
 
 
 def _parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
@@ -189,6 +199,10 @@ def own_model_report(args: argparse.Namespace) -> Report:
     if args.cmd == "certify":
         return certify_report(model, x, y, sigma=args.sigma, n0=args.n0, n=args.samples,
                               alpha=args.alpha, radii=args.radius, seed=args.seed, about=about)
+    if args.cmd == "clever":
+        return clever_report(model, x, y, norm=args.norm, radius=args.radius,
+                             n_batches=args.batches, batch_size=args.batch_size, seed=args.seed,
+                             about=about)
     return verify_report(model, x, y, eps_list=args.eps, norm=args.norm, method=args.method,
                          time_limit=args.time_limit, about=about)
 

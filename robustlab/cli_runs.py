@@ -17,6 +17,8 @@ from . import verify as verifiers
 from .cli_inputs import UsageError
 from .defences.smoothing import certified_accuracy
 from .evaluate import PRESETS, robust_accuracy
+from .stats import clever
+from .stats.clever import MIN_BATCHES
 from .tables import markdown_table
 
 
@@ -30,7 +32,7 @@ class Report:
 
     def table(self) -> str:
         """The rows as markdown, accuracies with three decimals."""
-        decimals = [None if h in ("attack", "eps", "radius") else 3 for h in self.headers]
+        decimals = [None if h in ("attack", "eps", "radius", "examples") else 3 for h in self.headers]
         return markdown_table(self.headers, self.rows, decimals=decimals)
 
     def as_dict(self) -> dict:
@@ -84,6 +86,29 @@ def certify_report(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, sigma:
                      "seed": seed, "abstained": result.abstained},
                     ["radius", "certified accuracy"])
     report.rows += [[float(r), a] for r, a in zip(result.radii, result.accuracy)]
+    return report
+
+
+def clever_report(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: str, radius: float,
+                  n_batches: int, batch_size: int, seed: int, about: dict) -> Report:
+    """CLEVER scores (Weng et al. 2018) of `model` at each example: an estimate of the smallest
+    change that alters the prediction, not a bound; with the mean and median over examples."""
+    if n_batches < MIN_BATCHES:
+        raise UsageError("--batches", f"a reverse Weibull fit needs at least {MIN_BATCHES} batch "
+                                      f"maxima, got {n_batches}")
+    generator = torch.Generator(device=x.device).manual_seed(seed)
+    result = clever(model, x, norm=norm, radius=radius, n_batches=n_batches,
+                    batch_size=batch_size, generator=generator)
+    scores = result.score.double()
+    correct = (result.prediction.to(y.device) == y).cpu()
+    report = Report({**about, "norm": norm, "radius": radius, "n_batches": n_batches,
+                     "batch_size": batch_size, "seed": seed,
+                     "fallbacks": int(result.fallback.sum())},
+                    ["examples", "mean CLEVER score", "median CLEVER score"])
+    for name, keep in (("all", torch.ones_like(correct)), ("correctly classified", correct)):
+        chosen = scores[keep]
+        if len(chosen):
+            report.rows.append([name, chosen.mean().item(), chosen.median().item()])
     return report
 
 

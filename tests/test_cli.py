@@ -306,3 +306,26 @@ def test_bad_numbers_of_certify_and_verify_are_usage_errors(command, args, messa
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith(f"usage: robustlab {command}") and message in err
+
+
+def test_clever_matches_the_library(capsys, tmp_path):
+    """`robustlab clever` reports the mean and median of stats.clever's scores with its seed."""
+    from robustlab import stats
+    out = tmp_path / "clever.json"
+    assert main(["clever", "--model", "digits-mlp", "--data", "digits", "-n", "3", "--radius", "1",
+                 "--batches", "10", "--batch-size", "16", "--seed", "4", "--json", str(out)]) == 0
+    x, _ = data.digits("test")
+    want = stats.clever(models.pretrained("digits-mlp"), x[:3], norm="l2", radius=1.0,
+                        n_batches=10, batch_size=16,
+                        generator=torch.Generator().manual_seed(4)).score.double()
+    rows = json.loads(out.read_text())["rows"]
+    assert rows[0]["examples"] == "all"
+    assert abs(rows[0]["mean CLEVER score"] - want.mean().item()) < 1e-9
+    assert "| all |" in capsys.readouterr().out
+
+
+def test_clever_refuses_too_few_batches(capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["clever", "--model", "digits-mlp", "--data", "digits", "-n", "2", "--radius", "1",
+              "--batches", "3"])
+    assert stop.value.code == 2 and "--batches" in capsys.readouterr().err
