@@ -134,7 +134,8 @@ def wrong_collapse_epochs():
                      if fell(p, t, window, drop) and f[t] >= max(f[max(0, t - window):t]) - drop), None)
 
     return {"FGSM-PGD gap alone": gap_only, "window of four epochs": window_of_four,
-            "FGSM accuracy above drop": fgsm_absolute, "FGSM near its recent best": fgsm_near_its_best, "PGD fall alone": fall_only,
+            "FGSM accuracy above drop": fgsm_absolute, "FGSM near its recent best": fgsm_near_its_best,
+            "PGD fall alone": fall_only,
             "fall from the best of all earlier epochs": best_so_far,
             "fall from the previous epoch only": previous_epoch, "epochs counted from 0": counts_from_zero}
 
