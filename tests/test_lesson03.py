@@ -119,7 +119,23 @@ def wrong_collapse_epochs():
         return next((t for t in range(1, len(p))
                      if fell(p, t, window, drop) and f[t] - p[t] >= drop), None)
 
-    return {"FGSM-PGD gap alone": gap_only, "PGD fall alone": fall_only,
+    def window_of_four(f, p, drop=0.2, window=3):
+        # one epoch too many in the window: a fall spread over four epochs counts as a collapse
+        return next((t + 1 for t in range(1, len(p))
+                     if fell(p, t, window + 1, drop) and f[t] - p[t] >= drop), None)
+
+    def fgsm_absolute(f, p, drop=0.2, window=3):
+        # FGSM accuracy at least `drop`, not at least `drop` above PGD's
+        return next((t + 1 for t in range(1, len(p)) if fell(p, t, window, drop) and f[t] >= drop), None)
+
+    def fgsm_near_its_best(f, p, drop=0.2, window=3):
+        # FGSM accuracy within `drop` of its own recent best instead of `drop` above PGD's
+        return next((t + 1 for t in range(1, len(p))
+                     if fell(p, t, window, drop) and f[t] >= max(f[max(0, t - window):t]) - drop), None)
+
+    return {"FGSM-PGD gap alone": gap_only, "window of four epochs": window_of_four,
+            "FGSM accuracy above drop": fgsm_absolute, "FGSM near its recent best": fgsm_near_its_best,
+            "PGD fall alone": fall_only,
             "fall from the best of all earlier epochs": best_so_far,
             "fall from the previous epoch only": previous_epoch, "epochs counted from 0": counts_from_zero}
 

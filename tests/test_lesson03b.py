@@ -40,6 +40,10 @@ def wrong_eots():
     def logits_mean(model, x, samples):         # averages logits, not log-probabilities
         return model(x.repeat(samples, 1, 1, 1)).view(samples, len(x), -1).mean(0)
 
+    def logits_mean_normalised(model, x, samples):  # log_softmax of the mean logits: a log-probability,
+        logits = model(x.repeat(samples, 1, 1, 1)).view(samples, len(x), -1)  # not the mean of them
+        return logits.mean(0).log_softmax(1)
+
     def probabilities(model, x, samples):       # averages probabilities, not their logarithms
         return model(x.repeat(samples, 1, 1, 1)).softmax(1).view(samples, len(x), -1).mean(0)
 
@@ -60,7 +64,8 @@ def wrong_eots():
         with torch.no_grad():
             return model(x.repeat(samples, 1, 1, 1)).log_softmax(1).view(samples, len(x), -1).mean(0)
 
-    return {"logits mean": logits_mean, "probabilities": probabilities, "summed": summed,
+    return {"logits mean": logits_mean, "log_softmax of the mean logits": logits_mean_normalised,
+            "probabilities": probabilities, "summed": summed,
             "mixed rows": mixed_rows, "one draw": one_draw, "one draw repeated": one_draw_repeated,
             "detached": detached}
 
@@ -125,10 +130,12 @@ def test_exercise3_prediction_is_checked_against_the_measurement():
     prediction_cell = next(s for s in code_cells() if "prediction = " in s and "### BEGIN SOLUTION" in s)
     check = next(s for s in code_cells() if "abs(prediction - measured)" in s)
     solution = run(prediction_cell, {})["prediction"]
-    for measured in [0.6, 0.68, 0.75]:          # the lesson's measurements over modes and seeds
+    # the lesson's measurements over modes and seeds are 0.68 to 0.75 (fast mode, 60 digits, SEED
+    # 0, 1, 2: 0.68, 0.75, 0.72; full mode, 100 digits: 0.72, 0.71, 0.72), with a digit to spare
+    for measured in [0.65, 0.68, 0.72, 0.75, 0.78]:
         run(check, {"prediction": solution, "measured": measured})
     # "a model never trained on noise certifies nothing", "about half", the noise-trained
-    # model's figure, the clean accuracy, and answers of the wrong type or range
-    for wrong in [0.0, 0.1, 0.4, 0.95, 1.2, -0.1, True, "0.7", None]:
+    # model's figure (0.87 in section 5), the clean accuracy, and answers of the wrong type or range
+    for wrong in [0.0, 0.1, 0.4, 0.5, 0.87, 0.95, 1.2, -0.1, True, "0.7", None]:
         with pytest.raises(AssertionError):
             run(check, {"prediction": wrong, "measured": 0.68})
