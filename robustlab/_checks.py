@@ -97,6 +97,14 @@ def check_seed(seed, name: str = "seed") -> int:
     return seed
 
 
+def check_generator(generator) -> torch.Generator | None:
+    """None or a torch.Generator: the random source every random method takes."""
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator or None, got "
+                        f"{type(generator).__name__}")
+    return generator
+
+
 def check_images(x, name: str = "x", ndim: int | None = 4) -> torch.Tensor:
     """A floating tensor of images in [0, 1] with no NaN, shape (N, C, H, W) by default."""
     if not isinstance(x, torch.Tensor):

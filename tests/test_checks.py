@@ -9,6 +9,7 @@ from robustlab._checks import (
     check_bool,
     check_choice,
     check_eps,
+    check_generator,
     check_images,
     check_in_range,
     check_label_range,
@@ -115,3 +116,10 @@ def test_image_and_label_checks_read_the_host_once_each(dtype):
         check_images(torch.cat([x, x - 0.5]))
     with pytest.raises(ValueError, match="NaN"):
         check_images(x.clone().index_fill_(0, torch.tensor([1]), math.nan))
+
+
+def test_check_generator():
+    g = torch.Generator()
+    assert check_generator(g) is g and check_generator(None) is None
+    with pytest.raises(TypeError, match="generator must be a torch.Generator or None, got int"):
+        check_generator(0)

@@ -24,13 +24,6 @@ Logs = dict[str, torch.Tensor]
 ObjectiveFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], tuple[torch.Tensor, Logs]]
 
 
-def _check_generator(generator) -> torch.Generator | None:
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise TypeError(f"generator must be a torch.Generator or None, got "
-                        f"{type(generator).__name__}")
-    return generator
-
-
 def _check_mode(attack_mode: str) -> str:
     return check_choice(attack_mode, ATTACK_MODES, "attack_mode")
 

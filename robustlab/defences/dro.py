@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._checks import check_eps, check_logits, check_nonnegative, check_positive
+from .._checks import check_eps, check_generator, check_logits, check_nonnegative, check_positive
 from ..losses import ce_loss, kl_loss
 from ..norms import clip_box, finite_direction, flat_norm, per_example, project
 from ._inner import (
@@ -30,7 +30,6 @@ from ._inner import (
     _acc,
     _ascend,
     _ce,
-    _check_generator,
     _check_inner_pgd,
     _check_mode,
     _gaussian,
@@ -59,7 +58,7 @@ def trades(*, eps: float, alpha: float, steps: int, beta: float = 6.0, norm: str
     eps, norm = _check_inner_pgd(eps, alpha, steps, norm)
     beta = check_nonnegative(beta, "beta")
     attack_mode = _check_mode(attack_mode)
-    generator = _check_generator(generator)
+    generator = check_generator(generator)
 
     def objective(model: nn.Module, x: torch.Tensor, y: torch.Tensor):
         x_adv = _trades_point(model, x, eps=eps, alpha=alpha, steps=steps, norm=norm,
@@ -111,7 +110,7 @@ def vat_direction(model: nn.Module, x: torch.Tensor, *, xi: float = 1e-6,
         with torch.no_grad():
             logits = model(x)
     logits = logits.detach()
-    d = _gaussian(x, _check_generator(generator))
+    d = _gaussian(x, check_generator(generator))
     for _ in range(power_iterations):
         d = _unit(d)
         d = d.requires_grad_(True)
@@ -145,7 +144,7 @@ def vat(*, eps: float, xi: float = 1e-6, power_iterations: int = 1, weight: floa
     check_positive(power_iterations, "power_iterations", integer=True)
     weight = check_nonnegative(weight, "weight")
     attack_mode = _check_mode(attack_mode)
-    generator = _check_generator(generator)
+    generator = check_generator(generator)
 
     def objective(model: nn.Module, x: torch.Tensor, y: torch.Tensor):
         x = x.detach()

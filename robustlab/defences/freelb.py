@@ -14,11 +14,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._checks import check_eps, check_logits, check_nonnegative, check_positive
+from .._checks import check_eps, check_generator, check_logits, check_nonnegative, check_positive
 from ..norms import project, random_in_ball, steepest
 from ..tokens import check_embedding_model
 from ..train import fit
-from ._inner import _acc, _check_generator
+from ._inner import _acc
 
 __all__ = ["freelb"]
 
@@ -65,7 +65,7 @@ def freelb(model: nn.Module, data, *, eps: float, alpha: float, steps: int, epoc
     check_positive(steps, "steps", integer=True)
     check_positive(epochs, "epochs", integer=True)
     init = eps if init is None else check_nonnegative(init, "init")
-    generator = _check_generator(generator)
+    generator = check_generator(generator)
 
     def step(model: nn.Module, ids: torch.Tensor, y: torch.Tensor, optimizer):
         with torch.no_grad():  # the size, dtype and device of one sequence's embeddings

@@ -18,11 +18,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._checks import check_in_range, check_logits, check_nonnegative, check_positive
+from .._checks import check_generator, check_in_range, check_logits, check_nonnegative, check_positive
 from .._model import check_model, frozen
 from ..norms import clip_box, random_in_ball
 from ..train import fit
-from ._inner import _acc, _ascend, _check_generator, _check_inner_pgd, _check_mode, _inner
+from ._inner import _acc, _ascend, _check_inner_pgd, _check_mode, _inner
 
 __all__ = ["discriminator_loss", "latent_at", "latent_discriminator", "lmae", "perturbed_log_odds"]
 
@@ -76,7 +76,7 @@ def lmae(model: nn.Module, disc: nn.Module, x: torch.Tensor, *, eps: float, alph
     check_model(model)
     eps, norm = _check_inner_pgd(eps, alpha, steps, norm)
     attack_mode = _check_mode(attack_mode)
-    generator = _check_generator(generator)
+    generator = check_generator(generator)
     x = x.detach()
     delta = clip_box(x, random_in_ball(x, eps, norm, generator)) if random_start \
         else torch.zeros_like(x)
@@ -131,7 +131,7 @@ def latent_at(model: nn.Module, data, *, eps: float, alpha: float, epochs: int, 
     check_positive(d_lr, "d_lr")
     check_positive(d_steps, "d_steps", integer=True)
     attack_mode = _check_mode(attack_mode)
-    generator = _check_generator(generator)
+    generator = check_generator(generator)
     if discriminator is not None and not isinstance(discriminator, nn.Module):
         raise TypeError(f"discriminator must be a torch.nn.Module or None, got "
                         f"{type(discriminator).__name__}")

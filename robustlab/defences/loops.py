@@ -26,13 +26,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .._checks import check_choice, check_nonnegative, check_norm, check_positive
+from .._checks import check_choice, check_generator, check_nonnegative, check_norm, check_positive
 from ..norms import clip_box, project, random_in_ball, steepest
 from ..train import fit
 from ._inner import (
     _acc,
     _ce,
-    _check_generator,
     _check_mode,
     _inner,
     _pgd_point,
@@ -149,7 +148,7 @@ def yopo(model: nn.Module, data, *, eps: float, alpha: float, epochs: int, m: in
     check_positive(m, "m", integer=True)
     check_positive(n, "n", integer=True)
     check_positive(epochs, "epochs", integer=True)
-    generator = _check_generator(generator)
+    generator = check_generator(generator)
     layer = _first_layer(model) if first_layer is None else first_layer
     if not isinstance(layer, nn.Module) or not any(layer is s for s in model.modules()):
         raise ValueError("first_layer must be a submodule of model")
@@ -234,7 +233,7 @@ def awp(model: nn.Module, data, *, eps: float, alpha: float, steps: int, epochs:
     beta = check_nonnegative(beta, "beta")
     attack_mode = _check_mode(("train" if base == "pgd_at" else "eval")
                               if attack_mode is None else attack_mode)
-    generator = _check_generator(generator)
+    generator = check_generator(generator)
 
     def step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, optimizer):
         if base == "pgd_at":

@@ -54,7 +54,15 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .._checks import check_bool, check_eps, check_in_range, check_nonnegative, check_norm, check_positive
+from .._checks import (
+    check_bool,
+    check_eps,
+    check_generator,
+    check_in_range,
+    check_nonnegative,
+    check_norm,
+    check_positive,
+)
 from ..losses import ce_loss
 from ..norms import clip_box, random_in_ball, steepest
 from ._inner import (
@@ -63,7 +71,6 @@ from ._inner import (
     _acc,
     _ascend,
     _ce,
-    _check_generator,
     _check_inner_pgd,
     _check_mode,
     _inner,
@@ -122,7 +129,7 @@ def pgd_at(*, eps: float, alpha: float, steps: int, norm: str = "linf",
     eps, norm = _check_inner_pgd(eps, alpha, steps, norm, ("linf", "l2", "l1"))
     random_start = check_bool(random_start, "random_start")
     attack_mode = _check_mode(attack_mode)
-    generator = _check_generator(generator)
+    generator = check_generator(generator)
 
     def objective(model: nn.Module, x: torch.Tensor, y: torch.Tensor):
         x_adv = _pgd_point(model, x, y, eps=eps, alpha=alpha, steps=steps, norm=norm,
@@ -147,7 +154,7 @@ def fast_at(*, eps: float, alpha: float | None = None, norm: str = "linf",
     alpha = 1.25 * eps if alpha is None else check_nonnegative(alpha, "alpha")
     norm = check_norm(norm)
     attack_mode = _check_mode(attack_mode)
-    generator = _check_generator(generator)
+    generator = check_generator(generator)
 
     def objective(model: nn.Module, x: torch.Tensor, y: torch.Tensor):
         x = x.detach()

@@ -36,6 +36,7 @@ from scipy import stats
 from torch import nn
 
 from .._checks import (
+    check_generator,
     check_images,
     check_in_range,
     check_label_range,
@@ -54,12 +55,6 @@ __all__ = ["ABSTAIN", "CertifiedAccuracy", "certified_accuracy", "certify", "gau
 ABSTAIN = -1
 
 
-def _check_generator(generator) -> None:
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise TypeError(f"generator must be a torch.Generator or None, got "
-                        f"{type(generator).__name__}")
-
-
 def _noise(shape, *, like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
     """Standard normal noise of `shape`, drawn on the generator's device, on like's device."""
     dev = draw_device(generator, like.device)
@@ -75,7 +70,7 @@ def gaussian_noise(*, sigma: float, generator: torch.Generator | None = None):
     not clipped to [0, 1], as in the paper. Returns ``objective(model, x, y) -> loss``.
     """
     sigma = check_positive(sigma, "sigma")
-    _check_generator(generator)
+    check_generator(generator)
 
     def objective(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         noisy = x + sigma * _noise(x.shape, like=x, generator=generator)
@@ -93,7 +88,7 @@ def _check_common(model, x, sigma, alpha, batch_size, generator):
     if alpha is not None:
         check_in_range(alpha, "alpha", 0, 1, low_open=True, high_open=True)
     check_positive(batch_size, "batch_size", integer=True)
-    _check_generator(generator)
+    check_generator(generator)
     return x, float(sigma)
 
 

@@ -43,7 +43,7 @@ import torch
 from scipy import stats
 from torch import nn
 
-from .._checks import check_images, check_in_range, check_labels, check_norm, check_positive
+from .._checks import check_generator, check_images, check_in_range, check_labels, check_norm, check_positive
 from .._model import check_model, check_model_input, eval_mode, frozen, logits_of, plain
 from .._random import draw_device
 from ..norms import dual_norm, flat_norm, per_example, random_in_ball
@@ -224,13 +224,6 @@ def _sample(model, x, prediction, targets, *, norm, radius, n_batches, batch_siz
                                               norm=norm, radius=radius, batch_size=batch_size,
                                               generator=generator)
     return out
-
-
-def check_generator(generator) -> None:
-    """None or a torch.Generator: the random source of every stats function."""
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise TypeError(f"generator must be a torch.Generator or None, got "
-                        f"{type(generator).__name__}")
 
 
 def clever(model: nn.Module, x: torch.Tensor, *, norm=2, radius: float, n_batches: int,

@@ -27,12 +27,11 @@ import torch
 from scipy import stats
 from torch import nn
 
-from .._checks import check_images, check_in_range, check_labels, check_positive
+from .._checks import check_generator, check_images, check_in_range, check_labels, check_positive
 from .._model import check_model, check_model_input, eval_mode, logits_of, plain
 from .._random import draw_device
 from ..losses import margin_loss
 from ..tables import Tabular, markdown_table
-from .clever import check_generator
 
 __all__ = ["MonteCarlo", "Splitting", "monte_carlo", "splitting"]
 

@@ -26,14 +26,13 @@ import torch
 from scipy.optimize import linprog
 from torch import nn
 
-from .._checks import check_choice, check_eps, check_images, check_labels, check_positive
+from .._checks import check_choice, check_eps, check_generator, check_images, check_labels, check_positive
 from .._model import check_model, check_model_input, plain, predict
 from .._random import draw_device
 from ..tables import Tabular, markdown_table
 from ..verify.network import MaxPool, Reshape
 from ..verify.network import ReLU as ReadReLU
 from ..verify.rounding import as_float64, read_exact
-from .clever import check_generator
 from .coverage import CRITERIA, MCDC, Coverage, activations, coverage
 
 __all__ = ["Testing", "concolic", "fuzz", "random_testing"]
