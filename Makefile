@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 PIP_INSTALL := $(PY) -m pip install --quiet --disable-pip-version-check -c requirements/constraints.txt
 
-.PHONY: env course test check lab site lessons student zoo bench gpu-check lint clean
+.PHONY: env course test check lab site lessons grade student zoo bench gpu-check lint clean
 
 env: $(STAMP)
 
@@ -44,6 +44,11 @@ site: $(STAMP)  ## the course as a static site that works offline, in build/site
 
 lessons: $(STAMP)  ## re-execute the lessons in full mode and store their outputs
 	OMP_NUM_THREADS=1 $(PY) course/run.py --inplace
+
+# NB: a student's copy of a lesson (made by `make student`), run in quick mode and marked per exercise
+grade: $(STAMP)  ## mark a student's notebook: make grade NB=path/to/01-introduction.ipynb
+	@test -n "$(NB)" || { echo "usage: make grade NB=path/to/student-notebook.ipynb"; exit 2; }
+	OMP_NUM_THREADS=1 $(PY) course/grade.py "$(NB)" --json "$(basename $(NB)).marks.json"
 
 student: $(STAMP)  ## student copies of the lessons (solutions removed) in build/student/
 	$(PY) course/student.py
