@@ -1,6 +1,7 @@
 """Defences: input transformations (transforms: bit depth, median, JPEG, TV minimisation, random
 resize-pad; squeeze: the feature-squeezing detector), training objectives for `train.fit`
-(objectives: FGSM-AT, PGD-AT, Fast-AT; dro: TRADES, VAT, WRM), defences that change the
+(objectives: FGSM-AT, PGD-AT, Fast-AT,
+DeepFool-AT, SmoothAdv; dro: TRADES, VAT, WRM), defences that change the
 training loop (loops: Free-AT, YOPO, AWP), regularisers of the weights (regularisers: spectral
 normalisation, Parseval networks, Björck orthonormal layers with GroupSort, the weight
 correlation penalty, early stopping on robust validation accuracy), randomized smoothing
@@ -14,7 +15,7 @@ from .dro import trades, vat, vat_direction, wrm
 from .freelb import freelb
 from .latent import latent_at, latent_discriminator
 from .loops import awp, free_at, yopo
-from .objectives import cyclic_lr, fast_at, fgsm_at, pgd_at
+from .objectives import cyclic_lr, deepfool_at, fast_at, fgsm_at, pgd_at, smooth_adv
 from .regularisers import (
     BestRobust,
     BjorckLinear,
@@ -53,3 +54,4 @@ __all__ += ["SqueezeDetector", "calibrate_squeezing", "default_squeezers", "jpeg
             "median_filter", "squeeze_score", "total_variation", "tv_denoise"]
 __all__ += ["freelb", "latent_at", "latent_discriminator"]
 __all__ += ["augmented", "random_shift"]
+__all__ += ["deepfool_at", "smooth_adv"]
