@@ -33,6 +33,7 @@ from robustlab.defences import (  # noqa: E402
     fgsm_at,
     free_at,
     freelb,
+    laplace_certify,
     latent_at,
     pgd_at,
     smooth_adv,
@@ -205,6 +206,9 @@ def defence_methods(s: Setup) -> list[Method]:
         Method("fit crown_ibp", batches(lambda: crown_ibp(eps=0.05)), 1, 3, what="batches"),
         Method("smoothing certify", smoothing(certify), 2, 8, what="n / batch"),
         Method("smoothing predict", smoothing(smoothed_predict), 2, 8, what="n / batch"),
+        Method("laplace certify", lambda n: laplace_certify(
+            s.model, s.x, scale=0.25, n0=BATCH, n=n * BATCH, batch_size=BATCH,
+            generator=s.generator()), 2, 8, what="n / batch"),
     ]
 
 

@@ -5,11 +5,13 @@ DeepFool-AT, SmoothAdv; dro: TRADES, VAT, WRM), defences that change the
 training loop (loops: Free-AT, YOPO, AWP), regularisers of the weights (regularisers: spectral
 normalisation, Parseval networks, Björck orthonormal layers with GroupSort, the weight
 correlation penalty, early stopping on robust validation accuracy), randomized smoothing
-(smoothing: `robustlab.defences.smoothing.predict` and `certify`) and data-parallel training
+(smoothing: `robustlab.defences.smoothing.predict` and `certify`; certificates: Laplace
+smoothing's L1 radius and Lecuyer et al.'s bound) and data-parallel training
 (distributed: any objective under torch.distributed DDP, with torchrun or `launch`); FreeLB
 on embeddings (freelb) and latent-distribution adversarial training (latent)."""
 
-from . import distributed, smoothing
+from . import certificates, distributed, smoothing
+from .certificates import cohen_radius, laplace_certify, laplace_radius, lecuyer_radius
 from .distributed import ddp_fit, launch, shard_batches
 from .dro import trades, vat, vat_direction, wrm
 from .freelb import freelb
@@ -55,3 +57,4 @@ __all__ += ["SqueezeDetector", "calibrate_squeezing", "default_squeezers", "jpeg
 __all__ += ["freelb", "latent_at", "latent_discriminator"]
 __all__ += ["augmented", "random_shift"]
 __all__ += ["deepfool_at", "smooth_adv"]
+__all__ += ["certificates", "cohen_radius", "laplace_certify", "laplace_radius", "lecuyer_radius"]

@@ -151,6 +151,12 @@ def _ddp(device, tmp_path):
         (tmp_path / "run.pt").unlink(missing_ok=True)
 
 
+def _radii(device):
+    p = torch.tensor([0.3, 0.6, 0.9, 0.999], device=device)
+    return (D.cohen_radius(p, sigma=0.5), D.lecuyer_radius(p, sigma=0.5),
+            D.laplace_radius(p, scale=0.5))
+
+
 CASES = {
     "Defended": transform(lambda x: D.Defended(mlp(x.device), D.median_filter)(x)),
     "RandomResizePad": transform(lambda x: D.RandomResizePad(generator=seeded())(x)),
@@ -198,6 +204,11 @@ CASES = {
     "certified_accuracy": Case(lambda d: D.certified_accuracy(
         mlp(d), *digits(d, 4), sigma=0.25, radii=[0.0, 0.1], n0=8, n=32, batch_size=16,
         generator=seeded())),
+    "laplace_certify": Case(lambda d: D.laplace_certify(mlp(d), digits(d, 4)[0], scale=0.25,
+                                                        n0=8, n=32, generator=seeded())),
+    "cohen_radius": Case(_radii, atol=1e-9),
+    "lecuyer_radius": Case(_radii, atol=1e-9),
+    "laplace_radius": Case(_radii, atol=1e-9),
     "smoothing.predict": Case(lambda d: smoothing.predict(mlp(d), digits(d, 4)[0], sigma=0.25,
                                                           n=32, generator=seeded())),
     "smoothing.certify": Case(lambda d: smoothing.certify(mlp(d), digits(d, 4)[0], sigma=0.25,
