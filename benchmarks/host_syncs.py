@@ -29,6 +29,7 @@ from robustlab.attacks.embedding import embedding_pgd  # noqa: E402
 from robustlab.defences import (  # noqa: E402
     awp,
     deepfool_at,
+    distillation,
     fast_at,
     fgsm_at,
     free_at,
@@ -204,6 +205,9 @@ def defence_methods(s: Setup) -> list[Method]:
         Method("freelb", freelb_run, 2, 6),
         Method("fit ibp", batches(lambda: ibp(eps=0.05)), 1, 3, what="batches"),
         Method("fit crown_ibp", batches(lambda: crown_ibp(eps=0.05)), 1, 3, what="batches"),
+        Method("distillation", lambda n: distillation(
+            s.trainee(), s.trainee(), (s.x_all[: n * BATCH], s.y_all[: n * BATCH]), epochs=1,
+            batch_size=BATCH, device=s.device, progress=False), 1, 3, what="batches"),
         Method("smoothing certify", smoothing(certify), 2, 8, what="n / batch"),
         Method("smoothing predict", smoothing(smoothed_predict), 2, 8, what="n / batch"),
         Method("laplace certify", lambda n: laplace_certify(

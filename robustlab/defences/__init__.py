@@ -8,10 +8,12 @@ correlation penalty, early stopping on robust validation accuracy), randomized s
 (smoothing: `robustlab.defences.smoothing.predict` and `certify`; certificates: Laplace
 smoothing's L1 radius and Lecuyer et al.'s bound) and data-parallel training
 (distributed: any objective under torch.distributed DDP, with torchrun or `launch`); FreeLB
-on embeddings (freelb) and latent-distribution adversarial training (latent)."""
+on embeddings (freelb), latent-distribution adversarial training (latent) and defensive
+distillation (distillation)."""
 
 from . import certificates, distributed, smoothing
 from .certificates import cohen_radius, laplace_certify, laplace_radius, lecuyer_radius
+from .distillation import distillation, soft_labels
 from .distributed import ddp_fit, launch, shard_batches
 from .dro import trades, vat, vat_direction, wrm
 from .freelb import freelb
@@ -58,3 +60,4 @@ __all__ += ["freelb", "latent_at", "latent_discriminator"]
 __all__ += ["augmented", "random_shift"]
 __all__ += ["deepfool_at", "smooth_adv"]
 __all__ += ["certificates", "cohen_radius", "laplace_certify", "laplace_radius", "lecuyer_radius"]
+__all__ += ["distillation", "soft_labels"]

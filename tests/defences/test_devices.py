@@ -151,6 +151,13 @@ def _ddp(device, tmp_path):
         (tmp_path / "run.pt").unlink(missing_ok=True)
 
 
+def _distil(device):
+    teacher, student = mlp(device), mlp(device)
+    D.distillation(teacher, student, digits(device), temperature=20.0, epochs=1, batch_size=16,
+                   lr=1e-2, progress=False, device=device)
+    return teacher, student, D.soft_labels(teacher, digits(device, 4)[0], temperature=20.0)
+
+
 def _radii(device):
     p = torch.tensor([0.3, 0.6, 0.9, 0.999], device=device)
     return (D.cohen_radius(p, sigma=0.5), D.lecuyer_radius(p, sigma=0.5),
@@ -204,6 +211,8 @@ CASES = {
     "certified_accuracy": Case(lambda d: D.certified_accuracy(
         mlp(d), *digits(d, 4), sigma=0.25, radii=[0.0, 0.1], n0=8, n=32, batch_size=16,
         generator=seeded())),
+    "distillation": Case(_distil, **TRAINED),
+    "soft_labels": Case(_distil, **TRAINED),
     "laplace_certify": Case(lambda d: D.laplace_certify(mlp(d), digits(d, 4)[0], scale=0.25,
                                                         n0=8, n=32, generator=seeded())),
     "cohen_radius": Case(_radii, atol=1e-9),
