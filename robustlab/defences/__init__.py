@@ -4,7 +4,8 @@ resize-pad; squeeze: the feature-squeezing detector), training objectives for `t
 DeepFool-AT, SmoothAdv; dro: TRADES, VAT, WRM), defences that change the
 training loop (loops: Free-AT, YOPO, AWP), regularisers of the weights (regularisers: spectral
 normalisation, Parseval networks, Björck orthonormal layers with GroupSort, the weight
-correlation penalty, early stopping on robust validation accuracy), randomized smoothing
+correlation penalty, early stopping on robust validation accuracy), orthogonal convolutions
+(orthogonal: the Cayley OrthogonalConv2d and the GNP network's certified radius), randomized smoothing
 (smoothing: `robustlab.defences.smoothing.predict` and `certify`; certificates: Laplace
 smoothing's L1 radius and Lecuyer et al.'s bound) and data-parallel training
 (distributed: any objective under torch.distributed DDP, with torchrun or `launch`); FreeLB
@@ -20,6 +21,7 @@ from .freelb import freelb
 from .latent import latent_at, latent_discriminator
 from .loops import awp, free_at, yopo
 from .objectives import cyclic_lr, deepfool_at, fast_at, fgsm_at, pgd_at, smooth_adv
+from .orthogonal import OrthogonalConv2d, gnp_radius
 from .regularisers import (
     BestRobust,
     BjorckLinear,
@@ -61,3 +63,4 @@ __all__ += ["augmented", "random_shift"]
 __all__ += ["deepfool_at", "smooth_adv"]
 __all__ += ["certificates", "cohen_radius", "laplace_certify", "laplace_radius", "lecuyer_radius"]
 __all__ += ["distillation", "soft_labels"]
+__all__ += ["OrthogonalConv2d", "gnp_radius"]

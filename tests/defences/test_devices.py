@@ -158,6 +158,14 @@ def _distil(device):
     return teacher, student, D.soft_labels(teacher, digits(device, 4)[0], temperature=20.0)
 
 
+def _orthogonal(device):
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(D.OrthogonalConv2d(1, 4, 3), D.GroupSort(2), torch.nn.Flatten(),
+                                D.BjorckLinear(256, 10)).to(device)
+    x = digits(device, 4)[0]
+    return model(x), D.gnp_radius(model, x)
+
+
 def _radii(device):
     p = torch.tensor([0.3, 0.6, 0.9, 0.999], device=device)
     return (D.cohen_radius(p, sigma=0.5), D.lecuyer_radius(p, sigma=0.5),
@@ -213,6 +221,8 @@ CASES = {
         generator=seeded())),
     "distillation": Case(_distil, **TRAINED),
     "soft_labels": Case(_distil, **TRAINED),
+    "OrthogonalConv2d": Case(_orthogonal, atol=1e-4),
+    "gnp_radius": Case(_orthogonal, atol=1e-4),
     "laplace_certify": Case(lambda d: D.laplace_certify(mlp(d), digits(d, 4)[0], scale=0.25,
                                                         n0=8, n=32, generator=seeded())),
     "cohen_radius": Case(_radii, atol=1e-9),
