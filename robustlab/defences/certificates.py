@@ -9,7 +9,7 @@ the runner-up bounded by p_B <= 1 - p_A):
 | --- | --- | --- | --- |
 | `cohen_radius` | Cohen et al. 2019, Thm. 1 | N(0, sigma^2 I) | L2: sigma Phi^-1(p_A) |
 | `lecuyer_radius` | Lecuyer et al. 2019, Prop. 1 | N(0, sigma^2 I) | L2: sup over (eps, delta) |
-| `laplace_radius` | Teng et al. 2020, Thm. 2 | Laplace(0, b) per pixel | L1: -b ln(2 (1 - p_A)) |
+| `laplace_radius` | Teng et al. 2020 | Laplace(0, b) per pixel | L1: -b ln(2 (1 - p_A)) |
 
 `laplace_certify` is CERTIFY (`robustlab.defences.smoothing.certify`) with Laplace noise and
 the L1 radius. The radius functions are element-wise torch (float64) and never read the host.
@@ -77,14 +77,17 @@ def lecuyer_radius(p_a, *, sigma: float) -> torch.Tensor:
 
 
 def laplace_radius(p_a, *, scale: float) -> torch.Tensor:
-    """Teng, Lee, Rubin, Bai, Wang and Zhu, "l1 adversarial robustness certificates: a randomized
-    smoothing approach" (2020), Theorem 2: with i.i.d. Laplace noise of scale b = `scale` (density
-    exp(-|e| / b) / (2 b)) on every input, the smoothed classifier is constant on the L1 ball
+    """The certified L1 radius of Laplace smoothing, Teng, Lee, Rubin, Bai, Wang and Zhu,
+    "l1 adversarial robustness certificates: a randomized smoothing approach" (2020), with
+    p_B = 1 - p_A: with i.i.d. Laplace noise of scale b = `scale` (density
+    exp(-|e| / b) / (2 b)) on every input, the smoothed classifier is constant on the L1 ball of
 
         R = -b ln(2 (1 - p_A))    (0 where p_A <= 1/2)
 
-    (p_B = 1 - p_A). It is tight: a classifier that thresholds one pixel at distance R has
-    p_A = 1 - exp(-R / b) / 2. Element-wise on `p_a`; float64 on its device."""
+    It is tight: a classifier that thresholds one pixel at distance R has
+    p_A = 1 - exp(-R / b) / 2, so the formula gives back R exactly
+    (tests/defences/test_certificates.py checks this identity and the certified radius of such
+    a classifier). Element-wise on `p_a`; float64 on its device."""
     scale = check_positive(scale, "scale")
     p = _check_p(p_a)
     return torch.where(p > 0.5, -scale * torch.log(2 * (1 - p).clamp(max=0.5)), 0.0)
