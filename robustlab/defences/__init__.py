@@ -1,16 +1,15 @@
 """Defences: input transformations (transforms: bit depth, median, JPEG, TV minimisation, random
 resize-pad; squeeze: the feature-squeezing detector), training objectives for `train.fit`
-(objectives: FGSM-AT, PGD-AT, Fast-AT,
-DeepFool-AT, SmoothAdv; dro: TRADES, VAT, WRM), defences that change the
-training loop (loops: Free-AT, YOPO, AWP), regularisers of the weights (regularisers: spectral
-normalisation, Parseval networks, Björck orthonormal layers with GroupSort, the weight
-correlation penalty, early stopping on robust validation accuracy), orthogonal convolutions
-(orthogonal: the Cayley OrthogonalConv2d and the GNP network's certified radius), randomized smoothing
-(smoothing: `robustlab.defences.smoothing.predict` and `certify`; certificates: Laplace
-smoothing's L1 radius and Lecuyer et al.'s bound) and data-parallel training
-(distributed: any objective under torch.distributed DDP, with torchrun or `launch`); FreeLB
-on embeddings (freelb), latent-distribution adversarial training (latent) and defensive
-distillation (distillation)."""
+(objectives: FGSM-AT, PGD-AT, Fast-AT, DeepFool-AT, SmoothAdv; dro: TRADES, VAT, WRM), defences
+that change the training loop (loops: Free-AT, YOPO, AWP), regularisers of the weights
+(regularisers: spectral normalisation, Parseval networks, Björck orthonormal layers with
+GroupSort, the weight correlation penalty, early stopping on robust validation accuracy),
+orthogonal convolutions (orthogonal: the Cayley OrthogonalConv2d and a GNP network's certified
+radius), randomized smoothing (smoothing: `robustlab.defences.smoothing.predict` and `certify`;
+certificates: Laplace smoothing's L1 radius and Lecuyer et al.'s bound beside Cohen's) and
+data-parallel training (distributed: any objective under torch.distributed DDP, with torchrun
+or `launch`); FreeLB on embeddings (freelb), latent-distribution adversarial training (latent)
+and defensive distillation (distillation)."""
 
 from . import certificates, distributed, smoothing
 from .certificates import cohen_radius, laplace_certify, laplace_radius, lecuyer_radius
