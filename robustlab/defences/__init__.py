@@ -12,7 +12,13 @@ or `launch`); FreeLB on embeddings (freelb), latent-distribution adversarial tra
 and defensive distillation (distillation)."""
 
 from . import certificates, distributed, smoothing
-from .certificates import cohen_radius, laplace_certify, laplace_radius, lecuyer_radius
+from .certificates import (
+    cohen_radius,
+    laplace_certify,
+    laplace_noise,
+    laplace_radius,
+    lecuyer_radius,
+)
 from .distillation import distillation, soft_labels
 from .distributed import ddp_fit, launch, shard_batches
 from .dro import trades, vat, vat_direction, wrm
@@ -60,6 +66,7 @@ __all__ += ["SqueezeDetector", "calibrate_squeezing", "default_squeezers", "jpeg
 __all__ += ["freelb", "latent_at", "latent_discriminator"]
 __all__ += ["augmented", "random_shift"]
 __all__ += ["deepfool_at", "smooth_adv"]
-__all__ += ["certificates", "cohen_radius", "laplace_certify", "laplace_radius", "lecuyer_radius"]
+__all__ += ["certificates", "cohen_radius", "laplace_certify", "laplace_noise", "laplace_radius",
+            "lecuyer_radius"]
 __all__ += ["distillation", "soft_labels"]
 __all__ += ["OrthogonalConv2d", "gnp_radius"]

@@ -12,7 +12,10 @@ the runner-up bounded by p_B <= 1 - p_A):
 | `laplace_radius` | Teng et al. 2020 | Laplace(0, b) per pixel | L1: -b ln(2 (1 - p_A)) |
 
 `laplace_certify` is CERTIFY (`robustlab.defences.smoothing.certify`) with Laplace noise and
-the L1 radius. The radius functions are element-wise torch (float64) and never read the host.
+the L1 radius; `laplace_noise` is the matching training objective (Teng et al. train the base
+classifier under the noise it will be smoothed with, as Cohen et al. do with Gaussian noise).
+The radius functions are element-wise torch (float64); they read the host once, to check that
+p_A holds probabilities.
 """
 
 from __future__ import annotations
@@ -22,9 +25,9 @@ from torch import nn
 
 from .._checks import check_positive
 from .._random import draw_device
-from .smoothing import ABSTAIN, _lower_bound
+from .smoothing import ABSTAIN, _lower_bound, _noise_objective
 
-__all__ = ["cohen_radius", "laplace_certify", "laplace_radius", "lecuyer_radius"]
+__all__ = ["cohen_radius", "laplace_certify", "laplace_noise", "laplace_radius", "lecuyer_radius"]
 
 # eps grid of `lecuyer_radius`: the Gaussian mechanism's bound needs eps <= 1
 _EPS_GRID = 2000
@@ -100,6 +103,16 @@ def _laplace(shape, *, like: torch.Tensor, generator: torch.Generator | None) ->
     u = torch.rand(shape, generator=generator, device=dev, dtype=like.dtype) - 0.5
     tiny = torch.finfo(like.dtype).tiny  # u = -1/2 exactly would give ln 0
     return (-u.sign() * torch.log((1 - 2 * u.abs()).clamp_min(tiny))).to(like.device)
+
+
+def laplace_noise(*, scale: float, generator: torch.Generator | None = None):
+    """An Objective for ``train.fit``: cross-entropy on ``x + e``, e i.i.d. Laplace(0, b) with
+    b = `scale` per input, the training of Teng et al.'s Laplace-smoothed classifiers (Gaussian
+    augmentation as in `smoothing.gaussian_noise`, with the noise `laplace_certify` smooths
+    with). One fresh draw per example and step, from `generator` (on its device) when given;
+    not clipped to [0, 1]. Returns ``objective(model, x, y) -> loss``."""
+    scale = check_positive(scale, "scale")
+    return _noise_objective(scale, generator, _laplace, f"laplace_noise(scale={scale:g})")
 
 
 @torch.no_grad()

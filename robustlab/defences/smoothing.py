@@ -70,13 +70,18 @@ def gaussian_noise(*, sigma: float, generator: torch.Generator | None = None):
     not clipped to [0, 1], as in the paper. Returns ``objective(model, x, y) -> loss``.
     """
     sigma = check_positive(sigma, "sigma")
+    return _noise_objective(sigma, generator, _noise, f"gaussian_noise(sigma={sigma:g})")
+
+
+def _noise_objective(scale: float, generator, noise, name: str):
+    """CE on ``x + scale * noise(x.shape, like=x, generator=generator)``, named `name`."""
     check_generator(generator)
 
     def objective(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        noisy = x + sigma * _noise(x.shape, like=x, generator=generator)
+        noisy = x + scale * noise(x.shape, like=x, generator=generator)
         return F.cross_entropy(check_logits(model(noisy), len(x)), y)
 
-    objective.__name__ = objective.__qualname__ = f"gaussian_noise(sigma={sigma:g})"
+    objective.__name__ = objective.__qualname__ = name
     return objective
 
 

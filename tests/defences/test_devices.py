@@ -182,6 +182,7 @@ CASES = {
     "total_variation": transform(D.total_variation, atol=1e-4),
     "tv_denoise": transform(lambda x: D.tv_denoise(x, steps=5), atol=1e-4),
     "random_shift": transform(lambda x: D.random_shift(x, generator=seeded())),
+    "laplace_noise": train(lambda: D.laplace_noise(scale=0.2, generator=seeded())),
     "gaussian_noise": train(lambda: D.gaussian_noise(sigma=0.2, generator=seeded())),
     "SqueezeDetector": Case(_squeeze, atol=1e-4),
     "calibrate_squeezing": Case(_squeeze, atol=1e-4),
