@@ -142,6 +142,17 @@ def test_clever_explorer_follows_its_controls():
     assert math.isclose(state["score"], min(state["margin"] / state["lipschitz"], state["radius"]))
 
 
+def test_clever_explorer_radius_stays_on_its_grid():
+    """Every norm's default radius is a point of the slider's grid (see test_widgets)."""
+    from .test_widgets import _on_grid
+
+    w = widgets.clever_explorer(models.MLP(hidden=(4,)), data.digits("test")[0][:1],
+                                n_batches=10, batch_size=4)
+    for norm in ("linf", "l1", "l2"):
+        w.norm.value = norm
+        assert _on_grid(w.radius) and w.radius.value == widgets.stats.RADII[norm], norm
+
+
 def test_clever_explorer_refuses_an_unknown_norm():
     with pytest.raises(ValueError, match="norm must be one of"):
         widgets.clever_explorer(models.MLP(hidden=(4,)), data.digits("test")[0][:1], norm="l3")
