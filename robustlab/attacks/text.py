@@ -19,7 +19,7 @@ from torch import nn
 from .._checks import check_bool, check_choice, check_generator, check_in_range, check_labels, check_positive
 from .._model import check_model, correct, frozen, model_device, predict
 from ..losses import LOSSES
-from ..text_data import WordVectors, synonym_table
+from ..text_data import CharTokenizer, WordVectors, synonym_table
 from ..tokens import check_embedding_model, check_token_ids
 from .text_metrics import TextAttackResult, text_similarity
 
@@ -100,7 +100,13 @@ def hotflip(model: nn.Module, texts: list[str], y: torch.Tensor, *, tokenizer, b
     never touches a position twice in one step. The search is on tensors, without host reads.
     Constraint: at most `budget` flipped characters (edit distance <= budget).
     """
+    if not isinstance(tokenizer, CharTokenizer):
+        raise TypeError(f"tokenizer must be a CharTokenizer (HotFlip flips characters), got "
+                        f"{type(tokenizer).__name__}")
     ids, y = _inputs(check_embedding_model(model), texts, y, tokenizer)
+    if getattr(model, "vocab", None) != tokenizer.vocab:
+        raise ValueError(f"model.vocab ({getattr(model, 'vocab', None)}) must equal the "
+                         f"tokenizer's vocab ({tokenizer.vocab})")
     check_positive(budget, "budget", integer=True)
     check_positive(beam, "beam", integer=True)
     check_choice(loss, ("ce", "margin"), "loss")
@@ -155,7 +161,8 @@ def _probs(model, tokenizer, texts, y) -> list[float]:
 def _greedy_words(model, texts, y, tokenizer, candidates, max_words):
     """TextBugger's and TextFooler's search: rank the words of each text by how much deleting
     one lowers the true-class probability (the black-box importance of both papers), then, in
-    that order, replace each by the candidate (``candidates(word, i) -> [word']``) that lowers
+    that order, replace each by the candidate (``candidates(word, k, i) -> [word']`` for word i
+    of text k) that lowers
     the probability most, stopping at a misclassified text or after `max_words` replacements.
     Returns the adversarial texts and the replacement counts."""
     words = [t.split() for t in texts]
@@ -173,7 +180,7 @@ def _greedy_words(model, texts, y, tokenizer, candidates, max_words):
     for rank in range(max((len(w) for w in words), default=0)):
         tries = [(k, order[k][rank], c) for k in range(len(words))
                  if active[k] and rank < len(words[k])
-                 for c in candidates(words[k][order[k][rank]], k)]
+                 for c in candidates(words[k][order[k][rank]], k, order[k][rank])]
         if not tries:
             break
         texts_now = [" ".join(words[k][:i] + [c] + words[k][i + 1:]) for k, i, c in tries]
@@ -205,7 +212,9 @@ def textbugger(model: nn.Module, texts: list[str], y: torch.Tensor, *, tokenizer
     - visual: a look-alike ("terrible" -> "terrib1e"), Sub-C of the paper.
 
     Positions are drawn from `generator`. A word model sees a bugged word as the unknown id; a
-    character model sees the typo. Constraint: at most `max_words` bugged words, one edit each
+    character model sees the typo. Function words are bugged too: "not" -> "nt" still reads as
+    a negation to a person, but not to a word model. Constraint: at most `max_words` bugged
+    words, one edit each
     (the paper's semantic-similarity filter is replaced by this budget; `vectors` adds the
     embedding cosine to the reported similarity).
     """
@@ -217,24 +226,29 @@ def textbugger(model: nn.Module, texts: list[str], y: torch.Tensor, *, tokenizer
         raise ValueError(f"bugs must be a non-empty subset of ('insert', 'delete', 'swap', "
                          f"'visual'), got {bugs!r}")
 
-    def draw(high: int) -> int:
-        return int(torch.randint(high, (), generator=generator)) if high > 1 else 0
+    # one uniform per text, word and bug, drawn at once (one read, not one per query)
+    longest = max(len(t.split()) for t in texts)
+    u = torch.rand(len(texts), longest, 4, generator=generator,
+                   device=generator.device if generator is not None else "cpu").tolist()
 
-    def candidates(word, _):
+    def candidates(word, k, i):
+        def at(kind: int, high: int) -> int:
+            return min(int(u[k][i][kind] * high), high - 1)
+
         out, inner = [], len(word) - 2
         if "insert" in bugs and len(word) > 1:
-            i = 1 + draw(len(word) - 1)
-            out.append(word[:i] + " " + word[i:])
+            j = 1 + at(0, len(word) - 1)
+            out.append(word[:j] + " " + word[j:])
         if "delete" in bugs and inner > 0:
-            i = 1 + draw(inner)
-            out.append(word[:i] + word[i + 1:])
+            j = 1 + at(1, inner)
+            out.append(word[:j] + word[j + 1:])
         if "swap" in bugs and inner > 1:
-            i = 1 + draw(inner - 1)
-            out.append(word[:i] + word[i + 1] + word[i] + word[i + 2:])
-        spots = [i for i, c in enumerate(word) if c in VISUAL]
+            j = 1 + at(2, inner - 1)
+            out.append(word[:j] + word[j + 1] + word[j] + word[j + 2:])
+        spots = [j for j, c in enumerate(word) if c in VISUAL]
         if "visual" in bugs and spots:
-            i = spots[draw(len(spots))]
-            out.append(word[:i] + VISUAL[word[i]] + word[i + 1:])
+            j = spots[at(3, len(spots))]
+            out.append(word[:j] + VISUAL[word[j]] + word[j + 1:])
         return out
 
     adversarial, edits = _greedy_words(model, texts, y, tokenizer, candidates, max_words)
@@ -265,7 +279,7 @@ def synonym_attack(model: nn.Module, texts: list[str], y: torch.Tensor, *, token
         raise TypeError(f"synonyms must be a dict word -> [(synonym, cosine)], got "
                         f"{type(synonyms).__name__}")
 
-    def candidates(word, _):
+    def candidates(word, *_):
         return [s for s, c in synonyms.get(word, ()) if c >= min_similarity]
 
     limit = max(len(t.split()) for t in texts) if max_words is None else max_words

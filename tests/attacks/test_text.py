@@ -24,6 +24,7 @@ from robustlab.attacks import (
 )
 from robustlab.losses import margin_loss
 from robustlab.text_data import (
+    CharTokenizer,
     WordVectors,
     sentiment_corpus,
     synonym_table,
@@ -159,6 +160,38 @@ def test_hotflip_has_no_host_syncs_in_its_loop(setup):
     small, large = grows(lambda b: hotflip(model, texts[:8], y[:8], tokenizer=tokenizer, budget=b),
                          1, 4)
     assert small.total == large.total, explain(small, large)
+
+
+class Constant(nn.Module):
+    """A word model that ignores its input: nothing fools it, so a search runs every round."""
+
+    def __init__(self):
+        super().__init__()
+        self.bias = nn.Parameter(torch.tensor([1.0, 0.0]))
+
+    def forward(self, ids):
+        return self.bias.expand(len(ids), 2) + 0 * ids[:, :1]
+
+
+@pytest.mark.parametrize("attack", ["textbugger", "synonym"])
+def test_black_box_searches_read_once_per_round_not_per_query(attack):
+    """The searches over strings read the scores back once per round of queries (a round per
+    word position), whatever the number of texts and candidates: a text of k words costs a
+    fixed number of reads per word, the same for 4 texts as for 16."""
+    tokenizer, model = word_tokenizer(), Constant()
+
+    def run(n, k):
+        texts = [" ".join(["good"] * k)] * n
+        y = torch.zeros(n, dtype=torch.long)
+        if attack == "textbugger":
+            return textbugger(model, texts, y, tokenizer=tokenizer, generator=seeded())
+        return synonym_attack(model, texts, y, tokenizer=tokenizer, min_similarity=-1.0)
+
+    few, many = grows(lambda n: run(n, 6), 4, 16)
+    assert few.total == many.total, explain(few, many)
+    short, long = grows(lambda k: run(4, k), 3, 6)
+    per_round = (long.total - short.total) / 3
+    assert per_round == int(per_round) <= 2, explain(short, long)
 
 
 # ---- TextBugger ------------------------------------------------------------------------------
@@ -311,6 +344,12 @@ def test_bad_input(setup):
     word, words = models["word-cnn"]
     cases = [
         (lambda: hotflip(char, texts[:2], y[:2], tokenizer=None), TypeError, "tokenizer must be"),
+        (lambda: hotflip(word, texts[:2], y[:2], tokenizer=words), TypeError,
+         "tokenizer must be a CharTokenizer"),
+        (lambda: hotflip(char, ["abc"], y[:1], tokenizer=CharTokenizer("abc", 10)), ValueError,
+         r"model.vocab \(43\) must equal the tokenizer's vocab \(5\)"),
+        (lambda: textbugger(word, texts[:2], y[:2], tokenizer=None), TypeError,
+         "tokenizer must be"),
         (lambda: hotflip(char, texts[:2], y[:3], tokenizer=chars), ValueError, "y has 3 labels"),
         (lambda: hotflip(char, "a text", y[:1], tokenizer=chars), TypeError, "texts must be"),
         (lambda: hotflip(char, texts[:2], y[:2].float(), tokenizer=chars), TypeError, "y must be"),
