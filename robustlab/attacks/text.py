@@ -23,7 +23,8 @@ from ..text_data import CharTokenizer, WordVectors, synonym_table
 from ..tokens import check_embedding_model, check_token_ids
 from .text_metrics import TextAttackResult, text_similarity
 
-__all__ = ["hotflip", "hotflip_scores", "synonym_attack", "text_transfer", "textbugger"]
+__all__ = ["DISTRACTORS", "add_sentence", "hotflip", "hotflip_scores", "synonym_attack",
+           "text_transfer", "textbugger"]
 
 LETTERS = "abcdefghijklmnopqrstuvwxyz"
 # TextBugger's Sub-C: characters that look alike
@@ -286,6 +287,40 @@ def synonym_attack(model: nn.Module, texts: list[str], y: torch.Tensor, *, token
     adversarial, edits = _greedy_words(model, texts, y, tokenizer, candidates, limit)
     bound = f"cosine >= {min_similarity}" + ("" if max_words is None else f", <= {max_words} words")
     return _result("synonym", bound, model, tokenizer, texts, adversarial, y, edits, vectors)
+
+
+# off-topic clauses (the film is never their subject), each polarity
+DISTRACTORS = tuple(f"and the {thing} was {adj}" for thing in ("popcorn", "parking", "weather")
+                    for adj in ("terrible", "awful", "boring", "great", "perfect", "wonderful"))
+
+
+def add_sentence(model: nn.Module, texts: list[str], y: torch.Tensor, *, tokenizer,
+                 distractors=DISTRACTORS, vectors: WordVectors | None = None) -> TextAttackResult:
+    """A distracting sentence, after AddSent (Jia and Liang, EMNLP 2017): append to each text
+    the off-topic clause of `distractors` ("and the popcorn was terrible") that lowers the
+    true-class probability most. The clause says nothing about the film, so the review's label
+    stands; a model that counts sentiment words anywhere is fooled. Constraint: the original
+    text is kept verbatim, followed by exactly one clause from `distractors` (those too long
+    for the tokenizer are skipped). One batch of queries, one read.
+    """
+    ids, y = _inputs(model, texts, y, tokenizer)
+    right = correct(model, ids, y).tolist()  # a misclassified text is left as it is
+    if isinstance(distractors, str) or not distractors or not all(
+            isinstance(d, str) and d for d in distractors):
+        raise TypeError("distractors must be a non-empty list of non-empty strings")
+    tries = [(k, f"{t} {d}") for k, t in enumerate(texts) if right[k] for d in distractors
+             if len(tokenizer.split(f"{t} {d}")) <= tokenizer.length]
+    adversarial, edits = list(texts), torch.zeros(len(texts), dtype=torch.long)
+    if tries:
+        p = _probs(model, tokenizer, [t for _, t in tries], y[[k for k, _ in tries]])
+        best = {}
+        for (k, text), q in zip(tries, p):
+            if k not in best or q < best[k][0]:
+                best[k] = (q, text)
+        for k, (_, text) in best.items():
+            adversarial[k], edits[k] = text, 1
+    return _result("add_sentence", "one off-topic clause appended", model, tokenizer, texts,
+                   adversarial, y, edits, vectors)
 
 
 def text_transfer(result: TextAttackResult, model: nn.Module, y: torch.Tensor, *,

@@ -46,9 +46,10 @@ def _text(device):
     flips = A.hotflip(char_model, texts, y, tokenizer=chars, budget=2, beam=2, vectors=vectors)
     bugs = A.textbugger(word_model, texts, y, tokenizer=words, generator=seeded())
     swaps = A.synonym_attack(word_model, texts, y, tokenizer=words, min_similarity=0.0)
+    added = A.add_sentence(char_model, texts, y, tokenizer=chars)
     metrics = (A.edit_distance(texts[0], flips.adversarial[0]), A.word_overlap(texts[0], texts[1]),
                A.embedding_cosine(texts[0], texts[1], vectors), A.text_similarity(texts, texts))
-    return (flips, bugs, swaps, metrics, A.text_transfer(swaps, char_model, y, tokenizer=chars,
+    return (flips, bugs, swaps, added, metrics, A.text_transfer(swaps, char_model, y, tokenizer=chars,
                                                           only_success=False),
             A.hotflip_scores(char_model, chars.encode(texts).to(device), y))
 
@@ -147,7 +148,7 @@ CASES = {
         *_tokens(d), eps=0.5, alpha=0.2, steps=2, generator=seeded())),
 }
 # text: discrete searches whose choices follow float comparisons (SEARCH); one run covers all
-CASES.update(dict.fromkeys(["hotflip", "hotflip_scores", "textbugger", "synonym_attack",
+CASES.update(dict.fromkeys(["add_sentence", "hotflip", "hotflip_scores", "textbugger", "synonym_attack",
                             "text_transfer", "TextAttackResult", "edit_distance", "word_overlap",
                             "embedding_cosine", "text_similarity"],
                            Case(_text, atol=1e-4, frac=0.3)))
