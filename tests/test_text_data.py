@@ -108,10 +108,10 @@ def test_models_follow_the_embedding_protocol(cls):
     assert model(ids).shape == (3, 2)
 
 
-# test accuracy of each model per seed, measured: word-cnn 0.92/0.86/0.89 (it cannot see a
-# "not" five words before the adjective: "i did not think the plot was good"), word-gru and
-# char-cnn 0.98-1.0
-BANDS = {"word-cnn": 0.8, "word-gru": 0.95, "char-cnn": 0.93}
+# test accuracy of each model for seeds 0 / 1 / 2, measured: word-cnn 0.92 / 0.86 / 0.89 (it
+# cannot see a "not" five words before the adjective: "i did not think the plot was good"),
+# word-gru 0.995 / 1.0 / 0.997, char-cnn 0.98 / 0.93 / 1.0
+BANDS = {"word-cnn": 0.8, "word-gru": 0.95, "char-cnn": 0.88}
 
 
 def _accuracies(seed: int) -> dict:

@@ -95,10 +95,10 @@ def hotflip(model: nn.Module, texts: list[str], y: torch.Tensor, *, tokenizer, b
     beam search of width `beam`.
 
     At each of `budget` steps every beam member proposes its `beam` best flips by the estimate;
-    the beam * beam candidates are scored by their true loss and the best `beam` kept (a
-    misclassified candidate first). A text stops at the first misclassified candidate, so its
-    edits are the fewest flips this search found. Only letters are flipped, to letters; a flip
-    never touches a position twice in one step. The search is on tensors, without host reads.
+    the beam * beam candidates are scored by their true loss (one batched forward pass) and the
+    best `beam` kept. A text stops at the first step with a misclassified candidate (the one of
+    highest loss is kept), so its edits are the fewest flips this search found. Only letters are
+    flipped, to letters. The search is on tensors, without host reads.
     Constraint: at most `budget` flipped characters (edit distance <= budget).
     """
     if not isinstance(tokenizer, CharTokenizer):

@@ -137,7 +137,7 @@ def test_hotflip_flips_the_char_model_within_its_budget(setup):
     result = leaves_as_found(lambda: hotflip(model, texts, y, tokenizer=tokenizer, budget=3,
                                              vectors=vectors), model, y)
     _check_successes(result, model, tokenizer, y)
-    # measured: 0.97 of 195 (seed 0, 200 sentences); 1.27 flips per success
+    # measured (200 sentences, seeds 0 / 1 / 2): 0.97 / 1.0 / 1.0, 1.27-1.43 flips per success
     assert result.success_rate >= 0.8, result.table()
     for a, b, s, e in zip(result.original, result.adversarial, result.success.tolist(),
                           result.edits.tolist()):
@@ -200,16 +200,17 @@ def test_black_box_searches_read_once_per_round_not_per_query(attack):
 
 @pytest.mark.parametrize("arch, band", [("char-cnn", 0.5), ("word-cnn", 0.85)])
 def test_textbugger_within_its_word_budget(setup, arch, band):
-    """Measured (seed 0, 200 sentences): 0.67 on the char CNN, 0.99 on the word CNN, where a
-    bugged word becomes the unknown id."""
+    """Measured (200 sentences, seeds 0 / 1 / 2): 0.64 / 0.72 / 0.47 on the char CNN, 0.995 /
+    0.91 / 0.91 on the word CNN, where a bugged word becomes the unknown id."""
     texts, y, models, vectors = setup
     model, tokenizer = models[arch]
+    kept = list(texts)
     result = leaves_as_found(lambda: textbugger(model, texts, y, tokenizer=tokenizer,
                                                 max_words=3, generator=seeded(), vectors=vectors),
                              model, y)
     _check_successes(result, model, tokenizer, y)
     assert result.success_rate >= band, result.table()
-    assert (result.edits <= 3).all()
+    assert (result.edits <= 3).all() and texts == kept  # the caller's list untouched
     # one edit per bugged word: an insertion, deletion or look-alike is 1, a swap 2
     for a, b, e in zip(result.original, result.adversarial, result.edits.tolist()):
         assert edit_distance(a, b) <= 2 * e
@@ -249,7 +250,8 @@ def test_textbugger_bug_kinds():
 
 @pytest.mark.parametrize("arch, band", [("word-cnn", (0.1, 0.6)), ("word-gru", (0.0, 0.3))])
 def test_synonym_attack_respects_its_threshold(setup, arch, band):
-    """Measured (seed 0, 200 sentences): 0.28 on the word CNN, 0.08 on the GRU."""
+    """Measured (200 sentences, seeds 0 / 1 / 2): 0.28 / 0.36 / 0.44 on the word CNN, 0.08 /
+    0.11 / 0.07 on the GRU."""
     texts, y, models, vectors = setup
     model, tokenizer = models[arch]
     table = synonym_table(vectors)
@@ -278,12 +280,13 @@ def test_synonym_attack_threshold_and_budget(setup):
 
 
 def test_transfer_between_word_models(setup):
-    """Measured (seed 0, 200 sentences): CNN -> GRU 0.04, GRU -> CNN 0.46."""
+    """Measured at cosine >= 0.5 (200 sentences, seeds 0 / 1 / 2): CNN -> GRU 0.04 / 0.03 / 0.01,
+    GRU -> CNN 0.54 / 0.43 / 0.50: what fools the GRU mostly fools the CNN, not the reverse."""
     texts, y, models, vectors = setup
     (cnn, tokenizer), (gru, _) = models["word-cnn"], models["word-gru"]
-    result = synonym_attack(cnn, texts, y, tokenizer=tokenizer, min_similarity=-1.0)
+    result = synonym_attack(cnn, texts, y, tokenizer=tokenizer, min_similarity=0.5)
     rate = text_transfer(result, gru, y, tokenizer=tokenizer)
-    assert 0.0 <= rate <= 0.5
+    assert 0.0 <= rate <= 0.3
     assert text_transfer(result, cnn, y, tokenizer=tokenizer) == 1.0  # its own successes
 
 
