@@ -52,6 +52,7 @@ IRWIN_HALL_MISTAKES = {
     "the CDF, not the tail": [("s = k - t ", "s = t ")],
     "signs not alternating": [("(-1) ** j * ", "")],
     "one term too few": [("range(math.floor(s) + 1)", "range(math.floor(s))")],
+    "one term too many": [("range(math.floor(s) + 1)", "range(math.floor(s) + 2)")],
     "1 - F(t), which loses the small tails": [
         ("s = k - t ", "s = t "),
         ("return sum(", "return 1.0 - sum(")],
@@ -80,6 +81,9 @@ PAIR_MISTAKES = {
                                   "                continue")],
     "concordant and discordant swapped": [("return concordant, discordant, ties",
                                            "return discordant, concordant, ties")],
+    "ties counted only when tied in both": [
+        ("            else:\n                ties += 1",
+         "            elif measure[i] == measure[j] and gap[i] == gap[j]:\n                ties += 1")],
     "ties in the gap missed": [("s = (measure[i] - measure[j]) * (gap[i] - gap[j])",
                                 "s = (measure[i] - measure[j]) * ((gap[i] > gap[j]) * 2 - 1)")],
 }
@@ -95,6 +99,8 @@ COVERAGE_MISTAKES = {
     "the logits counted as neurons": [("if isinstance(layer, nn.ReLU):",
                                        "if isinstance(layer, (nn.ReLU, nn.Linear)):")],
     "a count, not a fraction": [(".double().mean().item()", ".double().sum().item()")],
+    "the mean of the layers' fractions": [("covered.append((h > threshold).any(0))",
+                                           "covered.append((h > threshold).any(0).double().mean().view(1))")],
 }
 
 
