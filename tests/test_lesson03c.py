@@ -17,7 +17,7 @@ from torch import nn
 
 from robustlab import attacks, data, models, train
 from robustlab.defences import BjorckLinear, GroupSort, lipschitz_radius, wrm_surrogate
-from robustlab.evaluate import jacobian_norms, weight_landscape
+from robustlab.evaluate import budget_results, default_attacks, jacobian_norms, weight_landscape, worst_case
 from robustlab.tables import markdown_table, read_markdown_table
 from robustlab.widgets import defence_budgets
 
@@ -255,3 +255,28 @@ def test_read_markdown_table_reads_what_markdown_table_writes():
     assert rows == [{"a": "1", "b c": "x"}, {"a": "2.5", "b c": "y"}]
     with pytest.raises(ValueError, match="no markdown table"):
         read_markdown_table("nothing here")
+
+
+def test_budget_results_feed_the_widget(trained_mlp, digits):
+    x, y = digits
+
+    def pgd(m, xb, yb, eps):
+        return attacks.pgd(m, xb, yb, eps=eps, alpha=eps / 4, steps=5,
+                           generator=torch.Generator().manual_seed(1))
+
+    def members(eps):
+        return default_attacks(eps=eps, steps=5, square_queries=20,
+                               generator=torch.Generator().manual_seed(2))
+
+    table = budget_results({"mlp": trained_mlp}, x, y, eps_list=[0.0, 0.1], attack=pgd,
+                           members=members)
+    clean = train.evaluate(trained_mlp, (x, y))
+    assert table["mlp"][0.0] == {"clean": clean, "pgd": clean, "worst": clean}
+    row = table["mlp"][0.1]
+    assert row["pgd"] == train.evaluate(trained_mlp, (pgd(trained_mlp, x, y, 0.1), y))
+    assert row["worst"] == worst_case(trained_mlp, x, y, eps=0.1, attacks=members(0.1)).robust_accuracy
+    assert defence_budgets(table, eps=0.1).state["worst"] == row["worst"]
+    with pytest.raises(ValueError, match="models"):
+        budget_results({}, x, y, eps_list=[0.1], attack=pgd, members=members)
+    with pytest.raises(TypeError, match="attack"):
+        budget_results({"mlp": trained_mlp}, x, y, eps_list=[0.1], attack=None, members=members)

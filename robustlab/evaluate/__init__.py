@@ -20,7 +20,7 @@ from ..tables import Tabular, markdown_table
 from .accuracy import Attack, RobustCurve, check_adversarial, robust_accuracy, robust_mask
 from .adaptive import TransformBreak, break_transforms, is_random
 from .compare import Comparison, compare_attacks
-from .ensemble import WorstCase, default_attacks, worst_case
+from .ensemble import WorstCase, budget_results, default_attacks, worst_case
 from .geometry import jacobian_norms, weight_landscape
 from .presets import PRESETS
 from .stats import distortion_stats, query_stats
@@ -33,3 +33,4 @@ __all__ = ["PRESETS", "Attack", "Comparison", "RobustCurve", "Tabular", "Transfe
            "worst_case"]
 __all__ += ["TransformBreak", "break_transforms", "is_random"]
 __all__ += ["jacobian_norms", "weight_landscape"]
+__all__ += ["budget_results"]
