@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 PIP_INSTALL := $(PY) -m pip install --quiet --disable-pip-version-check -c requirements/constraints.txt
 
-.PHONY: env course test check lab lessons student zoo bench gpu-check lint clean
+.PHONY: env course test check lab site lessons grade student zoo bench gpu-check lint clean
 
 env: $(STAMP)
 
@@ -26,17 +26,29 @@ course: $(STAMP)  ## run every lesson headless (fast mode), HTML under build/, s
 # (or of a worker and a notebook kernel) fighting over the cores cost far more than they give.
 # --dist loadfile keeps each notebook's cells on one worker (nbval runs them in order).
 test: $(STAMP)  ## the test suite: library, widgets, each lesson once in fast mode, nbval
-	OMP_NUM_THREADS=1 $(PY) -m pytest -n auto --dist loadfile -m "not matrix"
+	OMP_NUM_THREADS=1 $(PY) -m pytest -n auto --dist loadfile -m "not matrix and not browser"
 
-# The matrix: every lesson's fast mode again with other seeds and on torch's generic kernels.
-check: test  ## make test, then the full matrix (what CI runs)
-	OMP_NUM_THREADS=1 $(PY) -m pytest -n auto --dist loadfile -m matrix
+# The matrix: every lesson's fast mode again with other seeds and on torch's generic kernels; and the
+# site and JupyterLab in a real browser (skipped without Debian's chromium and chromium-driver).
+check: test  ## make test, then the full matrix and the browser tests (what CI runs)
+	OMP_NUM_THREADS=1 $(PY) -m pytest -n auto --dist loadfile -m "matrix or browser"
 
+# JupyterLab draws the widgets of a saved lesson (their first frame, from the stored widget state)
+# only in a trusted notebook; the lessons are ours, so trust them first.
 lab: $(STAMP)  ## open JupyterLab on the lessons
+	$(VENV)/bin/jupyter trust lessons/*.ipynb
 	$(VENV)/bin/jupyter lab lessons/
+
+site: $(STAMP)  ## the course as a static site that works offline, in build/site/
+	$(PY) course/site.py
 
 lessons: $(STAMP)  ## re-execute the lessons in full mode and store their outputs
 	OMP_NUM_THREADS=1 $(PY) course/run.py --inplace
+
+# NB: a student's copy of a lesson (made by `make student`), run in quick mode and marked per exercise
+grade: $(STAMP)  ## mark a student's notebook: make grade NB=path/to/01-introduction.ipynb
+	@test -n "$(NB)" || { echo "usage: make grade NB=path/to/student-notebook.ipynb"; exit 2; }
+	OMP_NUM_THREADS=1 $(PY) course/grade.py "$(NB)" --json "$(basename $(NB)).marks.json"
 
 student: $(STAMP)  ## student copies of the lessons (solutions removed) in build/student/
 	$(PY) course/student.py

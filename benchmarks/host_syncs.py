@@ -28,12 +28,16 @@ from robustlab.attacks import BPDA, EOT, cw, deepfool, fgsm, lbfgs, patch, pgd, 
 from robustlab.attacks.embedding import embedding_pgd  # noqa: E402
 from robustlab.defences import (  # noqa: E402
     awp,
+    deepfool_at,
+    distillation,
     fast_at,
     fgsm_at,
     free_at,
     freelb,
+    laplace_certify,
     latent_at,
     pgd_at,
+    smooth_adv,
     trades,
     vat,
     wrm,
@@ -179,6 +183,10 @@ def defence_methods(s: Setup) -> list[Method]:
                                              generator=s.generator())),
                2, 6, what="power iterations"),
         Method("wrm", one_step(lambda n: wrm(steps=n)), 2, 6),
+        Method("smooth_adv", one_step(lambda n: smooth_adv(sigma=0.25, eps=0.5, steps=n,
+                                                           samples=2, generator=s.generator())),
+               2, 6),
+        Method("deepfool_at", one_step(lambda n: deepfool_at(steps=n)), 10, 30, early_stop=True),
         Method("fast_at (one step)", one_step(lambda n: fast_at(eps=0.1, generator=s.generator())),
                1, 1),
         Method("fgsm_at (one step)", one_step(lambda n: fgsm_at(eps=0.1)), 1, 1),
@@ -197,8 +205,14 @@ def defence_methods(s: Setup) -> list[Method]:
         Method("freelb", freelb_run, 2, 6),
         Method("fit ibp", batches(lambda: ibp(eps=0.05)), 1, 3, what="batches"),
         Method("fit crown_ibp", batches(lambda: crown_ibp(eps=0.05)), 1, 3, what="batches"),
+        Method("distillation", lambda n: distillation(
+            s.trainee(), s.trainee(), (s.x_all[: n * BATCH], s.y_all[: n * BATCH]), epochs=1,
+            batch_size=BATCH, device=s.device, progress=False), 1, 3, what="batches"),
         Method("smoothing certify", smoothing(certify), 2, 8, what="n / batch"),
         Method("smoothing predict", smoothing(smoothed_predict), 2, 8, what="n / batch"),
+        Method("laplace certify", lambda n: laplace_certify(
+            s.model, s.x, scale=0.25, n0=BATCH, n=n * BATCH, batch_size=BATCH,
+            generator=s.generator()), 2, 8, what="n / batch"),
     ]
 
 

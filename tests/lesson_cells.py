@@ -39,3 +39,23 @@ class Lesson:
         namespace = self.run(solution, dict(inputs))
         namespace.update(answers or {})
         self.run(check, namespace)
+
+
+def cell_starting(cells: list[str], head: str) -> str:
+    """The one code cell whose source starts with `head`."""
+    found = [s for s in cells if s.lstrip().startswith(head)]
+    assert len(found) == 1, f"one code cell starts with {head!r}, found {len(found)}"
+    return found[0]
+
+
+def cell_after(cells: list[str], head: str) -> str:
+    """The check: the code cell right after the one that starts with `head`."""
+    return cells[cells.index(cell_starting(cells, head)) + 1]
+
+
+def planted(solution: str, replacements: list[tuple[str, str]]) -> str:
+    """The solution with a mistake planted: each (old, new) replaced, each old present."""
+    for old, new in replacements:
+        assert old in solution, f"the solution no longer contains {old!r}"
+        solution = solution.replace(old, new)
+    return solution

@@ -23,7 +23,7 @@ from tests.syncs import count, explain, grows
 METHODS = [m for m in white_box_methods() if not m.early_stop]
 TRAINING = ("fit ibp", "fit crown_ibp")
 # one training step of each loss-only defence: no read of the host at all, checks included
-SYNC_FREE = ("pgd_at", "trades", "vat", "wrm", "fast_at (one step)", "fgsm_at (one step)")
+SYNC_FREE = ("pgd_at", "trades", "vat", "wrm", "smooth_adv", "fast_at (one step)", "fgsm_at (one step)")
 
 
 @pytest.mark.parametrize("method", METHODS, ids=lambda m: m.name)

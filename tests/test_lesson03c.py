@@ -1,6 +1,6 @@
 """Lesson 03c: its exercise checks reject wrong answers and accept the solution, its widget works
-headless, and the library pieces it added (wrm_surrogate, lipschitz_radius, jacobian_norms,
-weight_landscape, read_markdown_table) keep their promises.
+headless, and the library pieces it added (wrm_surrogate, jacobian_norms,
+weight_landscape, budget_results, read_markdown_table) keep their promises.
 
 Each check cell of lessons/03c-more-defences.ipynb runs here, outside the notebook, once with the
 lesson's own solution (it must pass) and once with each planted wrong answer (it must fail with an
@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from robustlab import attacks, data, models, train
-from robustlab.defences import BjorckLinear, GroupSort, lipschitz_radius, wrm_surrogate
+from robustlab.defences import BjorckLinear, GroupSort, gnp_radius, wrm_surrogate
 from robustlab.evaluate import budget_results, default_attacks, jacobian_norms, weight_landscape, worst_case
 from robustlab.tables import markdown_table, read_markdown_table
 from robustlab.widgets import defence_budgets
@@ -107,7 +107,7 @@ def exercise2_inputs(bjorck_net):
         return attacks.pgd(model, x, y, eps=eps, alpha=eps / 8, steps=20, norm=norm,
                            generator=torch.Generator().manual_seed(9))
 
-    return {"torch": torch, "math": math, "lipschitz_radius": lipschitz_radius, "pgd20": pgd20,
+    return {"torch": torch, "math": math, "gnp_radius": gnp_radius, "pgd20": pgd20,
             "x_test": x, "y_test": y, "trained": {"Björck + GroupSort": bjorck_net}}
 
 
@@ -190,31 +190,6 @@ def test_wrm_surrogate_checks_its_arguments(trained_mlp, digits):
         wrm_surrogate(trained_mlp, *digits, gamma=0.0)
     with pytest.raises(ValueError, match="steps"):
         wrm_surrogate(trained_mlp, *digits, gamma=1.0, steps=0)
-
-
-def test_lipschitz_radius_is_sound_for_a_one_lipschitz_network(bjorck_net):
-    x, y = data.digits("test")
-    with torch.no_grad():
-        radius = lipschitz_radius(bjorck_net(x), y, 1.0)
-    assert radius.shape == (len(x),) and (radius >= 0).all()
-    with torch.no_grad():
-        wrong = bjorck_net(x).argmax(1) != y
-    assert (radius[wrong] == 0).all()
-    x_adv = attacks.pgd(bjorck_net, x, y, eps=0.3, alpha=0.3 / 8, steps=40, norm="l2",
-                        generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        broken = bjorck_net(x_adv).argmax(1) != y
-    assert not (broken & (radius > 0.3)).any()
-    assert torch.allclose(lipschitz_radius(bjorck_net(x).detach(), y, 2.0), radius / 2)
-
-
-def test_lipschitz_radius_checks_its_arguments():
-    with pytest.raises(ValueError, match="logits"):
-        lipschitz_radius(torch.zeros(3), torch.zeros(3, dtype=torch.long), 1.0)
-    with pytest.raises(ValueError, match="lipschitz"):
-        lipschitz_radius(torch.zeros(3, 2), torch.zeros(3, dtype=torch.long), 0.0)
-    with pytest.raises(ValueError, match="y"):
-        lipschitz_radius(torch.zeros(3, 2), torch.zeros(2, dtype=torch.long), 1.0)
 
 
 def test_jacobian_norms_of_a_linear_model_are_its_spectral_norm(digits):

@@ -15,7 +15,7 @@ matplotlib.use("Agg")
 
 from robustlab import models, widgets  # noqa: E402
 
-from .lesson_cells import Lesson  # noqa: E402
+from .lesson_cells import Lesson, cell_after, cell_starting, planted  # noqa: E402
 
 LESSON = Lesson("04a-verification.ipynb")
 
@@ -23,17 +23,6 @@ LESSON = Lesson("04a-verification.ipynb")
 @pytest.fixture(scope="module")
 def cells():
     return LESSON.cells()
-
-
-def cell_starting(cells, head: str) -> str:
-    found = [s for s in cells if s.lstrip().startswith(head)]
-    assert len(found) == 1, f"one code cell starts with {head!r}, found {len(found)}"
-    return found[0]
-
-
-def cell_after(cells, head: str) -> str:
-    """The check: the code cell right after the one that starts with `head`."""
-    return cells[cells.index(cell_starting(cells, head)) + 1]
 
 
 def namespace() -> dict:
@@ -90,14 +79,6 @@ def lesson_models(cells):
     run(cell_starting(cells, "x_test, y_test = data.digits"), ns)
     ns["robust"] = models.pretrained("digits-mlp-ibp")
     return ns
-
-
-def planted(solution: str, replacements: list[tuple[str, str]]) -> str:
-    """The solution with a mistake planted: each (old, new) replaced, each old present."""
-    for old, new in replacements:
-        assert old in solution, f"the solution no longer contains {old!r}"
-        solution = solution.replace(old, new)
-    return solution
 
 
 CROWN_MISTAKES = {

@@ -2,6 +2,8 @@
 
 One module per attack or family: gradient (FGSM, PGD), cw, deepfool, lbfgs, spatial (stAdv),
 universal (UAP, GUAP), patch (the adversarial patch), adaptive (EOT, BPDA), pixel (one-pixel),
+text (HotFlip, TextBugger, synonym substitution, AddSent-style distracting clauses; their
+similarity metrics in text_metrics),
 and the black-box attacks zoo, square and hop_skip_jump, which reach the model through the query
 interface of oracle. Every black-box attack (one_pixel too) returns ``(x_adv, queries)``; the
 others return x_adv; `patch` returns the patch, pasted with `apply_patch`.
@@ -30,3 +32,23 @@ __all__ += ["embedding_pgd", "embedding_robust_accuracy"]
 from .pixel import corner_pixel_search, random_pixel_search  # noqa: E402
 
 __all__ += ["corner_pixel_search", "random_pixel_search"]
+from .text import (  # noqa: E402
+    DISTRACTORS,
+    add_sentence,
+    hotflip,
+    hotflip_scores,
+    synonym_attack,
+    text_transfer,
+    textbugger,
+)
+from .text_metrics import (  # noqa: E402
+    TextAttackResult,
+    edit_distance,
+    embedding_cosine,
+    text_similarity,
+    word_overlap,
+)
+
+__all__ += ["DISTRACTORS", "TextAttackResult", "add_sentence", "edit_distance", "embedding_cosine",
+            "hotflip", "hotflip_scores", "synonym_attack", "text_similarity", "text_transfer",
+            "textbugger", "word_overlap"]

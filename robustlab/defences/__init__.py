@@ -1,27 +1,38 @@
 """Defences: input transformations (transforms: bit depth, median, JPEG, TV minimisation, random
 resize-pad; squeeze: the feature-squeezing detector), training objectives for `train.fit`
-(objectives: FGSM-AT, PGD-AT, Fast-AT; dro: TRADES, VAT, WRM), defences that change the
-training loop (loops: Free-AT, YOPO, AWP), regularisers of the weights (regularisers: spectral
-normalisation, Parseval networks, Björck orthonormal layers with GroupSort, the weight
-correlation penalty, early stopping on robust validation accuracy), randomized smoothing
-(smoothing: `robustlab.defences.smoothing.predict` and `certify`) and data-parallel training
-(distributed: any objective under torch.distributed DDP, with torchrun or `launch`); FreeLB
-on embeddings (freelb) and latent-distribution adversarial training (latent)."""
+(objectives: FGSM-AT, PGD-AT, Fast-AT, DeepFool-AT, SmoothAdv; dro: TRADES, VAT, WRM), defences
+that change the training loop (loops: Free-AT, YOPO, AWP), regularisers of the weights
+(regularisers: spectral normalisation, Parseval networks, Björck orthonormal layers with
+GroupSort, the weight correlation penalty, early stopping on robust validation accuracy),
+orthogonal convolutions (orthogonal: the Cayley OrthogonalConv2d and a GNP network's certified
+radius), randomized smoothing (smoothing: `robustlab.defences.smoothing.predict` and `certify`;
+certificates: Laplace smoothing's L1 radius and Lecuyer et al.'s bound beside Cohen's) and
+data-parallel training (distributed: any objective under torch.distributed DDP, with torchrun
+or `launch`); FreeLB on embeddings (freelb), latent-distribution adversarial training (latent)
+and defensive distillation (distillation)."""
 
-from . import distributed, smoothing
+from . import certificates, distributed, smoothing
+from .certificates import (
+    cohen_radius,
+    laplace_certify,
+    laplace_noise,
+    laplace_radius,
+    lecuyer_radius,
+)
+from .distillation import distillation, soft_labels
 from .distributed import ddp_fit, launch, shard_batches
 from .dro import trades, vat, vat_direction, wrm, wrm_surrogate
 from .freelb import freelb
 from .latent import latent_at, latent_discriminator
 from .loops import awp, free_at, yopo
-from .objectives import cyclic_lr, fast_at, fgsm_at, pgd_at
+from .objectives import cyclic_lr, deepfool_at, fast_at, fgsm_at, pgd_at, smooth_adv
+from .orthogonal import OrthogonalConv2d, gnp_radius
 from .regularisers import (
     BestRobust,
     BjorckLinear,
     GroupSort,
     augmented,
     bjorck,
-    lipschitz_radius,
     parseval,
     parseval_retraction,
     random_shift,
@@ -54,4 +65,8 @@ __all__ += ["SqueezeDetector", "calibrate_squeezing", "default_squeezers", "jpeg
             "median_filter", "squeeze_score", "total_variation", "tv_denoise"]
 __all__ += ["freelb", "latent_at", "latent_discriminator"]
 __all__ += ["augmented", "random_shift"]
-__all__ += ["lipschitz_radius"]
+__all__ += ["deepfool_at", "smooth_adv"]
+__all__ += ["certificates", "cohen_radius", "laplace_certify", "laplace_noise", "laplace_radius",
+            "lecuyer_radius"]
+__all__ += ["distillation", "soft_labels"]
+__all__ += ["OrthogonalConv2d", "gnp_radius"]

@@ -17,6 +17,8 @@ averages per epoch. Nothing reads a value back to the host, so a GPU is never st
 | `dro.trades` | Zhang et al. 2019 | CE(f(x), y) + beta KL(f(x) || f(x*)), x* from PGD on the KL |
 | `dro.vat` | Miyato et al. 2018 | CE on labelled + weight KL(p(x) || p(x + r_adv)) on all |
 | `dro.wrm` | Sinha et al. 2018 | CE(x*), x* = argmax CE(x') - gamma ||x' - x||_2^2 |
+| `deepfool_at` | Moosavi-Dezfooli et al. 2016 | w CE(x) + (1 - w) CE(x + r), r from DeepFool |
+| `smooth_adv` | Salman et al. 2019 | mean_i CE(x* + d_i), x* from PGD on the smoothed softmax |
 
 The inner maximisation (the attack)
 -----------------------------------
@@ -51,7 +53,10 @@ optimiser step instead (the paper's choice), and must then *not* be given to `fi
 
 from __future__ import annotations
 
+import math
+
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .._checks import (
@@ -59,10 +64,12 @@ from .._checks import (
     check_eps,
     check_generator,
     check_in_range,
+    check_logits,
     check_nonnegative,
     check_norm,
     check_positive,
 )
+from ..attacks.deepfool import deepfool
 from ..losses import ce_loss
 from ..norms import clip_box, random_in_ball, steepest
 from ._inner import (
@@ -73,12 +80,14 @@ from ._inner import (
     _ce,
     _check_inner_pgd,
     _check_mode,
+    _gaussian,
     _inner,
     _input_grad,
     _pgd_point,
 )
 
-__all__ = ["ATTACK_MODES", "cyclic_lr", "fast_at", "fgsm_at", "pgd_at"]
+__all__ = ["ATTACK_MODES", "cyclic_lr", "deepfool_at", "fast_at", "fgsm_at", "pgd_at",
+           "smooth_adv"]
 
 
 # --------------------------------------------------------------------------- adversarial training
@@ -164,6 +173,98 @@ def fast_at(*, eps: float, alpha: float | None = None, norm: str = "linf",
                             steps=1, norm=norm)
         loss, z = _ce(model, x_adv, y)
         return loss, {"adv_loss": loss.detach(), "adv_acc": _acc(z, y)}
+
+    return objective
+
+
+def deepfool_at(*, clean_weight: float = 0.5, norm: str = "l2", steps: int = 50,
+                overshoot: float = 0.02) -> ObjectiveFn:
+    """DeepFool adversarial training, Moosavi-Dezfooli, Fawzi and Frossard (CVPR 2016),
+    section 4.3: train on the minimal perturbations DeepFool finds, mixed with the clean batch
+    as in Goodfellow et al.'s eq. 6,
+
+        J~(theta, x, y) = w CE(f(x), y) + (1 - w) CE(f(x + r(x)), y),
+        r(x) = DeepFool's (1 + overshoot) r_tot, clipped to [0, 1]
+
+    (`robustlab.attacks.deepfool`, its defaults: 50 steps, overshoot 0.02, L2). Unlike FGSM's
+    fixed eps, each example moves just past its own nearest boundary, so the training pushes
+    that boundary out. The attack runs on the model in eval mode (as every attack of
+    `robustlab.attacks`): DeepFool linearises one fixed function, which dropout would change
+    between its steps; the parameters are frozen and restored. DeepFool checks on the host
+    whether every example is fooled, every steps // 10 steps, so a step reads the host a few
+    times. Logs: ``clean_loss``, ``clean_acc``, ``adv_loss``, ``adv_acc``, ``adv_dist`` (the mean
+    norm of r).
+    """
+    clean_weight = float(check_in_range(clean_weight, "clean_weight", 0.0, 1.0))
+    norm = check_norm(norm)
+    check_positive(steps, "steps", integer=True)
+    overshoot = check_nonnegative(overshoot, "overshoot")
+
+    def objective(model: nn.Module, x: torch.Tensor, y: torch.Tensor):
+        x = x.detach()
+        with _inner(model, "eval"):
+            x_adv = deepfool(model, x, y, norm=norm, steps=steps, overshoot=overshoot)
+        clean_loss, z = _ce(model, x, y)
+        adv_loss, z_adv = _ce(model, x_adv, y)
+        loss = clean_weight * clean_loss + (1 - clean_weight) * adv_loss
+        dist = (x_adv - x).flatten(1).norm(p=2 if norm == "l2" else float("inf"), dim=1)
+        return loss, {"clean_loss": clean_loss.detach(), "clean_acc": _acc(z, y),
+                      "adv_loss": adv_loss.detach(), "adv_acc": _acc(z_adv, y),
+                      "adv_dist": dist.mean()}
+
+    return objective
+
+
+def smooth_adv(*, sigma: float, eps: float, steps: int = 1, alpha: float | None = None,
+               samples: int = 1, attack_mode: str = "eval",
+               generator: torch.Generator | None = None) -> ObjectiveFn:
+    """SmoothAdv training, Salman et al., "Provably robust deep learning via adversarially
+    trained smoothed classifiers" (NeurIPS 2019), SmoothAdv_PGD with m = `samples` noise draws:
+    attack the smoothed soft classifier G(x) = E_d[softmax(f(x + d))], d ~ N(0, sigma^2 I),
+    through its Monte Carlo estimate (their eq. 6 with the draws d_1..d_m fixed for the attack),
+
+        x* = argmax_{||x' - x||_2 <= eps} -log( (1/m) sum_i softmax(f(x' + d_i))_y ),
+
+    by `steps` L2 PGD steps of size ``alpha = 2 eps / steps`` (their code's default) from x,
+    then train the base classifier on the same noisy copies of x*:
+
+        loss = (1/m) sum_i CE(f(x* + d_i), y)
+
+    With ``eps=0`` (or x* = x) this is `smoothing.gaussian_noise` with m draws. The paper's
+    grid is steps in {1, 2, 4, 8, 10}, m in {1, 2, 4, 8}; the defaults are its cheapest
+    setting. x* stays in [0, 1]; the noisy copies are not clipped (as in the paper). The
+    attack runs in eval mode by default, as the authors' code does. Draws come from
+    `generator` (on its device). Logs: ``adv_loss``, ``adv_acc`` (of the noisy copies of x*).
+    """
+    sigma = check_positive(sigma, "sigma")
+    eps = check_eps(eps)
+    check_positive(steps, "steps", integer=True)
+    alpha = 2 * eps / steps if alpha is None else check_positive(alpha, "alpha")
+    check_positive(samples, "samples", integer=True)
+    attack_mode = _check_mode(attack_mode)
+    generator = check_generator(generator)
+
+    def objective(model: nn.Module, x: torch.Tensor, y: torch.Tensor):
+        x = x.detach()
+        noise = sigma * _gaussian(x.expand(samples, *x.shape), generator)  # (m, N, ...)
+
+        def smoothed_log_probs(x_adv: torch.Tensor) -> torch.Tensor:
+            """log of the Monte Carlo smoothed softmax, (N, K): the attack's target."""
+            z = check_logits(model((x_adv + noise).flatten(0, 1)), samples * len(x))
+            log_p = z.log_softmax(1).view(samples, len(x), -1)
+            return log_p.logsumexp(0) - math.log(samples)  # log mean_i p_i, stably
+
+        if eps > 0:
+            with _inner(model, attack_mode):
+                x_adv = _ascend(smoothed_log_probs, x, torch.zeros_like(x),
+                                lambda log_p: F.nll_loss(log_p, y, reduction="none"),
+                                eps=eps, alpha=alpha, steps=steps, norm="l2")
+        else:
+            x_adv = x
+        z = check_logits(model((x_adv + noise).flatten(0, 1)), samples * len(x))
+        ys = y.repeat(samples)
+        loss = F.cross_entropy(z, ys)
+        return loss, {"adv_loss": loss.detach(), "adv_acc": _acc(z, ys)}
 
     return objective
 

@@ -304,21 +304,3 @@ class BestRobust:
         model.load_state_dict(self.best_state)
         return self.best_epoch
 
-
-def lipschitz_radius(logits: torch.Tensor, y: torch.Tensor, lipschitz: float) -> torch.Tensor:
-    """Certified L2 radii from a Lipschitz bound (Tsuzuku, Sato and Sugiyama 2018; Anil et al.
-    2019): if the logits are `lipschitz`-Lipschitz in L2 (e.g. the product of the layers'
-    spectral norms, `spectral_norms`, or 1 for `BjorckLinear` + `GroupSort` networks), a step
-    of L2 size r changes the gap between two logits by at most sqrt(2) * lipschitz * r, so the
-    prediction cannot change within ``margin / (sqrt(2) * lipschitz)``, margin the top logit
-    minus the runner-up. Returns that radius per example, 0 where the prediction is wrong.
-    """
-    if not isinstance(logits, torch.Tensor) or logits.dim() != 2 or logits.shape[1] < 2:
-        raise ValueError("logits must be an (N, K) tensor with K >= 2")
-    lipschitz = check_positive(lipschitz, "lipschitz")
-    if not isinstance(y, torch.Tensor) or y.shape != (len(logits),):
-        raise ValueError(f"y must be a tensor of shape ({len(logits)},)")
-    top = logits.detach().topk(2, dim=1)
-    margin = top.values[:, 0] - top.values[:, 1]
-    radius = margin / (2 ** 0.5 * lipschitz)
-    return torch.where(top.indices[:, 0] == y.to(logits.device), radius, torch.zeros_like(radius))

@@ -70,13 +70,18 @@ def gaussian_noise(*, sigma: float, generator: torch.Generator | None = None):
     not clipped to [0, 1], as in the paper. Returns ``objective(model, x, y) -> loss``.
     """
     sigma = check_positive(sigma, "sigma")
+    return _noise_objective(sigma, generator, _noise, f"gaussian_noise(sigma={sigma:g})")
+
+
+def _noise_objective(scale: float, generator, noise, name: str):
+    """CE on ``x + scale * noise(x.shape, like=x, generator=generator)``, named `name`."""
     check_generator(generator)
 
     def objective(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        noisy = x + sigma * _noise(x.shape, like=x, generator=generator)
+        noisy = x + scale * noise(x.shape, like=x, generator=generator)
         return F.cross_entropy(check_logits(model(noisy), len(x)), y)
 
-    objective.__name__ = objective.__qualname__ = f"gaussian_noise(sigma={sigma:g})"
+    objective.__name__ = objective.__qualname__ = name
     return objective
 
 
@@ -109,14 +114,16 @@ def sample_counts(model: nn.Module, x: torch.Tensor, *, sigma: float, n: int,
     return _sample_counts(model, x, sigma=sigma, n=n, batch_size=batch_size, generator=generator)
 
 
-def _sample_counts(model, x, *, sigma, n, batch_size, generator) -> torch.Tensor:
+def _sample_counts(model, x, *, sigma, n, batch_size, generator, noise=_noise) -> torch.Tensor:
+    """SAMPLEUNDERNOISE with ``sigma * noise(shape, like=, generator=)``: standard normal draws
+    by default, another distribution's standard draws for `certificates` (Laplace)."""
     rows_total, counts, k = len(x) * n, None, 0
     with eval_mode(model):
         for start in range(0, rows_total, batch_size):
             stop = min(start + batch_size, rows_total)
             rows = torch.arange(start, stop, device=x.device) // n  # example of each copy
             xb = x.index_select(0, rows)
-            noisy = xb + sigma * _noise(xb.shape, like=xb, generator=generator)
+            noisy = xb + sigma * noise(xb.shape, like=xb, generator=generator)
             logits = check_logits(model(noisy), stop - start)
             if counts is None:
                 k = logits.shape[1]
@@ -209,6 +216,18 @@ def certify(model: nn.Module, x: torch.Tensor, *, sigma: float, n0: int = 100, n
 
 def _certify(model, x, *, sigma, n0, n, alpha, batch_size, generator):
     """CERTIFY, and the number of classes K the model returned."""
+    x, guess, p_a, k = _lower_bound(model, x, sigma=sigma, n0=n0, n=n, alpha=alpha,
+                                    batch_size=batch_size, generator=generator)
+    certified = p_a > 0.5
+    radius = torch.from_numpy(float(sigma) * stats.norm.ppf(p_a.clamp(min=0.5).numpy()))
+    radius = torch.where(certified, radius, 0.0)
+    prediction = torch.where(certified, guess, ABSTAIN)
+    return prediction.to(x.device), radius.to(device=x.device, dtype=x.dtype), k
+
+
+def _lower_bound(model, x, *, sigma, n0, n, alpha, batch_size, generator, noise=_noise):
+    """CERTIFY's two sampling stages with `noise` of scale `sigma`: the checked x, the guessed
+    class c_A and the (1 - alpha) lower bound on its probability (both on the CPU), and K."""
     x, sigma = _check_common(model, x, sigma, alpha, batch_size, generator)
     check_positive(n0, "n0", integer=True)
     check_positive(n, "n", integer=True)
@@ -216,17 +235,12 @@ def _certify(model, x, *, sigma, n0, n, alpha, batch_size, generator):
         raise ValueError(f"n0 (selection samples) must be <= n (estimation samples), got "
                          f"n0={n0} > n={n}")
     counts0 = _sample_counts(model, x, sigma=sigma, n=n0, batch_size=batch_size,
-                             generator=generator)
+                             generator=generator, noise=noise)
     guess = counts0.argmax(1)
     counts = _sample_counts(model, x, sigma=sigma, n=n, batch_size=batch_size,
-                            generator=generator)
+                            generator=generator, noise=noise)
     n_a = counts.gather(1, guess[:, None])[:, 0].cpu()
-    p_a = lower_confidence_bound(n_a, n, alpha)
-    certified = p_a > 0.5
-    radius = torch.from_numpy(sigma * stats.norm.ppf(p_a.clamp(min=0.5).numpy()))
-    radius = torch.where(certified, radius, 0.0)
-    prediction = torch.where(certified, guess.cpu(), ABSTAIN)
-    return prediction.to(x.device), radius.to(device=x.device, dtype=x.dtype), counts.shape[1]
+    return x, guess.cpu(), lower_confidence_bound(n_a, n, alpha), counts.shape[1]
 
 
 @dataclass

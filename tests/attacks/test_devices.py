@@ -5,12 +5,15 @@ Inputs are 4 test digits and the pretrained digits CNN; each case runs a few ste
 Random methods take a CPU generator, the mode in which draws are the same on every device.
 """
 
+import functools
 
 import pytest
 import torch
 
 from robustlab import attacks as A
 from robustlab.defences import Defended, RandomResizePad, median_filter
+from robustlab.text_data import char_tokenizer, sentiment_corpus, word_tokenizer, word_vectors
+from robustlab.text_models import CharCNN, WordCNN
 from robustlab.tokens import TokenCNN, token_task
 
 from ..conftest import seeded
@@ -27,6 +30,28 @@ def _tokens(device):
     model = TokenCNN(vocab=32, dim=8).to(device)
     ids, y = token_task(4, seq_len=8, vocab=32)
     return model, ids.to(device), y.to(device)
+
+
+_vectors = functools.cache(word_vectors)
+
+
+def _text(device):
+    """Untrained (seeded) char CNN and word CNN and 4 corpus sentences: the searches still run."""
+    texts, y = sentiment_corpus("test")
+    texts, y = texts[:4], y[:4].to(device)
+    torch.manual_seed(0)
+    chars, words = char_tokenizer(), word_tokenizer()
+    char_model, word_model = CharCNN(chars.vocab).to(device), WordCNN(words.vocab).to(device)
+    vectors = _vectors()
+    flips = A.hotflip(char_model, texts, y, tokenizer=chars, budget=2, beam=2, vectors=vectors)
+    bugs = A.textbugger(word_model, texts, y, tokenizer=words, generator=seeded())
+    swaps = A.synonym_attack(word_model, texts, y, tokenizer=words, min_similarity=0.0)
+    added = A.add_sentence(char_model, texts, y, tokenizer=chars)
+    metrics = (A.edit_distance(texts[0], flips.adversarial[0]), A.word_overlap(texts[0], texts[1]),
+               A.embedding_cosine(texts[0], texts[1], vectors), A.text_similarity(texts, texts))
+    return (flips, bugs, swaps, added, metrics, A.text_transfer(swaps, char_model, y, tokenizer=chars,
+                                                          only_success=False),
+            A.hotflip_scores(char_model, chars.encode(texts).to(device), y))
 
 
 def _oracle(device):
@@ -122,6 +147,11 @@ CASES = {
     "embedding_robust_accuracy": Case(lambda d: A.embedding_robust_accuracy(
         *_tokens(d), eps=0.5, alpha=0.2, steps=2, generator=seeded())),
 }
+# text: discrete searches whose choices follow float comparisons (SEARCH); one run covers all
+CASES.update(dict.fromkeys(["add_sentence", "hotflip", "hotflip_scores", "textbugger", "synonym_attack",
+                            "text_transfer", "TextAttackResult", "edit_distance", "word_overlap",
+                            "embedding_cosine", "text_similarity"],
+                           Case(_text, atol=1e-4, frac=0.3)))
 
 
 @pytest.mark.parametrize("name", sorted(CASES))

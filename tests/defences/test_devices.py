@@ -151,6 +151,27 @@ def _ddp(device, tmp_path):
         (tmp_path / "run.pt").unlink(missing_ok=True)
 
 
+def _distil(device):
+    teacher, student = mlp(device), mlp(device)
+    D.distillation(teacher, student, digits(device), temperature=20.0, epochs=1, batch_size=16,
+                   lr=1e-2, progress=False, device=device)
+    return teacher, student, D.soft_labels(teacher, digits(device, 4)[0], temperature=20.0)
+
+
+def _orthogonal(device):
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(D.OrthogonalConv2d(1, 4, 3), D.GroupSort(2), torch.nn.Flatten(),
+                                D.BjorckLinear(256, 10)).to(device)
+    x = digits(device, 4)[0]
+    return model(x), D.gnp_radius(model, x)
+
+
+def _radii(device):
+    p = torch.tensor([0.3, 0.6, 0.9, 0.999], device=device)
+    return (D.cohen_radius(p, sigma=0.5), D.lecuyer_radius(p, sigma=0.5),
+            D.laplace_radius(p, scale=0.5))
+
+
 CASES = {
     "Defended": transform(lambda x: D.Defended(mlp(x.device), D.median_filter)(x)),
     "RandomResizePad": transform(lambda x: D.RandomResizePad(generator=seeded())(x)),
@@ -161,6 +182,7 @@ CASES = {
     "total_variation": transform(D.total_variation, atol=1e-4),
     "tv_denoise": transform(lambda x: D.tv_denoise(x, steps=5), atol=1e-4),
     "random_shift": transform(lambda x: D.random_shift(x, generator=seeded())),
+    "laplace_noise": train(lambda: D.laplace_noise(scale=0.2, generator=seeded())),
     "gaussian_noise": train(lambda: D.gaussian_noise(sigma=0.2, generator=seeded())),
     "SqueezeDetector": Case(_squeeze, atol=1e-4),
     "calibrate_squeezing": Case(_squeeze, atol=1e-4),
@@ -176,8 +198,9 @@ CASES = {
     "wrm": train(lambda: D.wrm(steps=2)),
     "wrm_surrogate": Case(lambda d: D.wrm_surrogate(mlp(d), *digits(d, 8), gamma=2.0, steps=3),
                           atol=1e-4),
-    "lipschitz_radius": Case(lambda d: D.lipschitz_radius(mlp(d)(digits(d, 8)[0]).detach(),
-                                                          digits(d, 8)[1], 2.0), atol=1e-5),
+    "deepfool_at": train(lambda: D.deepfool_at(steps=3)),
+    "smooth_adv": train(lambda: D.smooth_adv(sigma=0.25, eps=0.5, steps=2, samples=2,
+                                             generator=seeded())),
     "augmented": train(lambda: D.augmented(generator=seeded())),
     "weight_correlation": train(lambda: D.weight_correlation(weight=0.1)),
     "weight_correlation_penalty": Case(_lipschitz, atol=1e-4),
@@ -199,6 +222,15 @@ CASES = {
     "certified_accuracy": Case(lambda d: D.certified_accuracy(
         mlp(d), *digits(d, 4), sigma=0.25, radii=[0.0, 0.1], n0=8, n=32, batch_size=16,
         generator=seeded())),
+    "distillation": Case(_distil, **TRAINED),
+    "soft_labels": Case(_distil, **TRAINED),
+    "OrthogonalConv2d": Case(_orthogonal, atol=1e-4),
+    "gnp_radius": Case(_orthogonal, atol=1e-4),
+    "laplace_certify": Case(lambda d: D.laplace_certify(mlp(d), digits(d, 4)[0], scale=0.25,
+                                                        n0=8, n=32, generator=seeded())),
+    "cohen_radius": Case(_radii, atol=1e-9),
+    "lecuyer_radius": Case(_radii, atol=1e-9),
+    "laplace_radius": Case(_radii, atol=1e-9),
     "smoothing.predict": Case(lambda d: smoothing.predict(mlp(d), digits(d, 4)[0], sigma=0.25,
                                                           n=32, generator=seeded())),
     "smoothing.certify": Case(lambda d: smoothing.certify(mlp(d), digits(d, 4)[0], sigma=0.25,

@@ -10,7 +10,18 @@ from torch import nn
 
 from robustlab import data, models, seed_everything
 from robustlab.attacks import pgd
-from robustlab.defences import cyclic_lr, fast_at, fgsm_at, pgd_at, trades, vat, wrm
+from robustlab.defences import (
+    cyclic_lr,
+    deepfool_at,
+    fast_at,
+    fgsm_at,
+    gaussian_noise,
+    pgd_at,
+    smooth_adv,
+    trades,
+    vat,
+    wrm,
+)
 from robustlab.train import cross_entropy, evaluate, fit
 
 from ..conftest import messy_model, nested_modes, seeded
@@ -27,6 +38,9 @@ def factories():
         "trades": (trades, dict(eps=0.1, alpha=0.03, steps=3, generator=seeded()), 2),
         "vat": (vat, dict(eps=0.5, generator=seeded()), 1),
         "wrm": (wrm, dict(gamma=1.0, steps=3), 1),
+        "deepfool_at": (deepfool_at, dict(steps=5), 2),
+        "smooth_adv": (smooth_adv, dict(sigma=0.25, eps=0.5, steps=2, samples=2,
+                                        generator=seeded()), 1),
     }
 
 
@@ -109,7 +123,8 @@ def test_nested_modes_restored(name, batch):
 
 @pytest.mark.parametrize("name, attack_mode", [("pgd_at", "train"), ("fast_at", "train"),
                                                ("fgsm_at", "train"), ("wrm", "train"),
-                                               ("vat", "train"), ("trades", "eval")])
+                                               ("vat", "train"), ("trades", "eval"),
+                                               ("smooth_adv", "eval")])
 def test_default_attack_mode_and_frozen_parameters(name, attack_mode, batch):
     """Madry/Wong/Goodfellow/Sinha/Miyato attack the model as trained; TRADES in eval mode. The
     attack's forward passes see frozen parameters; the training passes trainable ones."""
@@ -188,6 +203,16 @@ def test_fast_at_stays_in_ball_and_box_and_is_seeded(batch):
     (wrm, dict(gamma=0.0), "gamma"),
     (wrm, dict(gamma=-1.0), "gamma"),
     (wrm, dict(steps=-1), "steps"),
+    (deepfool_at, dict(norm="l1"), "norm"),
+    (deepfool_at, dict(steps=0), "steps"),
+    (deepfool_at, dict(overshoot=-0.1), "overshoot"),
+    (deepfool_at, dict(clean_weight=2.0), "clean_weight"),
+    (smooth_adv, dict(sigma=0.0, eps=0.5), "sigma"),
+    (smooth_adv, dict(sigma=0.25, eps=-1.0), "eps"),
+    (smooth_adv, dict(sigma=0.25, eps=0.5, samples=0), "samples"),
+    (smooth_adv, dict(sigma=0.25, eps=0.5, steps=1.5), "steps"),
+    (smooth_adv, dict(sigma=0.25, eps=0.5, alpha=0.0), "alpha"),
+    (smooth_adv, dict(sigma=0.25, eps=0.5, generator="cpu"), "generator"),
 ])
 def test_bad_arguments_name_the_argument(factory, kwargs, arg):
     with pytest.raises((ValueError, TypeError), match=arg):
@@ -262,3 +287,81 @@ def test_boolean_flags_must_be_bools(make, arg, value):
     with pytest.raises(TypeError, match=f"{arg} must be True or False, got {type(value).__name__}"):
         make(value)
     make(False)
+
+
+def test_smooth_adv_loss_is_at_least_noise_training_on_the_same_draws(batch):
+    """With the same noise draws, the attack only raises the smoothed loss above that of
+    Gaussian noise training (x* = x), and eps = 0 is noise training exactly."""
+    x, y = batch
+    model = mlp()
+    sigma = 0.25
+    noisy = [gaussian_noise(sigma=sigma, generator=seeded(s))(model, x, y) for s in range(3)]
+    same = [smooth_adv(sigma=sigma, eps=0.0, generator=seeded(s))(model, x, y)[0]
+            for s in range(3)]
+    for a, b in zip(noisy, same):
+        torch.testing.assert_close(a, b)
+    for s in range(3):
+        base = smooth_adv(sigma=sigma, eps=0.0, samples=4, generator=seeded(s))(model, x, y)[0]
+        adv = smooth_adv(sigma=sigma, eps=1.0, steps=4, samples=4,
+                         generator=seeded(s))(model, x, y)[0]
+        assert adv > base + 0.05, (s, adv.item(), base.item())
+
+
+def test_smooth_adv_attack_stays_in_the_l2_ball_and_box(batch):
+    """The attack point x* (recovered from the noisy copies it trains on) lies in the eps-ball
+    around x and in [0, 1]."""
+    x, y = batch
+    seen = []
+
+    class Record(nn.Module):
+        def __init__(self, net):
+            super().__init__()
+            self.net = net
+
+        def forward(self, z):
+            if torch.is_grad_enabled() and any(p.requires_grad for p in self.parameters()):
+                seen.append(z.detach())
+            return self.net(z)
+
+    smooth_adv(sigma=1e-6, eps=0.5, steps=3, samples=1, generator=seeded())(Record(mlp()), x, y)
+    x_star = seen[-1]
+    dist = (x_star - x).flatten(1).norm(dim=1)
+    assert (dist <= 0.5 + 1e-4).all() and dist.max() > 0.1
+    assert x_star.min() >= -1e-4 and x_star.max() <= 1 + 1e-4
+
+
+def test_smooth_adv_trains():
+    """A few epochs of SmoothAdv on the digits: accuracy under noise well above chance."""
+    seed_everything(0)
+    x, y = data.digits("train")
+    xt, yt = data.digits("test")
+    model = models.MLP((1, 8, 8), (64,), 10)
+    hist = fit(model, (x, y), epochs=4, lr=3e-3, progress=False,
+               objective=smooth_adv(sigma=0.25, eps=0.25, steps=2, samples=2,
+                                    generator=seeded()))
+    assert hist[-1]["loss"] < hist[0]["loss"]
+    noisy = xt + 0.25 * torch.randn(xt.shape, generator=seeded())
+    assert evaluate(model, (noisy, yt)) > 0.7
+
+
+def test_deepfool_at_trains_on_deepfool_points_and_pushes_them_out(batch):
+    """The adversarial half of the loss is the CE at DeepFool's point; training with it makes
+    DeepFool's perturbations larger than plain training does."""
+    from robustlab.attacks import deepfool
+    x, y = batch
+    model = mlp().eval()
+    loss, logs = deepfool_at(clean_weight=0.0, steps=10)(model, x, y)
+    x_adv = deepfool(model, x, y, steps=10)
+    torch.testing.assert_close(loss, F.cross_entropy(model(x_adv), y))
+    torch.testing.assert_close(logs["adv_dist"], (x_adv - x).flatten(1).norm(dim=1).mean())
+    xs, ys = data.digits("train")
+    dists = {}
+    for name, objective in (("plain", cross_entropy), ("deepfool_at", deepfool_at(steps=10))):
+        seed_everything(0)
+        net = models.MLP((1, 8, 8), (64,), 10)
+        fit(net, (xs, ys), epochs=4, lr=3e-3, progress=False, objective=objective)
+        xt, yt = data.digits("test")
+        xt, yt = xt[:200], yt[:200]
+        keep = net(xt).argmax(1) == yt
+        dists[name] = (deepfool(net, xt[keep], yt[keep]) - xt[keep]).flatten(1).norm(dim=1).median()
+    assert dists["deepfool_at"] > 1.05 * dists["plain"], dists  # measured 0.576 vs 0.513
