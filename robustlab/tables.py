@@ -44,3 +44,24 @@ class Tabular:
 
     def _repr_markdown_(self) -> str:
         return self.table()
+
+
+def read_markdown_table(text: str) -> list[dict[str, str]]:
+    """The rows of the first markdown table in `text` (as `markdown_table` writes them), each a
+    dict from the header's names to the cells' text, stripped."""
+    lines = [ln.strip() for ln in text.splitlines()]
+    start = next((i for i, ln in enumerate(lines[:-1]) if ln.startswith("|")
+                  and set(lines[i + 1].replace("|", "").strip()) <= set("-: ")
+                  and lines[i + 1].startswith("|")), None)
+    if start is None:
+        raise ValueError("no markdown table in text")
+
+    def cells(ln: str) -> list[str]:
+        return [c.strip() for c in ln.strip("|").split("|")]
+
+    head, rows = cells(lines[start]), []
+    for ln in lines[start + 2:]:
+        if not ln.startswith("|"):
+            break
+        rows.append(dict(zip(head, cells(ln))))
+    return rows

@@ -165,6 +165,16 @@ EVALUATE = {
     "break_transforms": Case(_break, **EVALUATORS),
     "TransformBreak": Case(_break, **EVALUATORS),
     "is_random": Case(_break, **EVALUATORS),
+    "budget_results": Case(lambda d: E.budget_results(
+        {"cnn": setup(d)[0]}, *setup(d)[1:], eps_list=[0.0, 0.1], attack=_pgd,
+        members=lambda e: E.default_attacks(eps=e, steps=3, square_queries=20, generator=seeded())),
+        **EVALUATORS),
+    "jacobian_norms": Case(lambda d: E.jacobian_norms(*setup(d)[:2]), atol=1e-4),
+    # a table of mean losses, one number per (direction, alpha): kept on the host
+    "weight_landscape": Case(lambda d: E.weight_landscape(*setup(d), alphas=[-0.5, 0.0, 0.5],
+                                                          attack=_pgd, directions=2,
+                                                          generator=seeded()),
+                             atol=1e-4, host=True),
 }
 NOT_ON_A_DEVICE = {
     "Attack": "a type alias (Callable), nothing to run",

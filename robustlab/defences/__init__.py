@@ -21,7 +21,7 @@ from .certificates import (
 )
 from .distillation import distillation, soft_labels
 from .distributed import ddp_fit, launch, shard_batches
-from .dro import trades, vat, vat_direction, wrm
+from .dro import trades, vat, vat_direction, wrm, wrm_surrogate
 from .freelb import freelb
 from .latent import latent_at, latent_discriminator
 from .loops import awp, free_at, yopo
@@ -59,7 +59,7 @@ __all__ = ["BestRobust", "BjorckLinear", "Defended", "GroupSort", "RandomResizeP
            "awp", "bit_depth", "bjorck", "certified_accuracy", "cyclic_lr", "fast_at", "fgsm_at",
            "free_at", "gaussian_noise", "parseval", "parseval_retraction", "pgd_at", "smoothing",
            "spectral_normalised", "spectral_norms", "trades", "vat", "vat_direction",
-           "weight_correlation", "weight_correlation_penalty", "wrm", "yopo"]
+           "weight_correlation", "weight_correlation_penalty", "wrm", "wrm_surrogate", "yopo"]
 __all__ += ["ddp_fit", "distributed", "launch", "shard_batches"]
 __all__ += ["SqueezeDetector", "calibrate_squeezing", "default_squeezers", "jpeg", "jpeg_approx",
             "median_filter", "squeeze_score", "total_variation", "tv_denoise"]

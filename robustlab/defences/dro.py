@@ -38,7 +38,7 @@ from ._inner import (
     _running_stats_frozen,
 )
 
-__all__ = ["trades", "vat", "vat_direction", "wrm"]
+__all__ = ["trades", "vat", "vat_direction", "wrm", "wrm_surrogate"]
 
 
 def trades(*, eps: float, alpha: float, steps: int, beta: float = 6.0, norm: str = "linf",
@@ -193,13 +193,44 @@ def wrm(*, gamma: float = 0.385, steps: int = 15, attack_mode: str = "train") ->
     def objective(model: nn.Module, x: torch.Tensor, y: torch.Tensor):
         x = x.detach()
         with _inner(model, attack_mode):
-            x_adv = (x + scale * finite_direction(_input_grad(model, x, lambda z: ce_loss(z, y)))).clamp(0, 1)
-            for t in range(steps):
-                g = scale * finite_direction(_input_grad(model, x_adv, lambda z: ce_loss(z, y))) - (x_adv - x)
-                x_adv = (x_adv + g / (t + 2) ** 0.5).clamp(0, 1)
-        x_adv = x_adv.detach()
+            x_adv = _wrm_point(model, x, y, scale, steps)
         loss, z = _ce(model, x_adv, y)
         cost = flat_norm(x_adv - x, "l2").square().mean()
         return loss, {"adv_loss": loss.detach(), "adv_acc": _acc(z, y), "cost": cost}
 
     return objective
+
+
+def _wrm_point(model: nn.Module, x: torch.Tensor, y: torch.Tensor, scale: float,
+               steps: int) -> torch.Tensor:
+    """WRM's inner ascent on CE(x') / (2 gamma) - ||x' - x||^2 / 2 (``scale = 1 / (2 gamma)``),
+    from ``x + scale grad CE(x)``, step 1/sqrt(t + 2), in [0, 1]; detached."""
+    x_adv = (x + scale * finite_direction(_input_grad(model, x, lambda z: ce_loss(z, y)))).clamp(0, 1)
+    for t in range(steps):
+        g = scale * finite_direction(_input_grad(model, x_adv, lambda z: ce_loss(z, y))) - (x_adv - x)
+        x_adv = (x_adv + g / (t + 2) ** 0.5).clamp(0, 1)
+    return x_adv.detach()
+
+
+def wrm_surrogate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, gamma: float,
+                  steps: int = 15) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sinha et al.'s robust surrogate per example, ``phi_gamma(x, y) = max_{x'} CE(f(x'), y) -
+    gamma ||x' - x||_2^2`` (x' in [0, 1]), estimated by WRM's own inner ascent (`wrm`, `steps`
+    steps); returns ``(phi, x_star)``, phi of shape (N,) and the maximiser found.
+
+    Their certificate (Proposition 1 by duality): for every distribution P within Wasserstein
+    distance rho of the data's (transport cost ||x' - x||_2^2, labels fixed),
+    ``E_P[CE] <= gamma * rho + E[phi_gamma]``. It needs the exact maximum; the ascent finds it
+    when gamma exceeds the loss's smoothness (a strongly concave inner problem) and otherwise
+    gives a lower estimate, so check it against attacks of known transport cost. The model runs
+    in eval mode without parameter gradients and is left as found.
+    """
+    gamma = check_positive(gamma, "gamma")
+    check_positive(steps, "steps", integer=True)
+    x = x.detach()
+    with _inner(model, "eval"):
+        x_star = _wrm_point(model, x, y, 0.5 / gamma, steps)
+        with torch.no_grad():
+            loss = F.cross_entropy(check_logits(model(x_star), len(x)), y, reduction="none")
+    phi = loss - gamma * flat_norm(x_star - x, "l2").square()
+    return phi.detach(), x_star

@@ -303,3 +303,4 @@ class BestRobust:
             raise ValueError("BestRobust has seen no epoch yet: pass it to fit as after_epoch")
         model.load_state_dict(self.best_state)
         return self.best_epoch
+

@@ -20,7 +20,8 @@ from ..tables import Tabular, markdown_table
 from .accuracy import Attack, RobustCurve, check_adversarial, robust_accuracy, robust_mask
 from .adaptive import TransformBreak, break_transforms, is_random
 from .compare import Comparison, compare_attacks
-from .ensemble import WorstCase, default_attacks, worst_case
+from .ensemble import WorstCase, budget_results, default_attacks, worst_case
+from .geometry import jacobian_norms, weight_landscape
 from .presets import PRESETS
 from .stats import distortion_stats, query_stats
 from .transfer import TransferResult, transfer_matrix
@@ -31,3 +32,5 @@ __all__ = ["PRESETS", "Attack", "Comparison", "RobustCurve", "Tabular", "Transfe
            "markdown_table", "query_stats", "robust_accuracy", "robust_mask", "transfer_matrix",
            "worst_case"]
 __all__ += ["TransformBreak", "break_transforms", "is_random"]
+__all__ += ["jacobian_norms", "weight_landscape"]
+__all__ += ["budget_results"]

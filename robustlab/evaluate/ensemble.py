@@ -163,3 +163,39 @@ def worst_case(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float
             stages.append({"attack": name, "robust_accuracy": robust.float().mean().item(),
                            "broken": int(broken.sum()), "seconds": time.perf_counter() - start})
     return WorstCase(x_adv, robust, clean, stages)
+
+
+def budget_results(models: Mapping[str, nn.Module], x: torch.Tensor, y: torch.Tensor, *,
+                   eps_list, attack, members, norm: str = "linf") -> dict:
+    """Clean, single-attack and worst-case accuracy of each model at each budget, as a nested
+    dict ``{name: {eps: {"clean": .., "pgd": .., "worst": ..}}}`` (what
+    `robustlab.widgets.defence_budgets` browses).
+
+    `attack(model, x, y, eps=eps)` is the single attack (e.g. PGD) and `members(eps)` returns
+    the ordered ensemble for `worst_case` at that budget (e.g. ``lambda e: default_attacks(
+    eps=e, steps=20, generator=...)``; built anew per model and budget, so a seeded generator
+    made inside it gives every model the same draws). At budget 0 all three are the clean
+    accuracy, and no attack runs.
+    """
+    if not isinstance(models, Mapping) or not models:
+        raise ValueError("models must be a non-empty dict of name -> model")
+    check_callable(attack, "attack")
+    check_callable(members, "members")
+    eps_list = [check_eps(e, "eps_list") for e in eps_list]
+    if not eps_list:
+        raise ValueError("eps_list must hold at least one budget")
+    out: dict = {}
+    for name, model in models.items():
+        with eval_mode(model):
+            clean = correct(model, x, y).float().mean().item()
+            out[name] = {}
+            for eps in eps_list:
+                if eps == 0:
+                    out[name][eps] = {"clean": clean, "pgd": clean, "worst": clean}
+                    continue
+                xa, _ = split_queries(attack(model, x, y, eps=eps))
+                xa = check_adversarial(x, xa, "attack", eps, norm)
+                single = correct(model, xa, y).float().mean().item()
+                worst = worst_case(model, x, y, eps=eps, norm=norm, attacks=members(eps))
+                out[name][eps] = {"clean": clean, "pgd": single, "worst": worst.robust_accuracy}
+    return out

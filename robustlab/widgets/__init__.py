@@ -3,7 +3,7 @@
 Each builder returns an ipywidgets container whose controls are attributes (``.eps``,
 ``.index``, ...) and whose latest result is in ``.state``, so a test can drive it headless by
 setting ``.value`` and reading ``.state``. One module per part of the course: figures (drawing
-helpers), attacks, defences, verify, stats.
+helpers), attacks, defences (and defences_more, lesson 03c's), verify, stats.
 """
 
 from .attacks import (
@@ -18,6 +18,7 @@ from .attacks import (
     query_explorer,
 )
 from .defences import defence_curves, smoothing_radii
+from .defences_more import defence_budgets
 from .figures import (
     DRAWING,
     adversarial_figure,
@@ -33,7 +34,7 @@ from .verify import draw_output_bounds, reach_explorer
 
 __all__ = ["DRAWING", "EPS_RANGES", "SWEEP_MAX", "UNTARGETED", "adversarial_figure", "grid_step",
            "interactive", "one_at_a_time", "attack_explorer", "black_box_attacks", "clever_explorer",
-           "defence_curves", "draw_clever", "draw_output_bounds", "eps_sweep", "epsilon_explorer",
-           "explorer_attacks",
+           "defence_budgets", "defence_curves", "draw_clever", "draw_output_bounds", "eps_sweep",
+           "epsilon_explorer", "explorer_attacks",
            "image_row", "query_explorer", "reach_explorer", "show_image", "show_perturbation",
            "smoothing_radii"]

@@ -196,6 +196,8 @@ CASES = {
     "vat_direction": Case(lambda d: D.vat_direction(mlp(d), digits(d, 4)[0], generator=seeded()),
                           atol=1e-4),
     "wrm": train(lambda: D.wrm(steps=2)),
+    "wrm_surrogate": Case(lambda d: D.wrm_surrogate(mlp(d), *digits(d, 8), gamma=2.0, steps=3),
+                          atol=1e-4),
     "deepfool_at": train(lambda: D.deepfool_at(steps=3)),
     "smooth_adv": train(lambda: D.smooth_adv(sigma=0.25, eps=0.5, steps=2, samples=2,
                                              generator=seeded())),
