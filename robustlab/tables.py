@@ -65,3 +65,19 @@ def read_markdown_table(text: str) -> list[dict[str, str]]:
             break
         rows.append(dict(zip(head, cells(ln))))
     return rows
+
+
+def stored_result(name: str) -> str:
+    """The text of a result the project stores with the package (``robustlab/results/<name>.md``).
+
+    Long runs a lesson reads instead of repeating, e.g. ``"defence_methods"``: the every-method
+    table of ``benchmarks/defence_methods.py``. Shipped in the package, so a lesson finds it from
+    any working directory, on Colab, and after ``pip install``.
+    """
+    from importlib import resources
+
+    folder = resources.files("robustlab") / "results"
+    available = sorted(p.name.removesuffix(".md") for p in folder.iterdir() if p.name.endswith(".md"))
+    if name not in available:
+        raise ValueError(f"name: no stored result {name!r}; stored: {', '.join(available)}")
+    return (folder / f"{name}.md").read_text(encoding="utf-8")

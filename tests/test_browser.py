@@ -1,84 +1,32 @@
 """The course in a real browser (Debian's headless Chromium, driven by Selenium, on 127.0.0.1 only):
 the offline site renders its maths and figures with the network cut off, and JupyterLab opens a
-saved lesson showing each widget's first frame before anything has run.
+saved lesson showing each widget's first frame before anything has run. Running each lesson in
+JupyterLab and moving its widget is in test_browser_lab.py (a second file, so `make check` runs
+both on two workers).
 
 Marked `browser` (run by `make check`); skipped where Chromium and its driver are not installed
 (`apt-get install -y chromium chromium-driver`).
 """
 
-import importlib.util
 import json
-import os
-import shutil
-import socket
 import subprocess
 import sys
-import time
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-LESSONS = sorted((ROOT / "lessons").glob("*.ipynb"))
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMEDRIVER = shutil.which("chromedriver")
-webdriver = pytest.importorskip("selenium.webdriver")
+from .browser import (  # noqa: F401 (browser and lab are fixtures)
+    LESSONS,
+    MARKS,
+    browser,
+    free_port,
+    lab,
+    site,
+    wait_for,
+    wait_for_port,
+    with_widgets,
+)
 
-pytestmark = [pytest.mark.browser,
-              pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER),
-                                 reason="no Chromium: apt-get install -y chromium chromium-driver")]
-
-_spec = importlib.util.spec_from_file_location("course_site", ROOT / "course" / "site.py")
-site = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(site)
-
-
-def with_widgets(path: Path) -> bool:
-    return site.WIDGET_VIEW in path.read_text()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from selenium.webdriver.chrome.service import Service
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--window-size=1400,1000",
-                # the network is cut off: only 127.0.0.1 and files resolve
-                "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"):
-        options.add_argument(arg)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    driver.set_page_load_timeout(60)
-    yield driver
-    driver.quit()
-
-
-def wait_for(driver, script: str, timeout: float, what: str, *args):
-    end = time.time() + timeout
-    while time.time() < end:
-        value = driver.execute_script(script, *args)
-        if value:
-            return value
-        time.sleep(0.25)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for_port(port: int, timeout: float) -> None:
-    end = time.time() + timeout
-    while time.time() < end:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.5)
-    raise AssertionError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
+pytestmark = MARKS
 
 
 # ------------------------------------------------------------------------------ offline site
@@ -150,40 +98,6 @@ def test_site_page_renders_offline(path, browser, site_url):
 
 # ------------------------------------------------------------------------------ JupyterLab
 
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory):
-    """JupyterLab serving a copy of the lessons on 127.0.0.1, with the course's settings."""
-    root = tmp_path_factory.mktemp("lab")
-    for path in LESSONS:
-        shutil.copy(path, root / path.name)
-    settings = root / ".settings"
-    settings.mkdir()
-    shutil.copy(ROOT / "binder" / "overrides.json", settings / "overrides.json")
-    user = root / ".user-settings" / "@jupyterlab" / "notebook-extension"
-    user.mkdir(parents=True)
-    # every cell in the page, not only those scrolled into view, so the test can find them all
-    (user / "tracker.jupyterlab-settings").write_text('{"windowingMode": "none"}')
-    port, token = free_port(), "robustlab-test"
-    env = {**os.environ, "JUPYTERLAB_SETTINGS_DIR": str(root / ".user-settings"),
-           "JUPYTERLAB_WORKSPACES_DIR": str(root / ".workspaces"), "OMP_NUM_THREADS": "1",
-           "JUPYTER_DATA_DIR": str(root / ".data")}
-    # what `make lab` and binder/postBuild do: JupyterLab renders no widget of an untrusted
-    # notebook (it shows the widget's text, "VBox(children=...)")
-    subprocess.run([sys.executable, "-m", "jupyter", "trust", *[p.name for p in LESSONS]],
-                   cwd=root, env=env, check=True, capture_output=True)
-    cmd = [sys.executable, "-m", "jupyterlab", "--no-browser", "--ServerApp.ip=127.0.0.1",
-           f"--ServerApp.port={port}", f"--IdentityProvider.token={token}",
-           f"--ServerApp.root_dir={root}", f"--LabApp.app_settings_dir={settings}",
-           "--LabApp.expose_app_in_browser=True", "--allow-root"]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_for_port(port, 60)
-        yield f"http://127.0.0.1:{port}", token, root
-    finally:
-        proc.terminate()
-        proc.wait(30)
-
-
 def test_lab_applies_the_course_settings(lab, browser):
     url, token, _ = lab
     browser.get(f"{url}/lab/api/settings/@jupyterlab/apputils-extension:kernels-settings?token={token}")
@@ -207,55 +121,3 @@ def test_lab_shows_each_widget_before_the_lesson_runs(path, lab, browser):
     assert not [m for m in logs if "widget" in m.lower()], logs
 
 
-def quick_copy(path: Path, target: Path) -> None:
-    """The lesson with its quick mode on, as a learner on a slow laptop sets it."""
-    nb = json.loads(path.read_text())
-    for cell in nb["cells"]:
-        if "parameters" in cell["metadata"].get("tags", []):
-            cell["source"] = "".join(cell["source"]).replace("FAST = False", "FAST = True", 1)
-    target.write_text(json.dumps(nb))
-
-
-FIGURES = "document.querySelectorAll('.jupyter-widgets img').length"
-BUSY = "Array.from(document.querySelectorAll('.jp-CodeCell .jp-InputPrompt'))" \
-       ".some(p => p.textContent.includes('*'))"
-
-
-@pytest.mark.parametrize("path", [p for p in LESSONS if with_widgets(p)], ids=lambda p: p.stem)
-def test_lab_runs_the_lesson_and_its_widget_responds(path, lab, browser, tmp_path):
-    """Run All in quick mode, then move the first slider (or change the first dropdown) of the
-    lesson's widget: every cell runs without error and the widget draws a new figure."""
-    from selenium.webdriver.common.keys import Keys
-    from selenium.webdriver.support.ui import Select
-    url, token, root = lab
-    name = f"quick-{path.name}"
-    quick_copy(path, root / name)
-    browser.get(f"{url}/lab/tree/{name}?token={token}&reset")
-    wait_for(browser, "return !!(window.jupyterapp && document.querySelector('.jp-Notebook')"
-                      " && document.querySelector('.jp-Notebook-ExecutionIndicator, "
-                      ".jp-KernelStatus, .jp-Toolbar-kernelStatus'))", 60, "the notebook to open")
-    wait_for(browser, "return document.body.innerText.includes('Idle')", 120, "the kernel")
-    browser.execute_script("window.jupyterapp.commands.execute('notebook:run-all-cells')")
-    wait_for(browser, f"return {BUSY}", 60, "the run to start")
-    wait_for(browser, f"return !{BUSY}", 400, "Run All to finish")
-    errors = browser.execute_script(
-        "return Array.from(document.querySelectorAll('.jp-OutputArea-output'))"
-        ".map(e => e.innerText).filter(t => /Traceback|Error:/.test(t)).map(t => t.slice(0, 300))")
-    assert not errors, f"cells failed: {errors[:2]}"
-    wait_for(browser, f"return {FIGURES}", 60, "the widget's figure")
-    # mark the figures drawn so far; a redraw replaces them with new elements
-    browser.execute_script("document.querySelectorAll('.jupyter-widgets img')"
-                           ".forEach(i => i.dataset.before = '1')")
-    sliders = browser.find_elements("css selector", ".jupyter-widgets .noUi-handle")
-    if sliders:  # one step down from the top of its range, else one step up
-        at_top = sliders[0].get_attribute("aria-valuenow") == sliders[0].get_attribute("aria-valuemax")
-        sliders[0].send_keys(Keys.ARROW_LEFT if at_top else Keys.ARROW_RIGHT)
-    else:
-        select = Select(browser.find_element("css selector", ".jupyter-widgets select"))
-        select.select_by_index((select.options.index(select.first_selected_option) + 1)
-                               % len(select.options))
-    wait_for(browser, "return Array.from(document.querySelectorAll('.jupyter-widgets img'))"
-                      ".some(i => !i.dataset.before && i.naturalWidth > 0)", 120,
-             "the widget to draw a new figure")
-    text = browser.execute_script("return document.body.innerText")
-    assert "Error displaying widget" not in text

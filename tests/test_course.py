@@ -166,7 +166,10 @@ def expected_stop(copy, first: int) -> int:
     return next(i for i in range(first + 1, len(copy.cells)) if copy.cells[i].cell_type == "code")
 
 
+# each lesson's run up to its first exercise: part of the matrix (`make check`); `make test`
+# runs every lesson once through nbval, and student copies parse (test_student_copy_*)
 @pytest.mark.lessons
+@pytest.mark.matrix
 @pytest.mark.parametrize("path", LESSON_PATHS, ids=[p.stem for p in LESSON_PATHS])
 def test_student_copy_runs_to_its_first_exercise(path, tmp_path):
     """Fast mode, from the top: every cell runs until the first exercise, which stops with

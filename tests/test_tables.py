@@ -25,3 +25,12 @@ def test_decimals_must_match_the_columns():
 def test_timing_table_is_two_fixed_columns():
     assert timing_table(["pgd", "cw"], [0.1234, 12.0]).splitlines() == [
         "| attack | seconds |", "|---|---|", "| pgd | 0.12 |", "| cw | 12.00 |"]
+
+
+def test_stored_result_is_found_from_any_directory(tmp_path, monkeypatch):
+    from robustlab.tables import read_markdown_table, stored_result
+    monkeypatch.chdir(tmp_path)  # a lesson opened outside lessons/, or a pip-installed package
+    rows = read_markdown_table(stored_result("defence_methods"))
+    assert rows and {"method", "clean", "PGD-20", "worst case"} <= set(rows[0])
+    with pytest.raises(ValueError, match="name: no stored result 'nope'; stored: .*defence_methods"):
+        stored_result("nope")
