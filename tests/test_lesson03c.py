@@ -60,6 +60,8 @@ def wrong_bounds():
         "γ / ρ": lambda p, rho: min(g / max(rho, 1e-12) + v for g, v in p.items()),
         "one γ only (the first)": lambda p, rho: next(g * rho + v for g, v in p.items()),
         "ρ² instead of ρ": lambda p, rho: min(g * rho ** 2 + v for g, v in p.items()),
+        "√ρ, the L2 radius, instead of ρ": lambda p, rho: min(g * rho ** 0.5 + v for g, v in p.items()),
+        "the γ of the smallest surrogate": lambda p, rho: (lambda g: g * rho + p[g])(min(p, key=p.get)),
     }
 
 
@@ -95,7 +97,8 @@ def wrong_radii():
 
     return {"no √2": make(scale=1.0), "2 instead of √2": make(scale=2.0),
             "wrong predictions keep a radius": make(wrong_zero=False), "L²": make(square=True),
-            "gap to the mean logit": make(second="mean"),
+            "gap to the mean logit": make(second="mean"), "√2 multiplied": make(scale=2 ** -0.5),
+            "L ignored": lambda logits, y, L: make()(logits, y, 1.0),
             "one number for the batch": lambda logits, y, L: make()(logits, y, L).min()}
 
 

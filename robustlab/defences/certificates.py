@@ -80,7 +80,7 @@ def lecuyer_radius(p_a, *, sigma: float) -> torch.Tensor:
 
 
 def laplace_radius(p_a, *, scale: float) -> torch.Tensor:
-    """The certified L1 radius of Laplace smoothing, Teng, Lee, Rubin, Bai, Wang and Zhu,
+    """The certified L1 radius of Laplace smoothing, Teng, Lee and Yuan,
     "l1 adversarial robustness certificates: a randomized smoothing approach" (2020), with
     p_B = 1 - p_A: with i.i.d. Laplace noise of scale b = `scale` (density
     exp(-|e| / b) / (2 b)) on every input, the smoothed classifier is constant on the L1 ball of
