@@ -47,8 +47,6 @@ MARGIN = "digits: its top two logits differ by 6e-3 or more on every test image 
 CHECKED_OUTPUTS = {
     ("01-introduction", "a86a078c"): "parameter counts (integers) and clean test accuracies, "
                                      "counts of argmax predictions of the zoo models on the " + MARGIN,
-    ("02a-white-box", "b48eb02b"): "clean accuracy and the labels of the first correctly "
-                                   "classified digits: argmax predictions of digits-cnn on the " + MARGIN,
     ("02b-spatial-universal", "b7090e04"): "clean accuracies of three zoo models, argmax "
                                            "predictions on the " + MARGIN,
     ("02c-black-box", "57eb6b52"): "query counts and budgets (integers), and softmax scores "
