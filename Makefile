@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 PIP_INSTALL := $(PY) -m pip install --quiet --disable-pip-version-check -c requirements/constraints.txt
 
-.PHONY: env course test check lab site lessons grade student zoo bench gpu-check lint clean
+.PHONY: env course test check lab site slides lessons grade student zoo bench gpu-check lint clean
 
 env: $(STAMP)
 
@@ -42,6 +42,10 @@ lab: $(STAMP)  ## open JupyterLab on the lessons
 
 site: $(STAMP)  ## the course as a static site that works offline, in build/site/
 	$(PY) course/site.py
+
+# reveal.js 3.9 comes from the rise package (in the course extra), so this needs no network.
+slides: $(STAMP)  ## each lesson as reveal.js slides that work offline, in build/slides/
+	$(PY) course/slides.py
 
 lessons: $(STAMP)  ## re-execute the lessons in full mode and store their outputs
 	OMP_NUM_THREADS=1 $(PY) course/run.py --inplace

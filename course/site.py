@@ -28,6 +28,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 LESSONS = ROOT / "lessons"
 TEMPLATES = Path(__file__).resolve().parent / "templates"
+# course/templates/: where the course's templates live, and the root their includes are found under
+TEMPLATE_DIRS = {"extra_template_basedirs": [str(TEMPLATES)], "extra_template_paths": [str(TEMPLATES)]}
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
 MATHJAX_URL = "mathjax/MathJax.js?config=TeX-AMS-MML_HTMLorMML-full,Safe"
@@ -111,8 +113,7 @@ def static_notebook(nb: dict) -> dict:
 def exporter():
     """nbconvert's lab HTML exporter set up for offline pages (local MathJax, no require.js)."""
     from nbconvert import HTMLExporter
-    return HTMLExporter(template_name="offline", extra_template_basedirs=[str(TEMPLATES)],
-                        mathjax_url=MATHJAX_URL)
+    return HTMLExporter(template_name="offline", **TEMPLATE_DIRS, mathjax_url=MATHJAX_URL)
 
 
 def page(nb: dict) -> str:
@@ -164,18 +165,23 @@ def build(out: Path, lessons: list[Path]) -> list[Path]:
     return pages
 
 
+def select_lessons(ap: argparse.ArgumentParser, only: str) -> list[Path]:
+    """The lessons, or those whose names start with one of the comma-separated prefixes `only`."""
+    lessons = sorted(LESSONS.glob("*.ipynb"))
+    if only:
+        wanted = [p.strip() for p in only.split(",") if p.strip()]
+        lessons = [p for p in lessons if any(p.stem.startswith(w) for w in wanted)]
+        if not lessons:
+            ap.error(f"--only {only!r} matches no lesson in {LESSONS}")
+    return lessons
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=ROOT / "build" / "site", help="output folder")
     ap.add_argument("--only", default="", help="comma-separated lesson prefixes, e.g. 01,02a")
     args = ap.parse_args(argv)
-    lessons = sorted(LESSONS.glob("*.ipynb"))
-    if args.only:
-        wanted = [p.strip() for p in args.only.split(",") if p.strip()]
-        lessons = [p for p in lessons if any(p.stem.startswith(w) for w in wanted)]
-        if not lessons:
-            ap.error(f"--only {args.only!r} matches no lesson in {LESSONS}")
-    pages = build(args.out, lessons)
+    pages = build(args.out, select_lessons(ap, args.only))
     print(f"{len(pages)} lesson pages and index.html in {args.out}")
     return 0
 

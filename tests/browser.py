@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -75,6 +76,41 @@ def wait_for_port(port: int, timeout: float) -> None:
     raise AssertionError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
 
 
+@contextmanager
+def serve(tmp_path_factory, build):
+    """A fresh folder filled by `build(folder)` and served by a plain static server on 127.0.0.1;
+    yields its URL."""
+    folder = tmp_path_factory.mktemp("served")
+    build(folder)
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1",
+                             "--directory", str(folder)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for_port(port, 30)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+# MathJax 2's MathML output declares TeX web fonts (MathJax_AMS, _Script, ...) that
+# jupyter-server-mathjax does not ship; the browser falls back to its own fonts for those few
+# symbols. Anything else that fails to load is a defect of the site.
+BENIGN = ("/mathjax/fonts/HTML-CSS/TeX/", "about:blank", "/favicon.ico")
+
+
+def failed_loads(driver) -> list[str]:
+    return [e["message"] for e in driver.get_log("browser")
+            if e["level"] == "SEVERE" and not any(b in e["message"] for b in BENIGN)]
+
+
+MATHJAX_DONE = """
+if (!window.MathJax || !MathJax.Hub) return false;
+if (window.__typeset === undefined) { window.__typeset = false;
+  MathJax.Hub.Queue(function () { window.__typeset = true; }); }
+return window.__typeset;"""
+
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
@@ -108,5 +144,3 @@ def lab(tmp_path_factory):
     finally:
         proc.terminate()
         proc.wait(30)
-
-

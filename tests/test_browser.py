@@ -9,20 +9,19 @@ Marked `browser` (run by `make check`); skipped where Chromium and its driver ar
 """
 
 import json
-import subprocess
-import sys
 
 import pytest
 
 from .browser import (  # noqa: F401 (browser and lab are fixtures)
     LESSONS,
     MARKS,
+    MATHJAX_DONE,
     browser,
-    free_port,
+    failed_loads,
     lab,
+    serve,
     site,
     wait_for,
-    wait_for_port,
     with_widgets,
 )
 
@@ -34,36 +33,8 @@ pytestmark = MARKS
 @pytest.fixture(scope="module")
 def site_url(tmp_path_factory):
     """The offline site, built and served by a plain static server on 127.0.0.1."""
-    out = tmp_path_factory.mktemp("site")
-    site.build(out, LESSONS)
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1",
-                             "--directory", str(out)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_for_port(port, 30)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(30)
-
-
-# MathJax 2's MathML output declares TeX web fonts (MathJax_AMS, _Script, ...) that
-# jupyter-server-mathjax does not ship; the browser falls back to its own fonts for those few
-# symbols. Anything else that fails to load is a defect of the site.
-BENIGN = ("/mathjax/fonts/HTML-CSS/TeX/", "about:blank", "/favicon.ico")
-
-
-def failed_loads(driver) -> list[str]:
-    return [e["message"] for e in driver.get_log("browser")
-            if e["level"] == "SEVERE" and not any(b in e["message"] for b in BENIGN)]
-
-
-MATHJAX_DONE = """
-if (!window.MathJax || !MathJax.Hub) return false;
-if (window.__typeset === undefined) { window.__typeset = false;
-  MathJax.Hub.Queue(function () { window.__typeset = true; }); }
-return window.__typeset;"""
+    with serve(tmp_path_factory, lambda out: site.build(out, LESSONS)) as url:
+        yield url
 
 
 @pytest.mark.parametrize("path", LESSONS, ids=lambda p: p.stem)

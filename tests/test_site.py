@@ -39,19 +39,26 @@ def test_every_lesson_has_a_page_and_the_index_links_them(built):
         assert f'href="{p.name}"' in index
 
 
+def assert_loads_only_from(out, page):
+    """Everything `page` makes a browser fetch by itself (scripts, images, stylesheets, frames,
+    ES module imports) is a file under `out`; no require.js, no widget renderer."""
+    text = page.read_text()
+    loads = re.findall(r'<(?:script|img|iframe)[^>]*\ssrc="([^"]*)"', text)
+    loads += re.findall(r'<link[^>]*\shref="([^"]*)"', text)
+    loads += re.findall(r"\bimport\s[^;'\"]*\sfrom\s+['\"]([^'\"]+)['\"]", text)
+    for url in loads:
+        if url.startswith("data:"):
+            continue
+        assert "//" not in url, f"{page.name} loads {url}"
+        assert (out / url.split("?")[0]).is_file(), f"{page.name} loads {url}, absent"
+    assert "require.js" not in text and "html-manager" not in text, page.name
+
+
 def test_pages_load_nothing_from_outside_the_site(built):
     out, pages = built
     for page in [*pages, out / "index.html"]:
+        assert_loads_only_from(out, page)
         text = page.read_text()
-        # what a browser fetches by itself: scripts, images, stylesheets, frames
-        loads = re.findall(r'<(?:script|img|iframe)[^>]*\ssrc="([^"]*)"', text)
-        loads += re.findall(r'<link[^>]*\shref="([^"]*)"', text)
-        for url in loads:
-            if url.startswith("data:"):
-                continue
-            assert "//" not in url, f"{page.name} loads {url}"
-            assert (out / url.split("?")[0]).is_file(), f"{page.name} loads {url}, absent"
-        assert "require.js" not in text and "html-manager" not in text, page.name
         assert site.WIDGET_VIEW not in text, page.name
 
 
