@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 PIP_INSTALL := $(PY) -m pip install --quiet --disable-pip-version-check -c requirements/constraints.txt
 
-.PHONY: env course test check lab site lessons grade student zoo bench gpu-check lint clean
+.PHONY: env course test check lab dashboard site lessons grade student zoo bench gpu-check lint clean
 
 env: $(STAMP)
 
@@ -38,6 +38,11 @@ check: test  ## make test, then the full matrix and the browser tests (what CI r
 lab: $(STAMP)  ## open JupyterLab on the lessons
 	$(VENV)/bin/jupyter trust lessons/*.ipynb
 	$(VENV)/bin/jupyter lab lessons/
+
+# Voila runs course/dashboard.ipynb afresh and shows only its text and widgets (no code), in the
+# browser it opens; the tracebacks show on the page, so a broken cell is seen, not a blank space.
+dashboard: $(STAMP)  ## the widgets of 01, 02a and 03b as a Voila app, for a live tutorial
+	OMP_NUM_THREADS=1 $(VENV)/bin/voila course/dashboard.ipynb --show_tracebacks=True
 
 site: $(STAMP)  ## the course as a static site that works offline, in build/site/
 	$(PY) course/site.py
