@@ -45,7 +45,8 @@ lab: $(STAMP)  ## open JupyterLab on the lessons
 # in the env, such as notebook 7's, fail to load in Voila and log errors). Tracebacks show on
 # the page, so a broken cell is seen, not a blank space. tests/test_browser_dashboard.py reads these.
 VOILA_FLAGS := --template=robustlab --show_tracebacks=True \
-	--VoilaConfiguration.extension_allowlist='["@voila-dashboards/widgets-manager8", "@jupyter-widgets/jupyterlab-manager"]'
+	--VoilaConfiguration.extension_allowlist=@voila-dashboards/widgets-manager8 \
+	--VoilaConfiguration.extension_allowlist=@jupyter-widgets/jupyterlab-manager
 
 dashboard: $(STAMP)  ## the widgets of 01, 02a and 03b as a Voila app, for a live tutorial
 	JUPYTER_PATH="$(CURDIR)/course$${JUPYTER_PATH:+:$$JUPYTER_PATH}" OMP_NUM_THREADS=1 \
