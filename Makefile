@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 PIP_INSTALL := $(PY) -m pip install --quiet --disable-pip-version-check -c requirements/constraints.txt
 
-.PHONY: env course test check lab site slides lessons grade student zoo bench gpu-check lint clean
+.PHONY: env course test check lab dashboard site slides lessons grade student zoo bench gpu-check lint clean
 
 env: $(STAMP)
 
@@ -39,6 +39,19 @@ check: test  ## make test, then the full matrix and the browser tests (what CI r
 lab: $(STAMP)  ## open JupyterLab on the lessons
 	$(VENV)/bin/jupyter trust lessons/*.ipynb
 	$(VENV)/bin/jupyter lab lessons/
+
+# Voila runs course/dashboard.ipynb afresh and shows only its text and widgets (no code), in the
+# browser it opens. Offline: course/voila/templates/robustlab is Voila's lab template without its
+# Font Awesome from a CDN, and of the JupyterLab extensions only the widget managers are loaded (others
+# in the env, such as notebook 7's, fail to load in Voila and log errors). Tracebacks show on
+# the page, so a broken cell is seen, not a blank space. tests/test_browser_dashboard.py reads these.
+VOILA_FLAGS := --template=robustlab --show_tracebacks=True \
+	--VoilaConfiguration.extension_allowlist=@voila-dashboards/widgets-manager8 \
+	--VoilaConfiguration.extension_allowlist=@jupyter-widgets/jupyterlab-manager
+
+dashboard: $(STAMP)  ## the widgets of 01, 02a and 03b as a Voila app, for a live tutorial
+	JUPYTER_PATH="$(CURDIR)/course$${JUPYTER_PATH:+:$$JUPYTER_PATH}" OMP_NUM_THREADS=1 \
+		$(VENV)/bin/voila course/dashboard.ipynb $(VOILA_FLAGS)
 
 site: $(STAMP)  ## the course as a static site that works offline, in build/site/
 	$(PY) course/site.py
