@@ -23,6 +23,7 @@ import json
 import re
 import shutil
 import sys
+from html.parser import HTMLParser
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -127,8 +128,9 @@ def _title(nb: dict, stem: str) -> str:
     for cell in nb["cells"]:
         if cell["cell_type"] == "markdown":
             m = re.search(r"^#\s+(.+)$", "".join(cell["source"]), re.M)
-            if m:
-                return m.group(1).strip()
+            if m:  # plain text: the title also goes where no MathJax runs (index, links)
+                title = re.sub(r"\$([^$]*)\$", r"\1", m.group(1).strip())
+                return re.sub(r"_(?=\w)", "", re.sub(r"[\\{}]", "", title))
     return stem
 
 
@@ -140,7 +142,8 @@ def index_page(rows: list[tuple[str, str]]) -> str:
             "<title>robustlab: the course</title></head><body>\n"
             "<h1>robustlab: adversarial robustness of deep learning</h1>\n"
             "<p>Static copies of the lessons with their stored outputs; run them in JupyterLab "
-            "(<code>make lab</code>) to use the widgets.</p>\n"
+            "(<code>make lab</code>) to use the widgets. <a href=\"search.html\">Search the course</a>."
+            "</p>\n"
             f"<ol>\n{items}\n</ol>\n</body></html>\n")
 
 
@@ -150,18 +153,139 @@ def copy_mathjax(out: Path) -> None:
     shutil.copytree(source, out / "mathjax", dirs_exist_ok=True)
 
 
+def navigation(rows: list[tuple[str, str]], i: int) -> str:
+    """The bar above and below lesson `i` of `rows` ((stem, title) in order): index, previous,
+    next, search."""
+    links = ['<a href="index.html">All lessons</a>']
+    if i > 0:
+        links.append(f'<a rel="prev" href="{rows[i - 1][0]}.html">← {html.escape(rows[i - 1][1])}</a>')
+    if i + 1 < len(rows):
+        links.append(f'<a rel="next" href="{rows[i + 1][0]}.html">{html.escape(rows[i + 1][1])} →</a>')
+    links.append('<a href="search.html">Search</a>')
+    return ('<nav class="course-nav" style="max-width:1000px;margin:1em auto;font-family:sans-serif">'
+            + " · ".join(links) + "</nav>")
+
+
+def with_navigation(page_html: str, nav: str) -> str:
+    """`page_html` with `nav` right after <body ...> and right before </body>."""
+    start = page_html.index(">", page_html.index("<body")) + 1
+    end = page_html.rindex("</body>")
+    return page_html[:start] + nav + page_html[start:end] + nav + page_html[end:]
+
+
+class _Sections(HTMLParser):
+    """The text of a page's markdown cells, cut at its headings: [(anchor, heading, text)]."""
+
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.sections: list[list[str]] = [["", "", ""]]
+        self.depth = 0          # > 0 inside a markdown cell's rendered output
+        self.heading = None     # the id of the heading being read
+        self.skip = 0           # inside the heading's anchor link (a pilcrow)
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if self.depth:
+            self.depth += tag not in VOID
+        elif "jp-MarkdownOutput" in (attrs.get("class") or ""):
+            self.depth = 1
+        if self.depth and re.fullmatch(r"h[1-4]", tag) and attrs.get("id"):
+            self.heading = attrs["id"]
+            self.sections.append([attrs["id"], "", ""])
+        if tag == "a" and "anchor-link" in (attrs.get("class") or ""):
+            self.skip += 1
+
+    def handle_endtag(self, tag):
+        if tag == "a" and self.skip:
+            self.skip -= 1
+        if self.depth:
+            self.depth -= 1
+        if re.fullmatch(r"h[1-4]", tag):
+            self.heading = None
+
+    def handle_data(self, data):
+        if not self.depth or self.skip:
+            return
+        field = 1 if self.heading else 2
+        self.sections[-1][field] += data
+
+
+VOID = {"br", "img", "hr", "input", "meta", "link", "col", "area", "base", "wbr", "source"}
+
+
+def search_entries(stem: str, title: str, page_html: str) -> list[dict]:
+    """One search entry per heading of a lesson page: its link, heading and the prose under it."""
+    parser = _Sections()
+    parser.feed(page_html)
+    entries = []
+    for anchor, heading, text in parser.sections:
+        text = " ".join(text.split())
+        if heading.strip() or text:
+            entries.append({"href": f"{stem}.html" + (f"#{anchor}" if anchor else ""),
+                            "lesson": title, "heading": " ".join(heading.split()), "text": text})
+    return entries
+
+
+SEARCH_PAGE = r"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"/><title>robustlab: search the course</title>
+<style>body{font-family:sans-serif;max-width:900px;margin:2em auto}li{margin:.6em 0}
+.snippet{color:#444;font-size:90%}</style></head><body>
+<p><a href="index.html">All lessons</a></p>
+<h1>Search the course</h1>
+<input id="q" type="search" size="50" placeholder="e.g. certified radius" autofocus/>
+<p id="count"></p><ol id="results"></ol>
+<script>
+const ENTRIES = __ENTRIES__;
+function show(query) {
+  const words = query.toLowerCase().split(/\s+/).filter(w => w);
+  const list = document.getElementById("results");
+  list.innerHTML = "";
+  const hits = words.length ? ENTRIES.filter(e => {
+    const hay = (e.heading + " " + e.text).toLowerCase();
+    return words.every(w => hay.includes(w)); }) : [];
+  document.getElementById("count").textContent = words.length ? hits.length + " sections" : "";
+  for (const e of hits.slice(0, 100)) {
+    const item = document.createElement("li"), link = document.createElement("a");
+    link.href = e.href;
+    link.textContent = e.lesson + (e.heading ? " — " + e.heading : "");
+    const at = e.text.toLowerCase().indexOf(words[0]);
+    const snippet = document.createElement("div");
+    snippet.className = "snippet";
+    snippet.textContent = e.text.slice(Math.max(0, at - 80), at + 160);
+    item.append(link, snippet);
+    list.append(item);
+  }
+}
+const box = document.getElementById("q");
+box.addEventListener("input", () => show(box.value));
+const given = new URLSearchParams(location.search).get("q");
+if (given) { box.value = given; show(given); }
+</script></body></html>
+"""
+
+
+def search_page(entries: list[dict]) -> str:
+    """A search page that works offline: the index is inside it (a file:// page cannot fetch)."""
+    data = json.dumps(entries, ensure_ascii=False).replace("</", "<\\/")
+    return SEARCH_PAGE.replace("__ENTRIES__", data)
+
+
 def build(out: Path, lessons: list[Path]) -> list[Path]:
-    """Write the offline site to `out`: an index, one page per lesson, MathJax; returns the pages."""
+    """Write the offline site to `out`: an index, one page per lesson with links to the previous
+    and next lessons, a search page, MathJax; returns the lesson pages."""
     out.mkdir(parents=True, exist_ok=True)
     copy_mathjax(out)
-    rows, pages = [], []
-    for path in lessons:
-        nb = json.loads(path.read_text(encoding="utf-8"))
+    notebooks = [json.loads(path.read_text(encoding="utf-8")) for path in lessons]
+    rows = [(path.stem, _title(nb, path.stem)) for path, nb in zip(lessons, notebooks)]
+    pages, entries = [], []
+    for i, (path, nb) in enumerate(zip(lessons, notebooks)):
+        body = page(nb)
+        entries += search_entries(*rows[i], body)
         target = out / f"{path.stem}.html"
-        target.write_text(page(nb), encoding="utf-8")
-        rows.append((path.stem, _title(nb, path.stem)))
+        target.write_text(with_navigation(body, navigation(rows, i)), encoding="utf-8")
         pages.append(target)
     (out / "index.html").write_text(index_page(rows), encoding="utf-8")
+    (out / "search.html").write_text(search_page(entries), encoding="utf-8")
     return pages
 
 

@@ -92,3 +92,23 @@ def test_lab_shows_each_widget_before_the_lesson_runs(path, lab, browser):
     assert not [m for m in logs if "widget" in m.lower()], logs
 
 
+
+
+def test_site_search_finds_a_section_and_its_link_lands_there(browser, site_url):
+    browser.get(f"{site_url}/search.html?q=certified+radius")
+    count = wait_for(browser, "return document.querySelectorAll('#results a').length", 10,
+                     "search results")
+    assert count >= 3
+    first = browser.find_element("css selector", "#results a")
+    href = first.get_attribute("href")
+    first.click()
+    wait_for(browser, "return location.href === arguments[0]", 10, "the result's page", href)
+    anchor = href.partition("#")[2]
+    if anchor:
+        # a browser tries the fragment as written, then percent-decoded (nbconvert's ids keep
+        # the encoding: "02a-%C2%B7-...")
+        assert browser.execute_script("return !!(document.getElementById(arguments[0]) || "
+                                      "document.getElementById(decodeURIComponent(arguments[0])))",
+                                      anchor)
+    browser.get(f"{site_url}/search.html?q=zzzz+no+such+words")
+    assert browser.execute_script("return document.querySelectorAll('#results li').length") == 0

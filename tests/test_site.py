@@ -2,6 +2,7 @@
 each widget shows its stored first frame, and the stored widget state a lesson needs is complete.
 tests/test_browser.py opens the same pages in a real browser."""
 
+import html
 import importlib.util
 import json
 import re
@@ -120,3 +121,37 @@ def test_static_notebook_replaces_views_and_keeps_the_rest():
     html = static["cells"][1]["outputs"][0]["data"]["text/html"]
     assert "ε 0.25" in html and 'src="data:image/png;base64,AAAA"' in html
     assert static["cells"][0]["source"] == "see [02a](02a-white-box.html)"
+
+
+def test_each_page_links_to_its_neighbours_and_the_search(built):
+    out, pages = built
+    for i, page in enumerate(pages):
+        text = page.read_text()
+        assert text.count('<nav class="course-nav"') == 2  # above and below the lesson
+        assert 'href="search.html"' in text and 'href="index.html"' in text
+        if i > 0:
+            assert f'rel="prev" href="{pages[i - 1].name}"' in text
+        if i + 1 < len(pages):
+            assert f'rel="next" href="{pages[i + 1].name}"' in text
+        assert ("rel=\"prev\"" in text) == (i > 0) and ("rel=\"next\"" in text) == (i + 1 < len(pages))
+
+
+def test_search_index_covers_every_lesson_and_its_links_land_on_headings(built):
+    out, pages = built
+    text = (out / "search.html").read_text()
+    entries = json.loads(re.search(r"const ENTRIES = (.*);\n", text).group(1))
+    assert {e["href"].split("#")[0] for e in entries} == {p.name for p in pages}
+    ids = {p.name: {html.unescape(i) for i in re.findall(r'\sid="([^"]+)"', p.read_text())}
+           for p in pages}
+    for e in entries:
+        page, _, anchor = e["href"].partition("#")
+        assert not anchor or anchor in ids[page], e["href"]
+    # the prose is indexed under its heading, the heading's pilcrow link is not
+    hits = [e for e in entries if "Exercise 1" in e["heading"]]
+    assert hits and all("¶" not in e["heading"] for e in entries)
+    assert any("certified" in e["text"] for e in entries)
+
+
+def test_titles_are_plain_text():
+    cells = [{"cell_type": "markdown", "source": ["# 02b · Beyond $L_p$ and $\\ell_\\infty$"]}]
+    assert site._title({"cells": cells}, "x") == "02b · Beyond Lp and ellinfty"
