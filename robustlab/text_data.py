@@ -124,11 +124,13 @@ class _Tokenizer:
     def vocab(self) -> int:
         return len(self.symbols)
 
+    sep = " "  # between symbols: a space for words, nothing for characters
+
     def split(self, text: str) -> list[str]:
-        raise NotImplementedError
+        return text.split() if self.sep else list(text)
 
     def join(self, symbols: list[str]) -> str:
-        raise NotImplementedError
+        return self.sep.join(symbols)
 
     def encode(self, texts) -> torch.Tensor:
         """Ids (N, length), long, on the CPU; unknown symbols become 1, padding 0."""
@@ -153,21 +155,13 @@ class _Tokenizer:
 class WordTokenizer(_Tokenizer):
     """Words split on spaces; a word outside the vocabulary (a typo) is the unknown id 1."""
 
-    def split(self, text: str) -> list[str]:
-        return text.split()
-
-    def join(self, symbols: list[str]) -> str:
-        return " ".join(symbols)
+    sep = " "
 
 
 class CharTokenizer(_Tokenizer):
     """One id per character; characters outside the alphabet are the unknown id 1."""
 
-    def split(self, text: str) -> list[str]:
-        return list(text)
-
-    def join(self, symbols: list[str]) -> str:
-        return "".join(symbols)
+    sep = ""
 
 
 ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789 @$!'"

@@ -16,13 +16,13 @@ import shutil
 
 import pytest
 
-from .environments import LESSON, ROOT, execute_lesson, needs_index, run, venv
+from .environments import LESSON, ROOT, execute_lesson, require_index, run, venv
 
 pytestmark = pytest.mark.environments
 
 
-@needs_index
 def test_binder_environment_runs_lesson_00(tmp_path):
+    require_index()
     repo = tmp_path / "repo"
     shutil.copytree(ROOT, repo, ignore=shutil.ignore_patterns(".venv", "build", ".git", "__pycache__"))
     bin_dir = venv(tmp_path / "env")

@@ -5,13 +5,13 @@ import shutil
 
 import pytest
 
-from .environments import LESSON, ROOT, execute_lesson, needs_index, run, venv
+from .environments import LESSON, ROOT, execute_lesson, require_index, run, venv
 
 pytestmark = pytest.mark.environments
 
 
-@needs_index
 def test_colab_install_cell_then_lesson_00_outside_the_repository(tmp_path):
+    require_index()
     bin_dir = venv(tmp_path / "env")
     # what `%pip install "git+https://github.com/robustlab/robustlab"` does, from this clone
     # (committed state), plus what Colab already has: a kernel and papermill to run the lesson
