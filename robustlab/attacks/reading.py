@@ -269,12 +269,12 @@ def _addsent_candidates(questions, answers, candidates, rng):
 def addsent(model: nn.Module, passages: list[str], questions: list[str], answers: list[str], *,
             tokenizer: WordTokenizer, candidates: int = 8, position: str | int = "end",
             max_length: int = 4, generator: torch.Generator | None = None) -> ReadingAttackResult:
-    """AddSent (Jia and Liang, EMNLP 2017, sec. 3.3): for each example make `candidates`
-    distracting sentences (mutated question + fake answer -> statement, steps 1-3 of the module
-    docstring), insert each at `position` ("end", "start" or before sentence k), ask the model,
-    and keep the one whose answer scores the lowest F1 against the truth (ties: the lowest
-    log-probability of the true span). The paper keeps the candidate the model fails on most,
-    the same rule.
+    """AddSent (Jia and Liang, EMNLP 2017, the model-querying adversary): for each example
+    make `candidates` distracting sentences (mutated question + fake answer -> statement, steps
+    1-3 of the module docstring), insert each at `position` ("end", "start" or before sentence
+    k, counted from 0, the end when k is past the last), ask the model, and keep the one whose
+    answer scores the lowest F1 against the truth (ties: the lowest log-probability of the true
+    span): the paper's rule, the candidate the model fails on most.
 
     Arguments:
         answers: the true answers' texts, each a span of words of its passage.
@@ -294,8 +294,8 @@ def addsent(model: nn.Module, passages: list[str], questions: list[str], answers
 def addonesent(model: nn.Module, passages: list[str], questions: list[str], answers: list[str], *,
                tokenizer: WordTokenizer, position: str | int = "end", max_length: int = 4,
                generator: torch.Generator | None = None) -> ReadingAttackResult:
-    """AddOneSent (Jia and Liang, 2017, sec. 3.3): one random AddSent candidate per example,
-    chosen without asking the model; the same constraint as `addsent`."""
+    """AddOneSent (Jia and Liang, 2017, the model-independent adversary): one random AddSent
+    candidate per example, chosen without asking the model; the same constraint as `addsent`."""
     make = _addsent_candidates(questions, answers, 1, _rng(generator))
     return _run("addonesent", "one sentence inserted (1 tried)", model, passages, questions,
                 answers, tokenizer, position, make, max_length)
