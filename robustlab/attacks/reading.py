@@ -5,12 +5,14 @@ inserted into the passage, that looks like the question but is about something e
 AddSent's four steps, for a question and its true answer:
 
 1. mutate the question: every entity, number and colour becomes another of its type ("lisbon"
-   -> "oslo", "1931" -> "1956"), so the question asks about something the passage never names;
+   -> "oslo", "1931" -> "1956"), so the question asks about something the passage never names
+   (drawn at random: the paper takes nearest GloVe neighbours, which made-up names lack);
 2. make a fake answer of the true answer's type (a person for "who", a year for "when");
 3. turn the mutated question and the fake answer into a statement with rules keyed on the
    question's wh-phrase ("who founded the oslo chess club ?" -> "kira moreau founded the oslo
    chess club .");
-4. insert the statement into the passage (at the end by default, as the paper does).
+4. insert the statement into the passage (at the end by default, as the paper does); the
+   paper's crowdworkers fixed the grammar of its rule output, which templated text never needs.
 
 `addsent` makes `candidates` such sentences per example, asks the model about each (one batch,
 one read) and keeps the one that hurts most (lowest F1, then lowest probability of the true
@@ -25,6 +27,7 @@ from __future__ import annotations
 import random
 import re
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -59,20 +62,20 @@ RULES = (
 _TYPE_OF = {w: kind for kind, pool in ENTITIES.items() for w in pool}
 
 
-def _rule(question: str, i: int) -> tuple[str, tuple[str, ...], str]:
+def _rule(question: str, name: str) -> tuple[str, tuple[str, ...], str]:
     for pattern, statement, kind in RULES:
         found = re.fullmatch(pattern, question)
         if found:
             return statement, found.groups(), kind
-    raise ValueError(f"questions[{i}] matches no rule of RULES, so it cannot become a "
-                     f"statement: {question!r}")
+    raise ValueError(f"{name} matches no rule of RULES, so it cannot become a statement: "
+                     f"{question!r}")
 
 
 def question_to_statement(question: str, answer: str) -> str:
     """Step 3 of AddSent: the statement that answers `question` with `answer`, by the first
     of `RULES` whose pattern matches ("when was the oslo tower built ?", "1956" -> "the oslo
     tower was built in 1956 .")."""
-    statement, groups, _ = _rule(question, 0)
+    statement, groups, _ = _rule(question, "question")
     return statement.format(*groups, answer=answer)
 
 
@@ -166,6 +169,10 @@ def _inputs(model, passages, questions, answers, tokenizer, position):
     if not (position in ("start", "end") or (isinstance(position, int) and not isinstance(position, bool)
                                              and position >= 0)):
         raise ValueError(f"position must be 'start', 'end' or a sentence index >= 0, got {position!r}")
+    for i, q in enumerate(questions):
+        if not _TYPE_OF.keys() & set(q.split()):
+            raise ValueError(f"questions[{i}] names no entity, number or colour, so no sentence "
+                             f"can be about a mutated one: {q!r}")
     spans = []
     for i, (p, a) in enumerate(zip(passages, answers)):
         words, part = p.split(), a.split() if isinstance(a, str) else []
@@ -207,53 +214,58 @@ def _rng(generator: torch.Generator | None) -> random.Random:
     return random.Random(int(torch.randint(2 ** 62, (1,), generator=generator, device=dev)))
 
 
+class _Candidate(NamedTuple):
+    example: int
+    sentence: str
+    fake: str
+    passage: str  # the adversarial passage
+    span: tuple[int, int]  # the true answer's span in it
+    checks: dict[str, bool]
+
+
 def _run(name, constraint, model, passages, questions, answers, tokenizer, position, make,
          max_length):
     """Insert ``make(i) -> [(sentence, fake), ...]`` candidates into passage i, read the model
-    on all of them in one batch and keep, per example, the one of lowest F1 (then lowest
-    log-probability of the true span)."""
+    on all of them and the clean passages in one batch and keep, per example, the candidate of
+    lowest F1 (then lowest log-probability of the true span)."""
     spans = _inputs(model, passages, questions, answers, tokenizer, position)
     check_positive(max_length, "max_length", integer=True)
-    rows = []  # (example, sentence, fake, adversarial passage, its checks, the true span there)
+    cands = []
     for i, (p, q, a) in enumerate(zip(passages, questions, answers)):
         for sentence, fake in make(i):
             adversarial, at, size = _insert(p, sentence, position)
             span, checks = _checked(p, q, a, spans[i], sentence, adversarial, at, size)
-            rows.append((i, sentence, fake, adversarial, checks, span))
-    width = max(len(r[3].split()) for r in rows)
+            cands.append(_Candidate(i, sentence, fake, adversarial, span, checks))
+    texts_in = [c.passage for c in cands] + list(passages)
+    width = max(len(t.split()) for t in texts_in)
     if width > tokenizer.length:
         raise ValueError(f"a passage with its added sentence has {width} words, more than the "
                          f"tokenizer's length {tokenizer.length}")
-    questions_all = [questions[r[0]] for r in rows]
-    pairs = encode_pairs(tokenizer, [r[3] for r in rows] + list(passages),
-                          questions_all + list(questions))
-    start, end = read_logits(model, pairs)
-    truth = torch.tensor([r[5] for r in rows], device=start.device)
-    k = len(rows)
-    logp = (start[:k].log_softmax(1).gather(1, truth[:, :1])
-            + end[:k].log_softmax(1).gather(1, truth[:, 1:]))[:, 0]
-    found = best_spans(start, end, max_length)
-    # one read for the whole batch: every candidate's span and score, and the clean spans
-    read = torch.cat([found.double(), torch.cat([logp, logp.new_zeros(len(passages))])[:, None]
-                      .double()], 1).tolist()
-    texts = [" ".join(p.split()[int(s):int(e) + 1])
-             for p, (s, e, _) in zip([r[3] for r in rows] + list(passages), read)]
-    best: dict[int, tuple] = {}
-    for j, (i, sentence, fake, adversarial, checks, span) in enumerate(rows):
-        key = (token_f1(texts[j], answers[i]), read[j][2])
-        if i not in best or key < best[i][0]:
-            best[i] = (key, sentence, fake, adversarial, checks, span, texts[j])
-    chosen = [best[i] for i in range(len(passages))]
+    start, end = read_logits(model, encode_pairs(
+        tokenizer, texts_in, [questions[c.example] for c in cands] + list(questions)))
+    truth = torch.tensor([c.span for c in cands] + spans, device=start.device)
+    logp = start.log_softmax(1).gather(1, truth[:, :1]) + end.log_softmax(1).gather(1, truth[:, 1:])
+    # one read for the whole batch: each passage's predicted span and its true span's score
+    read = torch.cat([best_spans(start, end, max_length).double(), logp.double()], 1).tolist()
+    said = [" ".join(t.split()[int(s):int(e) + 1]) for t, (s, e, _) in zip(texts_in, read)]
+    best: dict[int, tuple[tuple[float, float], int]] = {}
+    for j, c in enumerate(cands):
+        key = (token_f1(said[j], answers[c.example]), read[j][2])
+        if c.example not in best or key < best[c.example][0]:
+            best[c.example] = (key, j)
+    chosen = [best[i][1] for i in range(len(passages))]
+    picked = [cands[j] for j in chosen]
     return ReadingAttackResult(
         name, constraint, list(passages), list(questions), list(answers),
-        [c[3] for c in chosen], [c[1] for c in chosen], [c[2] for c in chosen], texts[k:],
-        [c[6] for c in chosen], [c[5] for c in chosen],
-        {key: [c[4][key] for c in chosen] for key in chosen[0][4]})
+        [c.passage for c in picked], [c.sentence for c in picked], [c.fake for c in picked],
+        said[len(cands):], [said[j] for j in chosen], [c.span for c in picked],
+        {key: [c.checks[key] for c in picked] for key in picked[0].checks})
 
 
 def _addsent_candidates(questions, answers, candidates, rng):
+    """``make(i)``: `candidates` (statement, fake answer) pairs for example i, steps 1-3."""
     def make(i):
-        _, _, kind = _rule(questions[i], i)
+        _, _, kind = _rule(questions[i], f"questions[{i}]")
         avoid = set(answers[i].split()) | set(questions[i].split())
         out = []
         for _ in range(candidates):
@@ -261,8 +273,6 @@ def _addsent_candidates(questions, answers, candidates, rng):
             fake = _fake(rng, kind, avoid | set(mutated.split()))
             out.append((question_to_statement(mutated, fake), fake))
         return out
-    for i, q in enumerate(questions):
-        _rule(q, i)  # every question has a rule, before any work
     return make
 
 

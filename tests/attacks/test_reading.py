@@ -252,6 +252,7 @@ def test_bad_input(setup):
         (dict(answers=["nowhere to be seen", a[1]]), ValueError, r"answers\[0\]"),
         (dict(answers=[a[0], ""]), ValueError, r"answers\[1\]"),
         (dict(questions=["why is the sky blue ?", q[1]]), ValueError, r"questions\[0\]"),
+        (dict(questions=[q[0], "who founded the club ?"]), ValueError, r"questions\[1\] names no"),
         (dict(position="middle"), ValueError, "position"),
         (dict(position=-1), ValueError, "position"),
         (dict(candidates=0), ValueError, "candidates"),
