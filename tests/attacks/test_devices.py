@@ -154,6 +154,35 @@ CASES.update(dict.fromkeys(["add_sentence", "hotflip", "hotflip_scores", "textbu
                            Case(_text, atol=1e-4, frac=0.3)))
 
 
+# reading (AddSent, robustlab/attacks/reading.py): a one-epoch reader trained once on the CPU
+@functools.cache
+def _reader():
+    from robustlab.reading_models import train_reader
+
+    return train_reader(seed=0, epochs=1, n=64)
+
+
+def _reading(device):
+    """AddSent, AddOneSent and the off-topic control on 4 test questions; their choices follow
+    float comparisons (SEARCH-like tolerance)."""
+    import copy
+
+    from robustlab.reading_data import qa_set
+
+    model, tokenizer = _reader()
+    model = copy.deepcopy(model).to(device)
+    test = qa_set("test", n=4)
+    args = ([e.passage for e in test], [e.question for e in test], [e.answer for e in test])
+    return (A.addsent(model, *args, tokenizer=tokenizer, candidates=3, generator=seeded()),
+            A.addonesent(model, *args, tokenizer=tokenizer, generator=seeded()),
+            A.add_off_topic(model, *args, tokenizer=tokenizer, generator=seeded()),
+            A.question_to_statement(args[1][0], "x"))
+
+
+CASES.update(dict.fromkeys(["addsent", "addonesent", "add_off_topic", "question_to_statement",
+                            "ReadingAttackResult"], Case(_reading, atol=1e-4, frac=0.3)))
+
+
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_attack_on_device(name, device):
     check_case(CASES[name], device)
