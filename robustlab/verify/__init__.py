@@ -26,3 +26,8 @@ __all__ = ["AnytimeBounds", "Bounds", "MinDistortion", "Network", "Verdict", "br
            "crown", "crown_ibp", "deepgo", "ibp", "interval", "linear_ramp", "lipschitz_minimise",
            "margin_spec", "milp", "min_distortion", "reach", "reach_box", "read_exact", "read_network",
            "reluplex", "rounding_bound", "unit_roundoff", "verified_margins", "worst_logits"]
+
+# properties over input regions (properties.py): exact MILP checks of C f(x) + d > 0 on a box
+from .properties import never_class, verify_monotone, verify_property
+
+__all__ += ["never_class", "verify_monotone", "verify_property"]
