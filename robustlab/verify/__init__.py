@@ -36,3 +36,8 @@ __all__ += ["never_class", "verify_monotone", "verify_property"]
 from .abstraction import IntervalNetwork, Refinement, abstract, abstract_bounds, refine  # noqa: E402
 
 __all__ += ["IntervalNetwork", "Refinement", "abstract", "abstract_bounds", "refine"]
+
+# incremental re-verification (incremental.py): previous verdicts as a sound warm start
+from .incremental import Reverification, reverify  # noqa: E402
+
+__all__ += ["Reverification", "reverify"]
