@@ -21,6 +21,7 @@ from ._bounds import Ball, Box
 from ._complete import TOL, neuron_bounds, relu_only
 from ._encode import dense_chain, encode
 from .network import Dense, Network, ReLU
+from .reach import _check_box
 from .rounding import as_float64, read_exact, rounding_bound
 from .types import Verdict
 
@@ -70,22 +71,14 @@ def box_encoding(net: Network, lo: np.ndarray, up: np.ndarray, pre: list):
 
 
 def region(model: nn.Module, lower, upper) -> Region:
-    """Checked region of `model`: lower and upper one input's shape (no batch), floating, finite,
-    lower <= upper, on the model's device and of its dtype; the network read exactly over it."""
+    """Checked region of `model`: lower and upper one input's shape (no batch), float32 or
+    float64, finite, lower <= upper, on the model's device and of its dtype; the network read
+    exactly over it."""
     check_model(model)
     for name, t in (("lower", lower), ("upper", upper)):
-        if not isinstance(t, torch.Tensor) or not t.is_floating_point():
-            raise TypeError(f"{name} must be a floating torch.Tensor, got "
-                            f"{getattr(t, 'dtype', type(t).__name__)}")
-        if not torch.isfinite(t).all():
-            raise ValueError(f"{name} contains NaN or infinite entries")
-    if lower.shape != upper.shape or lower.device != upper.device or lower.dtype != upper.dtype:
-        raise ValueError(f"lower and upper must share shape, dtype and device, got "
-                         f"{tuple(lower.shape)} {lower.dtype} {lower.device} and "
-                         f"{tuple(upper.shape)} {upper.dtype} {upper.device}")
-    if (lower > upper).any():
-        raise ValueError(f"lower exceeds upper in {int((lower > upper).sum())} entries: the region is empty")
-    lo, up = lower.detach()[None], upper.detach()[None]
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    lo, up = _check_box(lower[None], upper[None])  # the batch of one box that reach_box checks
     check_model_input(model, lo, "lower")
     net, u = read_exact(model, lo, up)
     net64 = as_float64(net, "cpu")

@@ -165,7 +165,7 @@ def test_float32_model_and_hygiene():
     (dict(C=torch.ones(2)), "C must be"),
     (dict(d=torch.zeros(2)), r"d must be a tensor of shape \(1,\)"),
     (dict(C=torch.tensor([[float("nan"), 1.0]])), "C and d must be finite"),
-    (dict(upper=torch.ones(3, dtype=torch.float64)), "lower and upper must share shape"),
+    (dict(upper=torch.ones(3, dtype=torch.float64)), "lower and upper must have one shape"),
     (dict(lower=torch.zeros(2), upper=torch.ones(2)), "lower has dtype"),
     (dict(require="some"), "require"),
     (dict(time_limit=0), "time_limit"),
