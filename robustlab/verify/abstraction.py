@@ -14,6 +14,7 @@ from torch import nn
 
 from .._checks import check_positive
 from .._model import check_model
+from ..tables import Tabular, markdown_table
 from ._complete import TOL, relu_only
 from ._encode import dense_chain
 from .network import Network, read_network
@@ -161,10 +162,11 @@ def abstract_bounds(inn: IntervalNetwork, lower: torch.Tensor, upper: torch.Tens
 
 
 @dataclass
-class Refinement:
+class Refinement(Tabular):
     """What `refine` found: `verdict`, the abstract hidden neurons at the end (`neurons`, of
-    `concrete`), the refinement `rounds`, the lowest row bound after each round (`history`,
-    with the neuron count) and the final lower bounds of the rows (`lower`, (S,))."""
+    `concrete`), the refinement `rounds`, per round the abstract neurons and the lowest row
+    bound less the rounding it must beat (`history`: > 0 proves the property) and the final
+    lower bounds of the rows (`lower`, (S,)). Prints as the history."""
 
     verdict: Verdict
     neurons: int
@@ -172,6 +174,10 @@ class Refinement:
     rounds: int
     lower: torch.Tensor
     history: list = field(default_factory=list)
+
+    def table(self) -> str:
+        rows = [(r, n, f"{n}/{self.concrete}", m) for r, (n, m) in enumerate(self.history)]
+        return markdown_table(["round", "abstract neurons", "of concrete", "lowest row - rounding"], rows)
 
 
 def _widest(inn: IntervalNetwork) -> tuple[int, int, bool]:

@@ -311,6 +311,10 @@ def verify_monotone(model: nn.Module, lower: torch.Tensor, upper: torch.Tensor, 
     seconds = time.perf_counter() - start
     if res.x is not None and found < -slack:
         x0, x1 = (in_model(reg, torch.from_numpy(v).view_as(lower)) for v in np.split(res.x[enc.x], 2))
+        # HiGHS meets the ties x'_i = x_i only to its tolerance: x' is rebuilt from x exactly
+        grown = x0.flatten().clone()
+        grown[feature] = torch.maximum(x1.flatten()[feature], grown[feature])
+        x1 = grown.view_as(x0)
         exact = float(reg.exact(x1)[output] - reg.exact(x0)[output])
         drop = exact + float(reg.err_at(x0)[output] + reg.err_at(x1)[output])
         z = predict(model, torch.stack([x0, x1]))[:, output].double()

@@ -96,6 +96,8 @@ def test_merging_exact_duplicates_loses_nothing_and_refine_proves_with_half_the_
     r = refine(twice, x[0] - 0.02, x[0] + 0.02, C=margin_rows(y).double())
     assert r.verdict.status == "verified" and r.neurons <= 12  # measured: 9 neurons, 8 rounds
     assert [h[0] for h in r.history] == list(range(1, r.rounds + 2))  # one split per round
+    assert r.history[-1][1] > 0 >= r.history[-2][1]
+    assert r.table().count("\n") == r.rounds + 2 and "| 0 | 1 | 1/12 |" in r.table()
 
 
 def test_refinement_never_proves_what_the_milp_refutes_and_complete_agrees():
