@@ -12,13 +12,15 @@ alone predict the class only in part and the graph's structure carries the rest.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 import torch
 
 from ._checks import check_in_range, check_positive, check_seed
 
-__all__ = ["Graph", "check_adjacency", "check_graph_features", "sbm_graph"]
+__all__ = ["D_MIN", "Graph", "check_adjacency", "check_graph", "check_graph_features", "degree_statistic",
+           "powerlaw_log_likelihood", "powerlaw_terms", "sbm_graph"]
 
 
 def check_adjacency(adjacency, name: str = "adjacency") -> torch.Tensor:
@@ -116,6 +118,42 @@ def check_nodes(nodes, n_nodes: int, name: str = "nodes") -> torch.Tensor:
     if lo < 0 or hi >= n_nodes:
         raise ValueError(f"{name} holds node indices outside [0, {n_nodes}): range [{lo}, {hi}]")
     return nodes
+
+
+def check_graph(graph) -> Graph:
+    """`graph` must be a `Graph` (its constructor checked the rest)."""
+    if not isinstance(graph, Graph):
+        raise TypeError(f"graph must be a robustlab.graph_data.Graph, got {type(graph).__name__}")
+    return graph
+
+
+D_MIN = 2  # degrees below it are left out of the power-law fit (Zügner et al. 2018, section 4.1)
+
+
+def powerlaw_terms(degree: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each degree's share of a power-law fit: (1, log d) where d >= D_MIN, else (0, 0), in
+    float64 (a likelihood-ratio test compares log-likelihoods of hundreds to 0.004)."""
+    d = degree.double()
+    kept = d >= D_MIN
+    return kept.double(), torch.where(kept, d.clamp(min=1).log(), 0)
+
+
+def powerlaw_log_likelihood(n: torch.Tensor, log_sum: torch.Tensor) -> torch.Tensor:
+    """Log-likelihood of n degrees >= D_MIN whose logs sum to `log_sum`, under a power law at
+    the approximate MLE ``α = 1 + n / (Σ log d - n log(D_MIN - 1/2))`` (Zügner, Akbarnejad and
+    Günnemann, KDD 2018, eqs. 7-8): ``n log α + n α log D_MIN - (α + 1) Σ log d``."""
+    alpha = 1 + n / (log_sum - n * math.log(D_MIN - 0.5))
+    return n * alpha.log() + n * alpha * math.log(D_MIN) - (alpha + 1) * log_sum
+
+
+def degree_statistic(clean: torch.Tensor, perturbed: torch.Tensor) -> float:
+    """Nettack's likelihood-ratio statistic ``Λ = 2 (l(D) + l(D')) - 2 l(D ∪ D')`` of two
+    adjacencies' degree sequences (Zügner et al. 2018, eqs. 9-10): below 0.004 (χ²(1) at 95 %),
+    one power law explains both, so the perturbation is unnoticeable by degrees."""
+    (n0, s0), (n1, s1) = ((t.sum() for t in powerlaw_terms(check_adjacency(a, name).sum(1)))
+                          for a, name in ((clean, "clean"), (perturbed, "perturbed")))
+    return (2 * (powerlaw_log_likelihood(n0, s0) + powerlaw_log_likelihood(n1, s1)
+                 - powerlaw_log_likelihood(n0 + n1, s0 + s1))).item()
 
 
 def sbm_graph(*, n_nodes: int = 300, n_blocks: int = 3, p_in: float = 0.05, p_out: float = 0.01,

@@ -6,22 +6,27 @@ Kipf and Welling (ICLR 2017), eq. 9: ``Z = Â ReLU(Â X W1) W2`` with the renorm
 dense adjacency it is given, differentiably, so an attack can take gradients with respect to the
 adjacency (`robustlab.attacks.pgd_topology`). The layers have no bias: the linearised model of
 Nettack, ``Â² X W1 W2``, is then exactly the network with its ReLU removed.
+
+`poison_eval` sets evasion (a perturbed graph at test time) beside poisoning (a GCN retrained
+on the perturbed graph); `robustlab.attacks` re-exports it beside the attacks.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ._checks import check_generator, check_in_range, check_positive, check_seed
-from ._model import eval_mode
+from ._model import check_model, eval_mode
 from ._random import draw_device
-from .graph_data import Graph, check_adjacency, check_graph_features, check_nodes
+from .graph_data import Graph, check_adjacency, check_graph, check_graph_features, check_nodes
+from .tables import Tabular, markdown_table
 
-__all__ = ["GCN", "gcn_accuracy", "normalize_adjacency", "train_gcn"]
+__all__ = ["GCN", "PoisonResult", "gcn_accuracy", "normalize_adjacency", "poison_eval", "train_gcn"]
 
 
 def normalize_adjacency(adjacency: torch.Tensor) -> torch.Tensor:
@@ -92,6 +97,7 @@ def train_gcn(graph: Graph, *, seed: int = 0, epochs: int = 200, hidden: int = 1
         adjacency, features: train on these instead (a poisoned graph).
         generator: the source of the dropout masks (a CPU one by default, seeded by `seed`).
     """
+    check_graph(graph)
     check_seed(seed)
     check_positive(epochs, "epochs", integer=True)
     check_positive(lr, "lr")
@@ -123,6 +129,7 @@ def gcn_accuracy(model: nn.Module, graph: Graph, nodes: torch.Tensor | None = No
                  features: torch.Tensor | None = None) -> float:
     """Share of `nodes` (the test nodes by default) that `model` classifies right, on `graph`
     or on the given (perturbed) adjacency and features, in eval mode."""
+    check_graph(graph)
     nodes = graph.test if nodes is None else check_nodes(nodes, graph.n_nodes)
     adjacency = check_adjacency(graph.adjacency if adjacency is None else adjacency)
     features = check_graph_features(graph.features if features is None else features,
@@ -130,3 +137,52 @@ def gcn_accuracy(model: nn.Module, graph: Graph, nodes: torch.Tensor | None = No
     with eval_mode(model):
         logits = model(features, adjacency)
     return (logits[nodes].argmax(1) == graph.labels[nodes]).float().mean().item()
+
+
+@dataclass(frozen=True)
+class PoisonResult(Tabular):
+    """Evasion against poisoning on the same perturbed graph: accuracy of the clean-trained
+    model on the clean graph and on the perturbed one, and of a model retrained on the
+    perturbed graph (`poisoned_model`), tested on it."""
+
+    clean_accuracy: float
+    evasion_accuracy: float
+    poisoning_accuracy: float
+    poisoned_model: nn.Module
+
+    def table(self) -> str:
+        rows = [("clean", self.clean_accuracy), ("evasion (attacked at test time)",
+                                                 self.evasion_accuracy),
+                ("poisoning (retrained on the attacked graph)", self.poisoning_accuracy)]
+        return markdown_table(["setting", "accuracy"], rows, decimals=[None, 3])
+
+
+def poison_eval(model: nn.Module, graph: Graph, *, adjacency: torch.Tensor | None = None,
+                features: torch.Tensor | None = None, nodes: torch.Tensor | None = None,
+                seed: int = 0, epochs: int = 200) -> PoisonResult:
+    """Evasion versus poisoning (Zügner et al. 2018, section 6.2): the same perturbed graph
+    seen only at test time by the clean-trained `model`, or also at training time by a GCN
+    retrained on it with `robustlab.graph_models.train_gcn` (`seed`, `epochs`).
+
+    Arguments:
+        model: the GCN trained on the clean graph.
+        graph: the clean graph (labels, split).
+        adjacency, features: the perturbed graph (the clean one's where None).
+        nodes: where accuracy is measured (the test nodes by default).
+    """
+    check_model(model)
+    check_graph(graph)
+    check_seed(seed)
+    adjacency = check_adjacency(graph.adjacency if adjacency is None else adjacency)
+    if adjacency.shape != graph.adjacency.shape:
+        raise ValueError(f"adjacency must have shape {tuple(graph.adjacency.shape)} like the "
+                         f"graph's, got {tuple(adjacency.shape)}")
+    features = check_graph_features(graph.features if features is None else features,
+                                    len(adjacency))
+    nodes = graph.test if nodes is None else check_nodes(nodes, graph.n_nodes)
+    poisoned = train_gcn(graph, seed=seed, epochs=epochs, adjacency=adjacency, features=features,
+                         hidden=model.layer1.out_features if isinstance(model, GCN) else 16)
+    attacked = dict(adjacency=adjacency, features=features)
+    return PoisonResult(gcn_accuracy(model, graph, nodes),
+                        gcn_accuracy(model, graph, nodes, **attacked),
+                        gcn_accuracy(poisoned, graph, nodes, **attacked), poisoned)

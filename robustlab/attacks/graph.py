@@ -16,11 +16,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._checks import check_bool, check_generator, check_in_range, check_positive, check_seed
+from .._checks import check_bool, check_generator, check_in_range, check_positive
 from .._model import check_model, eval_mode, frozen, model_device
 from .._random import draw_device
-from ..graph_data import Graph, check_adjacency, check_graph_features, check_nodes
-from ..graph_models import GCN, gcn_accuracy, normalize_adjacency, train_gcn
+from ..graph_data import (
+    Graph,
+    check_adjacency,
+    check_graph,
+    check_nodes,
+    degree_statistic,
+    powerlaw_log_likelihood,
+    powerlaw_terms,
+)
+from ..graph_models import GCN, PoisonResult, gcn_accuracy, normalize_adjacency, poison_eval
 from ..tables import Tabular, markdown_table
 
 __all__ = ["NettackResult", "PoisonResult", "TopologyResult", "nettack", "pgd_topology",
@@ -29,8 +37,7 @@ __all__ = ["NettackResult", "PoisonResult", "TopologyResult", "nettack", "pgd_to
 
 def _check_inputs(model, graph) -> None:
     check_model(model)
-    if not isinstance(graph, Graph):
-        raise TypeError(f"graph must be a robustlab.graph_data.Graph, got {type(graph).__name__}")
+    check_graph(graph)
     dev = model_device(model)
     if dev is not None and dev != graph.adjacency.device:
         raise ValueError(f"graph is on {graph.adjacency.device} but the model is on {dev}")
@@ -65,12 +72,17 @@ def _count_flips(graph: Graph, adjacency: torch.Tensor, features: torch.Tensor,
     return edges, feats
 
 
-def surrogate_logits(model: GCN, features: torch.Tensor, adjacency: torch.Tensor) -> torch.Tensor:
-    """Nettack's linearised surrogate ``Z = Â² X W``, ``W = W1 W2`` (Zügner et al., KDD 2018,
-    eq. 5): the GCN with its ReLU removed, logits (N, K)."""
+def _check_gcn(model) -> GCN:
     if not isinstance(model, GCN):
         raise TypeError(f"model must be a robustlab.graph_models.GCN (the surrogate reads its "
                         f"weights W1 W2), got {type(model).__name__}")
+    return model
+
+
+def surrogate_logits(model: GCN, features: torch.Tensor, adjacency: torch.Tensor) -> torch.Tensor:
+    """Nettack's linearised surrogate ``Z = Â² X W``, ``W = W1 W2`` (Zügner et al., KDD 2018,
+    eq. 5): the GCN with its ReLU removed, logits (N, K)."""
+    _check_gcn(model)
     a_hat = normalize_adjacency(adjacency)
     return a_hat @ (a_hat @ (features @ _weight(model)))
 
@@ -113,6 +125,24 @@ def _edge_flip_logits(a: torch.Tensor, xw: torch.Tensor, target: int, rows: torc
     return d_t.rsqrt()[:, None] * z
 
 
+DEGREE_THRESHOLD = 0.004  # χ²(1) at 95 %: Λ below it, one power law explains both degree sequences
+
+
+def _degree_ratios(clean: torch.Tensor, degree: torch.Tensor, rows: torch.Tensor,
+                   cols: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+    """Nettack's degree likelihood-ratio ``Λ = 2 (l(D_clean) + l(D')) - 2 l(D_clean ∪ D')``
+    (Zügner et al., eqs. 9-10) for each edge flip (C,), D' the degrees after the flip: the
+    power-law sums are updated at its two ends r and c only, not recounted."""
+    n0, s0 = (t.sum() for t in powerlaw_terms(clean))
+    n, s = (t.sum() for t in powerlaw_terms(degree))
+    for end in (rows, cols):  # each flip moves the degrees of its two ends by δ
+        (k_old, log_old), (k_new, log_new) = (powerlaw_terms(degree[end]),
+                                              powerlaw_terms(degree[end] + delta))
+        n, s = n + k_new - k_old, s + log_new - log_old
+    return 2 * (powerlaw_log_likelihood(n0, s0) + powerlaw_log_likelihood(n, s)
+                - powerlaw_log_likelihood(n0 + n, s0 + s))
+
+
 @dataclass(frozen=True)
 class NettackResult(Tabular):
     """Nettack on one node: the perturbed graph, the flips made (in order) and the margins
@@ -129,6 +159,7 @@ class NettackResult(Tabular):
     margin_before: float
     margin_after: float
     success: bool
+    degree_statistic: float  # Λ of the degree test, clean against perturbed (< 0.004: passes)
 
     @property
     def n_flips(self) -> int:
@@ -140,21 +171,23 @@ class NettackResult(Tabular):
                 ("surrogate margin", f"{self.surrogate_margin_before:.3f} -> "
                                      f"{self.surrogate_margin_after:.3f}"),
                 ("GCN margin", f"{self.margin_before:.3f} -> {self.margin_after:.3f}"),
-                ("misclassified", self.success)]
+                ("misclassified", self.success),
+                ("degree test Λ (< 0.004 passes)", f"{self.degree_statistic:.5f}")]
         return markdown_table(["Nettack", "value"], rows)
 
 
 def nettack(model: GCN, graph: Graph, target: int, *, budget: int, structure: bool = True,
-            features: bool = True, direct: bool = True) -> NettackResult:
+            features: bool = True, direct: bool = True, degree_test: bool = True
+            ) -> NettackResult:
     """Nettack (Zügner, Akbarnejad and Günnemann, KDD 2018): greedy flips against one node.
 
     On the linearised surrogate ``Z = Â² X W1 W2`` (eq. 5) each step scores every candidate
     edge flip exactly and every feature flip exactly (Z is linear in X), and makes the one that
     most lowers the target's margin ``Z_t,y - max_{c != y} Z_t,c`` (eq. 6), up to `budget`
     flips; a step that would not lower it is skipped, so the margin never rises with budget.
-    As in the paper, no edge removal may leave a node without neighbours. Left out: the
-    degree-distribution likelihood-ratio test and the feature co-occurrence test (section 4.1),
-    the unnoticeability constraints beyond the budget.
+    As in the paper, no edge removal may leave a node without neighbours, and with
+    `degree_test` an edge flip must keep the degree sequence's power law (a likelihood-ratio
+    test, section 4.1, eqs. 7-10). Left out: the feature co-occurrence test (section 4.2).
 
     Arguments:
         model: the trained GCN; only its weights are read (the surrogate's W).
@@ -164,19 +197,22 @@ def nettack(model: GCN, graph: Graph, target: int, *, budget: int, structure: bo
         structure, features: which kinds of flip are allowed (features must be binary).
         direct: flip the target's own edges and features; False is the influencer attack,
             which flips only the edges and features of the target's neighbours.
+        degree_test: allow only the edge flips that pass the degree likelihood-ratio test.
     """
     _check_inputs(model, graph)
-    surrogate_logits(model, graph.features[:1], graph.adjacency[:1, :1])  # a GCN, or an error
+    _check_gcn(model)
     n = graph.n_nodes
     if isinstance(target, torch.Tensor) and target.numel() == 1:
         target = int(target)
     check_in_range(target, "target", 0, n - 1, integer=True)
     budget = _check_budget(budget)
-    for name, v in (("structure", structure), ("features", features), ("direct", direct)):
+    for name, v in (("structure", structure), ("features", features), ("direct", direct),
+                    ("degree_test", degree_test)):
         check_bool(v, name)
     if features and not _is_binary(graph.features):
         raise ValueError("features=True flips binary features, but graph.features is not 0/1")
     a, x = graph.adjacency.detach().clone(), graph.features.detach().clone()
+    clean_degree = a.sum(1)
     dev, label = a.device, graph.labels[target]
     if direct:
         attackers = torch.tensor([target], device=dev)
@@ -202,8 +238,11 @@ def nettack(model: GCN, graph: Graph, target: int, *, budget: int, structure: bo
             xw, a_hat = x @ w, normalize_adjacency(a)
             edge = _margin(_edge_flip_logits(a, xw, target, rows, cols), label)
             degree = a.sum(1)
-            lonely = (a[rows, cols] == 1) & ((degree[rows] == 1) | (degree[cols] == 1))
-            edge = edge.masked_fill(lonely, math.inf) if structure else edge.fill_(math.inf)
+            forbidden = (a[rows, cols] == 1) & ((degree[rows] == 1) | (degree[cols] == 1))
+            if degree_test:
+                ratio = _degree_ratios(clean_degree, degree, rows, cols, 1 - 2 * a[rows, cols])
+                forbidden |= ~(ratio < DEGREE_THRESHOLD)  # NaN (no degree >= 2) fails too
+            edge = edge.masked_fill(forbidden, math.inf) if structure else edge.fill_(math.inf)
             z = a_hat[target] @ (a_hat @ xw)
             weight_in = (a_hat[target] @ a_hat)[attackers]  # (Â²)_{t,i}
             feat = z + weight_in[:, None, None] * (1 - 2 * x[attackers])[:, :, None] * w
@@ -235,7 +274,8 @@ def nettack(model: GCN, graph: Graph, target: int, *, budget: int, structure: bo
                      for k in made if k >= n_edges]
     m_before, m_after = real.tolist()
     return NettackResult(target, budget, a, x, edge_flips, feature_flips, float(before),
-                         float(after), m_before, m_after, m_after < 0)
+                         float(after), m_before, m_after, m_after < 0,
+                         degree_statistic(graph.adjacency, a))
 
 
 def _project(s: torch.Tensor, budget: int, iterations: int = 40) -> torch.Tensor:
@@ -268,11 +308,13 @@ class TopologyResult(Tabular):
     budget: int
     clean_accuracy: float
     attacked_accuracy: float
+    degree_statistic: float  # Λ of Nettack's degree test (not enforced here; < 0.004 passes)
 
     def table(self) -> str:
         rows = [("edge flips / budget", f"{len(self.edge_flips)} / {self.budget}"),
                 ("accuracy, clean graph", self.clean_accuracy),
-                ("accuracy, attacked graph", self.attacked_accuracy)]
+                ("accuracy, attacked graph", self.attacked_accuracy),
+                ("degree test Λ (< 0.004 passes)", f"{self.degree_statistic:.5f}")]
         return markdown_table(["PGD topology attack", "value"], rows, decimals=[None, 3])
 
 
@@ -328,15 +370,15 @@ def pgd_topology(model: nn.Module, graph: Graph, *, budget: int, steps: int = 10
     _count_flips(graph, adjacency, graph.features, budget)
     flips = torch.stack([rows, cols], 1)[best.bool()]
     return TopologyResult(adjacency, flips, budget, gcn_accuracy(model, graph, nodes),
-                          gcn_accuracy(model, graph, nodes, adjacency=adjacency))
+                          gcn_accuracy(model, graph, nodes, adjacency=adjacency),
+                          degree_statistic(graph.adjacency, adjacency))
 
 
 def random_flips(graph: Graph, *, budget: int, generator: torch.Generator | None = None
                  ) -> torch.Tensor:
     """The adjacency with `budget` distinct node pairs, drawn uniformly, flipped: the baseline
     a topology attack must beat."""
-    if not isinstance(graph, Graph):
-        raise TypeError(f"graph must be a robustlab.graph_data.Graph, got {type(graph).__name__}")
+    check_graph(graph)
     budget = _check_budget(budget)
     check_generator(generator)
     a = graph.adjacency.detach()
@@ -347,51 +389,3 @@ def random_flips(graph: Graph, *, budget: int, generator: torch.Generator | None
                           device=draw_device(generator, a.device))[:budget].to(a.device)
     s = torch.zeros(len(rows), dtype=a.dtype, device=a.device).index_fill(0, pick, 1)
     return _flipped(a, rows, cols, s)
-
-
-@dataclass(frozen=True)
-class PoisonResult(Tabular):
-    """Evasion against poisoning on the same perturbed graph: accuracy of the clean-trained
-    model on the clean graph and on the perturbed one, and of a model retrained on the
-    perturbed graph (`poisoned_model`), tested on it."""
-
-    clean_accuracy: float
-    evasion_accuracy: float
-    poisoning_accuracy: float
-    poisoned_model: nn.Module
-
-    def table(self) -> str:
-        rows = [("clean", self.clean_accuracy), ("evasion (attacked at test time)",
-                                                 self.evasion_accuracy),
-                ("poisoning (retrained on the attacked graph)", self.poisoning_accuracy)]
-        return markdown_table(["setting", "accuracy"], rows, decimals=[None, 3])
-
-
-def poison_eval(model: nn.Module, graph: Graph, *, adjacency: torch.Tensor | None = None,
-                features: torch.Tensor | None = None, nodes: torch.Tensor | None = None,
-                seed: int = 0, epochs: int = 200) -> PoisonResult:
-    """Evasion versus poisoning (Zügner et al. 2018, section 6.2): the same perturbed graph
-    seen only at test time by the clean-trained `model`, or also at training time by a GCN
-    retrained on it with `robustlab.graph_models.train_gcn` (`seed`, `epochs`).
-
-    Arguments:
-        model: the GCN trained on the clean graph.
-        graph: the clean graph (labels, split).
-        adjacency, features: the perturbed graph (the clean one's where None).
-        nodes: where accuracy is measured (the test nodes by default).
-    """
-    _check_inputs(model, graph)
-    check_seed(seed)
-    adjacency = check_adjacency(graph.adjacency if adjacency is None else adjacency)
-    if adjacency.shape != graph.adjacency.shape:
-        raise ValueError(f"adjacency must have shape {tuple(graph.adjacency.shape)} like the "
-                         f"graph's, got {tuple(adjacency.shape)}")
-    features = check_graph_features(graph.features if features is None else features,
-                                    len(adjacency))
-    nodes = graph.test if nodes is None else check_nodes(nodes, graph.n_nodes)
-    poisoned = train_gcn(graph, seed=seed, epochs=epochs, adjacency=adjacency, features=features,
-                         hidden=model.layer1.out_features if isinstance(model, GCN) else 16)
-    attacked = dict(adjacency=adjacency, features=features)
-    return PoisonResult(gcn_accuracy(model, graph, nodes),
-                        gcn_accuracy(model, graph, nodes, **attacked),
-                        gcn_accuracy(poisoned, graph, nodes, **attacked), poisoned)

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from robustlab import attacks as A
-from robustlab.attacks.graph import _edge_flip_logits, _weight
-from robustlab.graph_data import check_adjacency, sbm_graph
+from robustlab.attacks.graph import DEGREE_THRESHOLD, _degree_ratios, _edge_flip_logits, _weight
+from robustlab.graph_data import check_adjacency, degree_statistic, sbm_graph
 from robustlab.graph_models import GCN, gcn_accuracy, train_gcn
 
 from ..conftest import leaves_as_found, seeded
@@ -44,11 +44,38 @@ def test_edge_flip_scores_equal_the_surrogate_on_each_flipped_graph():
     cols = torch.tensor([0, 250, neighbour, target, 41, j, 5])
     assert a[rows, cols].tolist().count(1.0) >= 2
     fast = _edge_flip_logits(a, graph.features @ _weight(model), target, rows, cols)
+    # the degree test after one earlier flip, so that current and clean degrees differ
+    current = a.clone()
+    current[0, 1] = current[1, 0] = 1 - a[0, 1]
+    ratios = _degree_ratios(a.sum(1), current.sum(1), rows, cols, 1 - 2 * current[rows, cols])
     for k in range(len(rows)):
         b = a.clone()
         b[rows[k], cols[k]] = b[cols[k], rows[k]] = 1 - a[rows[k], cols[k]]
         slow = A.surrogate_logits(model, graph.features, b)[target]
         assert torch.allclose(fast[k], slow, atol=1e-5)
+        b = current.clone()
+        b[rows[k], cols[k]] = b[cols[k], rows[k]] = 1 - current[rows[k], cols[k]]
+        assert math.isclose(ratios[k].item(), degree_statistic(a, b), rel_tol=1e-6, abs_tol=1e-9)
+
+
+def test_degree_statistic_is_zero_for_the_same_graph_and_grows_with_hubs():
+    graph = sbm_graph(seed=0)
+    assert abs(degree_statistic(graph.adjacency, graph.adjacency)) < 1e-9
+    hub = graph.adjacency.clone()
+    hub[0, 1:40] = hub[1:40, 0] = 1  # one node of degree ~40 among degrees ~7
+    assert degree_statistic(graph.adjacency, hub) > DEGREE_THRESHOLD
+
+
+def test_nettack_passes_the_degree_test_unless_told_not_to():
+    graph, model = graph_and_model(0)
+    for target in correct_test_nodes(graph, model, 5):
+        result = A.nettack(model, graph, target, budget=6, features=False)
+        assert result.degree_statistic < DEGREE_THRESHOLD
+        assert result.degree_statistic == degree_statistic(graph.adjacency, result.adjacency)
+    # one greedy step chooses among more flips without the test: never a worse one
+    free, tested = (A.nettack(model, graph, target, budget=1, features=False, degree_test=test)
+                    for test in (False, True))
+    assert free.surrogate_margin_after <= tested.surrogate_margin_after + 1e-6
 
 
 def test_surrogate_is_the_gcn_without_its_relu():
