@@ -63,3 +63,7 @@ from .reading import (  # noqa: E402
 
 __all__ += ["RULES", "ReadingAttackResult", "add_off_topic", "addonesent", "addsent",
             "question_to_statement"]
+
+from .graph import nettack, pgd_topology, poison_eval, random_flips, surrogate_logits  # noqa: E402
+
+__all__ += ["nettack", "pgd_topology", "poison_eval", "random_flips", "surrogate_logits"]

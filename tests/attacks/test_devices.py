@@ -182,6 +182,31 @@ def _reading(device):
 CASES.update(dict.fromkeys(["addsent", "addonesent", "add_off_topic", "question_to_statement",
                             "ReadingAttackResult"], Case(_reading, atol=1e-4, frac=0.3)))
 
+# graph attacks (robustlab/attacks/graph.py): a small block model and its GCN, trained once on
+# the CPU and copied to the device; Nettack's greedy choices follow float comparisons (SEARCH)
+@functools.cache
+def _graph_and_gcn():
+    from robustlab.graph_data import sbm_graph
+    from robustlab.graph_models import train_gcn
+    graph = sbm_graph(n_nodes=60, p_in=0.15, p_out=0.03, feature_dim=24, seed=0)
+    return graph, train_gcn(graph, epochs=30)
+
+
+def _graph(device):
+    import copy
+    graph, model = _graph_and_gcn()
+    graph, model = graph.to(device), copy.deepcopy(model).to(device)
+    attacked = A.pgd_topology(model, graph, budget=6, steps=3, samples=4, generator=seeded())
+    return (A.nettack(model, graph, int(graph.test[0]), budget=3),
+            A.nettack(model, graph, int(graph.test[1]), budget=2, direct=False), attacked,
+            A.random_flips(graph, budget=5, generator=seeded()),
+            A.poison_eval(model, graph, adjacency=attacked.adjacency, epochs=5),
+            A.surrogate_logits(model, graph.features, graph.adjacency))
+
+
+CASES.update(dict.fromkeys(["nettack", "pgd_topology", "poison_eval", "random_flips",
+                            "surrogate_logits"], Case(_graph, **SEARCH)))
+
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_attack_on_device(name, device):
