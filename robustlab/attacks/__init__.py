@@ -52,3 +52,8 @@ from .text_metrics import (  # noqa: E402
 __all__ += ["DISTRACTORS", "TextAttackResult", "add_sentence", "edit_distance", "embedding_cosine",
             "hotflip", "hotflip_scores", "synonym_attack", "text_similarity", "text_transfer",
             "textbugger", "word_overlap"]
+
+# perceptually bounded PGD (attacks/perceptual.py; its metrics are robustlab.perceptual)
+from .perceptual import perceptual_pgd  # noqa: E402
+
+__all__ += ["perceptual_pgd"]
