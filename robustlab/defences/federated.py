@@ -191,7 +191,8 @@ def federated_fit(model: nn.Module, clients: Sequence[tuple[torch.Tensor, torch.
         objective: the clients' `train.Objective`; cross-entropy if None.
         lr, batch_size: each client's Adam learning rate and batch size (B).
         fraction: C, the fraction of clients that train each round, in (0, 1].
-        generator: the shuffling seeds and client sampling (a CPU generator by default).
+        generator: the shuffling seeds and client sampling; None takes a fresh CPU generator
+            with torch's default seed (the same run every time).
         evaluate: ``evaluate(model) -> dict`` of numbers, called with the global model after
             each round (e.g. `clean_and_robust` for clean and robust accuracy).
     Returns a `FederatedHistory`, one row per round.

@@ -11,7 +11,7 @@ from robustlab import data, models
 from robustlab.attacks import perceptual_pgd
 from robustlab.perceptual import feature_distance, ssim
 
-from ..conftest import leaves_as_found, messy_model
+from ..conftest import check_conventions, leaves_as_found, messy_model
 from ..syncs import explain, grows
 
 LAYERS = ["stem.2"]  # the residual network's stem: the feature network of the bound
@@ -71,6 +71,16 @@ def test_model_and_inputs_left_as_found_and_deterministic():
     net = messy_model(1)
     leaves_as_found(lambda: perceptual_pgd(model, x, y, bound="feature", max_distance=0.1,
                                            network=net, layers=["2"], steps=2), net, x)
+
+
+@pytest.mark.parametrize("bound", ["ssim", "feature"])
+def test_conventions_inside_no_grad(bound):
+    _, _, x, y = _setup()
+    kw = ({"min_ssim": 0.9} if bound == "ssim" else
+          {"max_distance": 0.1, "network": messy_model(1), "layers": ["2"]})
+    x_adv = check_conventions(perceptual_pgd, x[:8], y[:8], bound=bound, steps=3, **kw)
+    if bound == "ssim":
+        assert (ssim(x[:8], x_adv) >= 0.9).all()
 
 
 @pytest.mark.parametrize("bound", ["ssim", "feature"])
