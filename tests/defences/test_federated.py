@@ -12,6 +12,7 @@ from robustlab import data, models
 from robustlab.attacks import pgd
 from robustlab.defences import pgd_at
 from robustlab.defences.federated import (
+    _gamma,
     clean_and_robust,
     dirichlet_split,
     federated_fit,
@@ -114,6 +115,18 @@ def test_split_is_a_partition_and_skew_grows_as_alpha_falls():
     for p in dirichlet_split(y, clients=5, alpha=math.inf, generator=seeded(0)):
         per_class = torch.bincount(y[p], minlength=10)
         assert ((per_class - torch.bincount(y, minlength=10) / 5).abs() <= 1).all()
+
+
+@pytest.mark.parametrize("alpha", [0.1, 1.0, 3.0])
+def test_the_dirichlet_shares_come_from_gamma_draws_of_the_right_law(alpha):
+    """Marsaglia-Tsang's Gamma(alpha) against scipy's: Kolmogorov-Smirnov on 5,000 draws
+    (measured p-values 0.5-0.9 for these seeds), mean alpha and variance alpha."""
+    from scipy import stats
+
+    g = _gamma(alpha, 5000, seeded(0), torch.device("cpu"))
+    assert stats.kstest(g.numpy(), stats.gamma(alpha).cdf).pvalue > 0.01
+    assert float(g.mean()) == pytest.approx(alpha, rel=0.08)
+    assert float(g.var()) == pytest.approx(alpha, rel=0.15)
 
 
 def test_split_is_deterministic_by_generator():
