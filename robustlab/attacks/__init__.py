@@ -67,3 +67,9 @@ __all__ += ["RULES", "ReadingAttackResult", "add_off_topic", "addonesent", "adds
 from .graph import nettack, pgd_topology, poison_eval, random_flips, surrogate_logits  # noqa: E402
 
 __all__ += ["nettack", "pgd_topology", "poison_eval", "random_flips", "surrogate_logits"]
+
+
+# perceptually bounded PGD (attacks/perceptual.py; its metrics are robustlab.perceptual)
+from .perceptual import perceptual_pgd  # noqa: E402
+
+__all__ += ["perceptual_pgd"]

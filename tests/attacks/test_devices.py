@@ -211,3 +211,19 @@ CASES.update(dict.fromkeys(["nettack", "pgd_topology", "poison_eval", "random_fl
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_attack_on_device(name, device):
     check_case(CASES[name], device)
+
+
+# perceptually bounded PGD (attacks/perceptual.py): both bounds, the feature bound through the
+# CNN's first two ReLUs; its own test below (CASES is parametrised above before this block)
+def _perceptual(device):
+    model, x, y = setup(device)
+    return (A.perceptual_pgd(model, x, y, bound="ssim", min_ssim=0.9, steps=3, alpha=0.05),
+            A.perceptual_pgd(model, x, y, bound="feature", max_distance=0.1, network=model,
+                             layers=["1", "3"], steps=3, alpha=0.05))
+
+
+CASES["perceptual_pgd"] = Case(_perceptual, atol=1e-4, frac=0.05)
+
+
+def test_perceptual_pgd_on_device(device):
+    check_case(CASES["perceptual_pgd"], device)
