@@ -52,3 +52,17 @@ from .text_metrics import (  # noqa: E402
 __all__ += ["DISTRACTORS", "TextAttackResult", "add_sentence", "edit_distance", "embedding_cosine",
             "hotflip", "hotflip_scores", "synonym_attack", "text_similarity", "text_transfer",
             "textbugger", "word_overlap"]
+from .audio import (  # noqa: E402
+    AudioAttackResult,
+    audio_attack,
+    audio_eot,
+    audio_universal,
+    db,
+    relative_db,
+    room_impulse,
+    room_success_rate,
+    simulate_room,
+)
+
+__all__ += ["AudioAttackResult", "audio_attack", "audio_eot", "audio_universal", "db", "relative_db",
+            "room_impulse", "room_success_rate", "simulate_room"]
