@@ -94,8 +94,8 @@ def room_impulse(n: int, *, sample_rate: int = SAMPLE_RATE, rt60=(0.05, 0.3), dr
 
     A direct path (a unit impulse after a delay of up to 2 ms) and a reverberant tail of Gaussian
     noise decaying as exp(-6.91 t / RT60), i.e. by 60 dB in RT60 seconds (Sabine's reverberation
-    time), scaled so direct-to-reverberant energy is `drr_db`: the statistical room model
-    behind the simulated rooms of Qin et al. (ICML 2019, section 5).
+    time), scaled so direct-to-reverberant energy is `drr_db`: a statistical room model, in
+    the spirit of the simulated rooms of Qin et al. (ICML 2019).
 
     Args:
         rt60: reverberation time in seconds, or a (low, high) range drawn per room.
@@ -199,7 +199,7 @@ def _checked(model, x, y, tau_db, steps, lr, targeted, shrink, loss):
     return x, check_labels(y, x)
 
 
-def _descend(model, x, y, objective, *, tau_db, steps, lr, shrink):
+def _descend(x, objective, *, tau_db, steps, lr, shrink):
     """Adam on u with delta = b * u, |u| <= 1, minimising the summed objective; b per example.
 
     b starts at 10^(tau/20) max|x| (so dB_x(delta) <= tau). At every step where an example
@@ -276,8 +276,7 @@ def audio_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, tau_db: 
         return -ascend(z, y, targeted), is_fooled(z.argmax(1), y, targeted)
 
     with frozen(model):
-        xa, won, met, peak = _descend(model, x, y, objective, tau_db=tau_db, steps=steps, lr=lr,
-                                      shrink=shrink)
+        xa, won, met, peak = _descend(x, objective, tau_db=tau_db, steps=steps, lr=lr, shrink=shrink)
     return _result("audio_attack", model, x, y, xa, won, met, peak, tau_db)
 
 
@@ -288,7 +287,7 @@ def audio_eot(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, tau_db: flo
               generator: torch.Generator | None = None) -> AudioAttackResult:
     """The dB-bounded attack of `audio_attack` made to survive playing over the air: each step
     minimises the loss averaged over `rooms` fresh random rooms and noises (expectation over
-    transformation), Qin et al. (ICML 2019, eq. 6) / Yakura & Sakuma (2019):
+    transformation), after Qin et al. (ICML 2019) and Yakura & Sakuma (IJCAI 2019):
 
         min_delta  E_{h, n} [ loss(clip((x + delta) * h + n), y) ]   s.t. dB_x(delta) <= tau.
 
@@ -316,8 +315,7 @@ def audio_eot(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, tau_db: flo
         return -ascend(z, ys, targeted).view(rooms, n).mean(0), rate >= min_rate
 
     with frozen(model):
-        xa, won, met, peak = _descend(model, x, y, objective, tau_db=tau_db, steps=steps, lr=lr,
-                                      shrink=shrink)
+        xa, won, met, peak = _descend(x, objective, tau_db=tau_db, steps=steps, lr=lr, shrink=shrink)
     return _result("audio_eot", model, x, y, xa, won, met, peak, tau_db)
 
 
@@ -361,7 +359,7 @@ def audio_universal(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, tau_d
     """
     x, y = _checked(model, x, y, tau_db, steps, lr, targeted, 1.0, loss)
     ascend, peak = LOSSES[loss], flat_norm(x, "linf")
-    bound = 10 ** (tau_db / 20) * peak.amin() - torch.finfo(x.dtype).eps  # eps: as in `_descend`
+    bound = (10 ** (tau_db / 20) * peak.amin() - torch.finfo(x.dtype).eps).clamp_min(0)  # eps: see `_descend`
     u = torch.zeros_like(x[:1], requires_grad=True)
     opt = torch.optim.Adam([u], lr=lr)
     with frozen(model):
