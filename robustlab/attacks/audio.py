@@ -258,6 +258,7 @@ def audio_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, tau_db: 
 
     and x + delta in [-1, 1]; whenever an example succeeds, its bound tightens by `shrink`
     (their 0.8) and the search goes on, so each ends with about the quietest delta it found.
+    (Their objective adds c ||delta||_2^2 to the loss; the tightening bound does that work here.)
 
     Args:
         x: waveforms (N, C, T) in [-1, 1], none silent; y: target classes (N,) when

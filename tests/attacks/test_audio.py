@@ -93,6 +93,23 @@ def test_model_is_accurate_and_training_is_seeded():
         AudioCNN()(x[:, 0])
 
 
+def test_a_model_in_train_mode_with_stale_gradients_is_left_as_found():
+    torch.manual_seed(1)
+    model = AudioCNN().train()
+    model.conv1.weight.requires_grad_(False)
+    for p in model.parameters():
+        if p.requires_grad:
+            p.grad = torch.randn_like(p)
+    x, _, target = (t[:4] for t in _test_clips())
+    before = snapshot(model)
+    for attack, extra in ((audio_attack, {}), (audio_eot, {"rooms": 2, "generator": seeded()}),
+                          (audio_universal, {})):
+        attack(model, x, target, steps=2, **extra)
+        assert_unchanged(model, before)
+    room_success_rate(model, x, target, rooms=2, generator=seeded())
+    assert_unchanged(model, before)
+
+
 def test_db_and_relative_db_analytic():
     x, _, _ = _test_clips()
     assert torch.allclose(relative_db(x / 10, x), torch.full((len(x),), -20.0), atol=1e-4)
@@ -138,8 +155,9 @@ def test_untargeted_attack_and_a_fixed_bound():
 
 def test_eot_survives_unseen_rooms_better_than_the_plain_attack():
     """Same clips, bound (-30 dB, kept fixed) and steps; success over 16 rooms neither attack
-    saw. Measured (8 clips; seeds 0 / 1 / 2): plain 0.12 / 0.28 / 0.23, EOT 0.87 / 0.98 / 0.98,
-    both succeeding on every clip in the quiet room. Clean accuracy in those rooms: 1.0."""
+    saw. Measured (8 clips; seeds 0 / 1 / 2): plain 0.12 / 0.28 / 0.23, EOT 0.87 / 0.98 / 0.98
+    (ATEN_CPU_CAPABILITY=default: plain 0.13 / 0.32 / 0.21, EOT 0.87 / 0.99 / 0.98), both
+    succeeding on every clip in the quiet room. Clean accuracy in those rooms: 1.0."""
     model = _model()
     x, y, target = (t[::3] for t in _test_clips())
     unseen = dict(rooms=16, generator=seeded(99))
