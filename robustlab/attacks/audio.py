@@ -69,8 +69,8 @@ def relative_db(delta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         x: the clips they perturb (N, C, T), none silent.
     """
     check_audio(x)
-    if not isinstance(delta, torch.Tensor) or delta.shape != x.shape:
-        raise ValueError(f"delta must be a tensor of x's shape {tuple(x.shape)}")
+    if not isinstance(delta, torch.Tensor) or delta.shape != x.shape or not delta.is_floating_point():
+        raise ValueError(f"delta must be a floating tensor of x's shape {tuple(x.shape)}")
     return db(delta) - db(x)
 
 
@@ -355,8 +355,8 @@ def audio_universal(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, tau_d
 
     and added with clipping, clip(x_n + delta) in [-1, 1]. The bound stays fixed: the point of a
     universal perturbation is that it fits clips it has not seen (``result.delta``; apply it as
-    ``(x_new + delta).clamp(-1, 1)``). Arguments as in `audio_attack`; `y` may hold one target
-    for all (the usual case) or one per clip.
+    ``(x_new + delta).clamp(-1, 1)``). Arguments as in `audio_attack`; `y` (N,) usually repeats
+    one target class, but may differ per clip.
     """
     x, y = _checked(model, x, y, tau_db, steps, lr, targeted, 1.0, loss)
     ascend, peak = LOSSES[loss], flat_norm(x, "linf")
