@@ -73,3 +73,18 @@ __all__ += ["nettack", "pgd_topology", "poison_eval", "random_flips", "surrogate
 from .perceptual import perceptual_pgd  # noqa: E402
 
 __all__ += ["perceptual_pgd"]
+
+from .audio import (  # noqa: E402
+    AudioAttackResult,
+    audio_attack,
+    audio_eot,
+    audio_universal,
+    db,
+    relative_db,
+    room_impulse,
+    room_success_rate,
+    simulate_room,
+)
+
+__all__ += ["AudioAttackResult", "audio_attack", "audio_eot", "audio_universal", "db", "relative_db",
+            "room_impulse", "room_success_rate", "simulate_room"]

@@ -207,6 +207,30 @@ def _graph(device):
 CASES.update(dict.fromkeys(["nettack", "pgd_topology", "poison_eval", "random_flips",
                             "surrogate_logits"], Case(_graph, **SEARCH)))
 
+# audio (robustlab/attacks/audio.py): an untrained seeded AudioCNN and 4 synthetic clips; one run
+# covers all. Success flags decide when a bound tightens, so a flag that flips on a ~0 margin
+# changes that example's path: a share of elements may differ (as for the text searches).
+def _audio(device):
+    from robustlab.audio_data import clips
+    from robustlab.audio_models import AudioCNN
+
+    torch.manual_seed(0)
+    model = AudioCNN().to(device)
+    x, y = clips("test", n_per_class=1)
+    x, target = x[::2].to(device), y[1::2].to(device)
+    plain = A.audio_attack(model, x, target, steps=3)
+    eot = A.audio_eot(model, x, target, steps=3, rooms=2, generator=seeded())
+    universal = A.audio_universal(model, x, target, steps=3)
+    rir = A.room_impulse(4, rt60=0.1, generator=seeded(), device=device)
+    heard = A.simulate_room(x, rir, generator=seeded())
+    rates = A.room_success_rate(model, x, target, rooms=2, generator=seeded())
+    return plain, eot, universal, rir, heard, rates, A.db(x), A.relative_db(x / 10, x)
+
+
+CASES.update(dict.fromkeys(["AudioAttackResult", "audio_attack", "audio_eot", "audio_universal", "db",
+                            "relative_db", "room_impulse", "room_success_rate", "simulate_room"],
+                           Case(_audio, atol=1e-4, frac=0.3)))
+
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_attack_on_device(name, device):
