@@ -52,3 +52,7 @@ from .text_metrics import (  # noqa: E402
 __all__ += ["DISTRACTORS", "TextAttackResult", "add_sentence", "edit_distance", "embedding_cosine",
             "hotflip", "hotflip_scores", "synonym_attack", "text_similarity", "text_transfer",
             "textbugger", "word_overlap"]
+from .rays import rays  # noqa: E402
+from .sign_opt import sign_opt  # noqa: E402
+
+__all__ += ["rays", "sign_opt"]
