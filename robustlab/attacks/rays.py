@@ -27,12 +27,14 @@ def block_flips(dim: int, device) -> torch.Tensor:
     of the flattened image: first the empty block (the first direction as it is), then the
     whole vector, each half, each quarter, ... (ceil(dim / 2**s) long at stage s), and last the
     dim single coordinates, over which the search then cycles for good."""
-    blocks, stage = [(0, 0)], 0
+    # built where the data is, from ranges: a table copied from the host would make a GPU wait
+    blocks, stage = [torch.zeros(1, 2, dtype=torch.long, device=device)], 0
     while True:
         size = math.ceil(dim / 2 ** stage)
-        blocks += [(start, min(start + size, dim)) for start in range(0, dim, size)]
+        start = torch.arange(0, dim, size, device=device)
+        blocks.append(torch.stack([start, (start + size).clamp(max=dim)], 1))
         if size == 1:
-            return torch.tensor(blocks, device=device)
+            return torch.cat(blocks)
         stage += 1
 
 
