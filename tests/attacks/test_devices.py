@@ -146,6 +146,10 @@ CASES = {
                                                     generator=seeded()), atol=1e-5, frac=0.02),
     "embedding_robust_accuracy": Case(lambda d: A.embedding_robust_accuracy(
         *_tokens(d), eps=0.5, alpha=0.2, steps=2, generator=seeded())),
+    # decision-based attacks (rays.py, sign_opt.py): searches whose choices follow the labels (SEARCH)
+    "rays": Case(lambda d: A.rays(*setup(d), max_queries=60, generator=seeded()), **SEARCH),
+    "sign_opt": Case(lambda d: A.sign_opt(*setup(d), max_queries=100, k=20, generator=seeded()),
+                     **SEARCH),
 }
 # text: discrete searches whose choices follow float comparisons (SEARCH); one run covers all
 CASES.update(dict.fromkeys(["add_sentence", "hotflip", "hotflip_scores", "textbugger", "synonym_attack",
