@@ -52,3 +52,16 @@ from .text_metrics import (  # noqa: E402
 __all__ += ["DISTRACTORS", "TextAttackResult", "add_sentence", "edit_distance", "embedding_cosine",
             "hotflip", "hotflip_scores", "synonym_attack", "text_similarity", "text_transfer",
             "textbugger", "word_overlap"]
+from .pointcloud import (  # noqa: E402
+    PointAttackResult,
+    add_points,
+    chamfer_distance,
+    critical_points,
+    drop_points,
+    hausdorff_distance,
+    pointcloud_transfer,
+)
+from .pointcloud import perturb as perturb_points  # noqa: E402
+
+__all__ += ["PointAttackResult", "add_points", "chamfer_distance", "critical_points", "drop_points",
+            "hausdorff_distance", "perturb_points", "pointcloud_transfer"]
