@@ -21,8 +21,16 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .._checks import check_choice, check_eps, check_in_range, check_labels, check_nonnegative, check_positive
-from .._model import check_model, check_model_input, correct, frozen, logits_of, plain
+from .._checks import (
+    check_bool,
+    check_choice,
+    check_eps,
+    check_in_range,
+    check_labels,
+    check_nonnegative,
+    check_positive,
+)
+from .._model import check_model, check_model_input, correct, eval_mode, frozen, logits_of, plain, predict
 from ..losses import LOSSES, is_fooled
 from ..norms import project, steepest
 from ..pointcloud_data import check_points
@@ -141,14 +149,13 @@ def _inputs(model, points, y, targeted) -> tuple[torch.Tensor, torch.Tensor]:
     check_model(model)
     points = plain(check_points(points))
     check_model_input(model, points, "points")
-    if not isinstance(targeted, bool):
-        raise TypeError(f"targeted must be True or False, got {type(targeted).__name__}")
+    check_bool(targeted, "targeted")
     return points, check_labels(y, points)
 
 
 def _result(attack, constraint, limit, model, x0, adv, y, targeted, measured, **counts):
-    clean = correct(model, x0, y)
-    fooled = is_fooled(logits_of(model, adv).argmax(1), y, targeted)
+    clean = correct(model, x0, y)  # both in eval mode, without gradients
+    fooled = is_fooled(predict(model, adv).argmax(1), y, targeted)
     with torch.no_grad():
         within = measured <= limit * (1 + TOLERANCE) + TOLERANCE * 1e-2
         return PointAttackResult(attack, constraint, limit, x0, adv, targeted, clean,
@@ -183,7 +190,8 @@ def _ascend(model, x0, y, var, *, cloud, direction, project_var, steps, alpha, l
         best_fooled = best_fooled | fooled
         if step == steps:
             return best
-        objective = loss_fn(z, y, targeted) - chamfer_weight * dist
+        penalty = chamfer_weight * dist if chamfer_weight else 0.0  # no backward through 0 * C
+        objective = loss_fn(z, y, targeted) - penalty
         (g,) = torch.autograd.grad(objective.sum(), var)
         var = project_var(var.detach() + alpha * direction(g))
 
@@ -338,7 +346,7 @@ def critical_points(model: nn.Module, points: torch.Tensor) -> torch.Tensor:
     if not callable(getattr(model, "features", None)):
         raise TypeError(f"model must have a features(points) -> (N, P, C) method, pooled by a max "
                         f"over points (a PointNet); {type(model).__name__} has none")
-    with torch.no_grad(), frozen(model):
+    with torch.no_grad(), eval_mode(model):
         h = model.features(points)
     winners = h.argmax(1)  # (N, C): the point attaining each channel's max
     mask = torch.zeros(points.shape[:2], dtype=torch.bool, device=points.device)
@@ -354,6 +362,6 @@ def pointcloud_transfer(result: PointAttackResult, model: nn.Module, y: torch.Te
         raise TypeError(f"result must be a PointAttackResult, got {type(result).__name__}")
     _, y = _inputs(model, result.original, y, result.targeted)
     counted = result.success & (True if result.targeted else correct(model, result.original, y))
-    fooled = is_fooled(logits_of(model, result.adversarial).argmax(1), y, result.targeted)
+    fooled = is_fooled(predict(model, result.adversarial).argmax(1), y, result.targeted)
     n = int(counted.sum())
     return float("nan") if n == 0 else int((fooled & counted).sum()) / n

@@ -151,12 +151,12 @@ def test_chamfer_penalty_keeps_clouds_closer():
 def test_add_points_keeps_the_cloud_and_each_new_point_near_it():
     x, y = clouds()
     model = trained("dgcnn")
-    r = leaves_as_found(lambda: P.add_points(model, x, y, n_add=32, eps=0.1, steps=10), model, x, y)
+    r = leaves_as_found(lambda: P.add_points(model, x, y, n_add=32, eps=0.15, steps=10), model, x, y)
     assert r.adversarial.shape == (len(x), x.shape[1] + 32, 3)
     assert torch.equal(r.adversarial[:, :x.shape[1]], x)
     away = P.hausdorff_distance(r.adversarial, x)  # the original lies inside the new cloud
-    assert (away <= 0.1 * (1 + 1e-5)).all() and r.within.all() and r.added == 32
-    assert r.success_rate >= 0.2
+    assert (away <= 0.15 * (1 + 1e-5)).all() and r.within.all() and r.added == 32
+    assert r.success_rate >= 0.4
 
 
 def test_drop_points_removes_exactly_n_points_by_saliency():
@@ -187,7 +187,8 @@ def test_transfer_from_pointnet_to_dgcnn_is_below_white_box_success():
     x, y = clouds()
     r = P.perturb(trained("pointnet"), x, y, eps=0.2, steps=10)
     rate = P.pointcloud_transfer(r, trained("dgcnn"), y)
-    assert 0 <= rate < 0.8 <= r.success_rate
+    # AdvPC's point (Hamdi et al., ECCV 2020): clouds made on one network fool another less
+    assert r.success_rate >= 0.75 and 0 <= rate <= r.success_rate - 0.1
 
 
 def test_bad_input_is_refused_by_name():
@@ -214,3 +215,13 @@ def test_perturb_host_syncs_do_not_grow_with_steps():
     model, x, y = small_model(), torch.rand(2, 16, 3), torch.tensor([0, 1])
     a, b = grows(lambda n: P.perturb(model, x, y, eps=0.1, steps=n), 2, 6)
     assert a.total == b.total, explain(a, b)
+
+
+def test_every_attack_leaves_a_training_model_and_its_input_as_found():
+    model, x, y = small_model().train(), torch.rand(3, 20, 3) * 2 - 1, torch.tensor([0, 1, 2])
+    for attack in (lambda: P.perturb(model, x, y, eps=0.1, steps=2),
+                   lambda: P.add_points(model, x, y, n_add=3, eps=0.1, steps=2),
+                   lambda: P.drop_points(model, x, y, n_drop=4, rounds=2),
+                   lambda: P.critical_points(model, x)):
+        leaves_as_found(attack, model, x, y)
+    assert model.training
