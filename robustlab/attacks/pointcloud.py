@@ -322,7 +322,8 @@ def drop_points(model: nn.Module, points: torch.Tensor, y: torch.Tensor, *, n_dr
         for r in range(rounds):
             m = n_drop // rounds + (r < n_drop % rounds)  # points dropped this round
             x = x.detach().requires_grad_(True)
-            (g,) = torch.autograd.grad(LOSSES[loss](logits_of(model, x, y), y, targeted).sum(), x)
+            z = logits_of(model, x, y) if r == 0 else model(x)  # the label check syncs: once
+            (g,) = torch.autograd.grad(LOSSES[loss](z, y, targeted).sum(), x)
             x = x.detach()
             radial = x - x.median(1, keepdim=True).values
             saliency = -(g * radial).sum(2) * radial.norm(dim=2) ** power  # = -dL/dr r^(1+power)

@@ -6,6 +6,7 @@ import functools
 import pytest
 import torch
 
+from robustlab._model import correct
 from robustlab.attacks import pointcloud as P
 from robustlab.pointcloud_data import CLASSES, shapes
 from robustlab.pointcloud_models import DGCNN, PointNet, point_accuracy, train_point_model
@@ -211,10 +212,24 @@ def test_bad_input_is_refused_by_name():
         P.chamfer_distance(x, x[:1])
 
 
-def test_perturb_host_syncs_do_not_grow_with_steps():
+def test_host_syncs_do_not_grow_with_steps_or_rounds():
     model, x, y = small_model(), torch.rand(2, 16, 3), torch.tensor([0, 1])
-    a, b = grows(lambda n: P.perturb(model, x, y, eps=0.1, steps=n), 2, 6)
-    assert a.total == b.total, explain(a, b)
+    for run in (lambda n: P.perturb(model, x, y, eps=0.1, steps=n),
+                lambda n: P.add_points(model, x, y, n_add=2, eps=0.1, steps=n),
+                lambda n: P.drop_points(model, x, y, n_drop=6, rounds=n)):
+        a, b = grows(run, 2, 6)
+        assert a.total == b.total, explain(a, b)
+
+
+def test_saliency_dropping_beats_dropping_at_random():
+    x, y = clouds()
+    model = trained("pointnet")
+    g = torch.Generator().manual_seed(0)
+    keep = torch.stack([torch.randperm(x.shape[1], generator=g)[:x.shape[1] - 60] for _ in x])
+    clean = correct(model, x, y)
+    fooled = clean & ~correct(model, x.gather(1, keep[..., None].expand(-1, -1, 3)), y)
+    at_random = fooled.sum().item() / clean.sum().item()
+    assert P.drop_points(model, x, y, n_drop=60).success_rate >= at_random + 0.3, at_random
 
 
 def test_every_attack_leaves_a_training_model_and_its_input_as_found():
