@@ -73,6 +73,20 @@ def test_training_is_deterministic_by_seed():
         train_point_model("pointnet++")
 
 
+def test_edgeconv_equals_the_max_over_its_edges():
+    """The fused EdgeConv against eq. 7-8 of Wang et al. written out edge by edge."""
+    from robustlab.pointcloud_models import EdgeConv, knn
+
+    torch.manual_seed(0)
+    conv, h = EdgeConv(4, 6, k=3), torch.randn(2, 9, 4)
+    idx = knn(h, 3)
+    edges = torch.stack([torch.stack([torch.relu(conv.theta(torch.cat([h[n, i], h[n, j] - h[n, i]])))
+                                      for j in idx[n, i]]).amax(0)
+                         for n in range(2) for i in range(9)]).view(2, 9, 6)
+    assert torch.allclose(conv(h), edges, atol=1e-6)
+    assert not (idx == torch.arange(9)[None, :, None]).any()  # a point is not its own neighbour
+
+
 def test_dgcnn_needs_more_points_than_neighbours():
     with pytest.raises(ValueError, match="more than 10 points"):
         DGCNN()(torch.zeros(1, 10, 3))
