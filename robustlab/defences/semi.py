@@ -8,16 +8,17 @@ and unlabelled inputs x~_j, j <= m:
     2. y~_j = argmax_k f_{theta_int}(x~_j)_k                              (pseudo-labels)
     3. theta_fin = argmin_theta  sum_i L_robust(theta, x_i, y_i) + w sum_j L_robust(theta, x~_j, y~_j)
 
-Their analysis (Theorem 2, on Schmidt et al.'s Gaussian model) shows that the pseudo-labels of a
-standard classifier from few labels, though noisy, close the sample-complexity gap of robust
-learning. Uesato, Alayrac, Huang, Stanforth, Fawzi and Kohli, "Are labels required for improving
-adversarial robustness?" (NeurIPS 2019) reach the same conclusion independently: their UAT-FT
+Their analysis on Schmidt et al.'s Gaussian model shows that the pseudo-labels of a standard
+classifier trained on few labels, though noisy, let unlabelled data close the sample-complexity gap
+of robust learning: as many labels as standard learning needs then suffice. Uesato, Alayrac,
+Huang, Stanforth, Fawzi and Kohli, "Are labels required for improving adversarial robustness?"
+(NeurIPS 2019) reach the same conclusion independently: their UAT-FT
 ("fixed targets") is step 3 with the teacher's labels; UAT-OT replaces the pseudo-labels by a
 label-free smoothness loss (what `robustlab.defences.vat` and TRADES' KL term are).
 
 Here step 3 is `robustlab.train.fit` on the union with any objective (PGD-AT, TRADES, ...) and
 w = 1: every example, labelled or not, counts the same. Carmon et al. also fix the share of
-unlabelled examples in each batch (half), which plain shuffling of the union does not.
+unlabelled examples in each batch, which plain shuffling of the union does not.
 """
 
 from __future__ import annotations
