@@ -38,3 +38,6 @@ __all__ = ["DRAWING", "EPS_RANGES", "SWEEP_MAX", "UNTARGETED", "adversarial_figu
            "epsilon_explorer", "explorer_attacks",
            "image_row", "query_explorer", "reach_explorer", "show_image", "show_perturbation",
            "smoothing_radii"]
+from .future_defence import schmidt_explorer  # noqa: E402  (lesson 05b)
+
+__all__ += ["schmidt_explorer"]
