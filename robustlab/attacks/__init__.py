@@ -96,3 +96,8 @@ from .rays import rays  # noqa: E402
 from .sign_opt import sign_opt  # noqa: E402
 
 __all__ += ["rays", "sign_opt"]
+
+# physical patches (physical.py): a printed-and-photographed scene for EOT
+from .physical import Photographed, physical_transforms  # noqa: E402
+
+__all__ += ["Photographed", "physical_transforms"]
