@@ -94,7 +94,6 @@ def test_decision_curves_refuses_other_text():
 CURVES = {"A": {100: {"norm": "l2", "eps": 0.5, "success": 0.1, "distortion": 2.0},
                 1000: {"norm": "l2", "eps": 0.5, "success": 0.8, "distortion": 0.4}},
           "B": {100: {"norm": "linf", "eps": 0.1, "success": 0.3, "distortion": 0.2},
-                300: {"norm": "linf", "eps": 0.1, "success": 0.5, "distortion": 0.1},
                 1000: {"norm": "linf", "eps": 0.1, "success": 0.6, "distortion": 0.09}}}
 
 
@@ -103,11 +102,10 @@ def test_query_curves_follows_its_controls():
     assert w.state["attack"] == "A" and w.state["budget"] == 1000 and w.state["success"] == 0.8
     w.budget.value = 100
     assert w.state["budget"] == 100 and w.state["distortion"] == 2.0
-    w.attack.value = "B"  # B stores other budgets: the slider follows them
-    assert list(w.budget.options) == [100, 300, 1000] and w.state["attack"] == "B"
-    assert w.state["success"] == CURVES["B"][w.state["budget"]]["success"]
-    w.budget.value = 300
-    assert w.state == {"attack": "B", "budget": 300, **CURVES["B"][300]}
+    w.attack.value = "B"  # the budget stays, the row is B's
+    assert w.state == {"attack": "B", "budget": 100, **CURVES["B"][100]}
+    w.budget.value = 1000
+    assert w.state["success"] == 0.6 and w.state["norm"] == "linf"
 
 
 def test_query_curves_refuses_unknown_choices():
@@ -115,5 +113,7 @@ def test_query_curves_refuses_unknown_choices():
         widgets.query_curves(CURVES, attack="C")
     with pytest.raises(ValueError, match="budget must be one of"):
         widgets.query_curves(CURVES, attack="A", budget=300)
+    with pytest.raises(ValueError, match="the same budgets"):
+        widgets.query_curves({**CURVES, "C": {100: CURVES["A"][100]}})
     with pytest.raises(ValueError, match="non-empty"):
         widgets.query_curves({})

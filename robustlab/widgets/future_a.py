@@ -34,9 +34,9 @@ def query_curves(curves: Mapping, *, attack: str | None = None,
     """Pick an attack and a query budget; see its success at eps and median distortion there,
     against the whole curve over budgets, the other attacks of the same norm faint behind it.
 
-    `curves` is what `decision_curves` returns. Controls: ``.attack`` (a dropdown) and
-    ``.budget`` (a selection slider over the stored budgets); ``.state`` holds ``attack``,
-    ``budget``, ``norm``, ``eps``, ``success`` and ``distortion``.
+    `curves` is what `decision_curves` returns, every attack at the same budgets. Controls:
+    ``.attack`` (a dropdown) and ``.budget`` (a selection slider over the stored budgets);
+    ``.state`` holds ``attack``, ``budget``, ``norm``, ``eps``, ``success`` and ``distortion``.
     """
     if not isinstance(curves, Mapping) or not curves:
         raise ValueError("curves must be a non-empty dict of attack -> {queries: row}")
@@ -45,6 +45,9 @@ def query_curves(curves: Mapping, *, attack: str | None = None,
     if attack not in curves:
         raise ValueError(f"attack must be one of {names}, got {attack!r}")
     budgets = sorted(curves[attack])
+    uneven = [name for name in names if sorted(curves[name]) != budgets]
+    if uneven:  # one slider serves every attack
+        raise ValueError(f"every attack must store the same budgets {budgets}; {uneven} do not")
     budget = budgets[len(budgets) // 2] if budget is None else budget
     if budget not in budgets:
         raise ValueError(f"budget must be one of the stored budgets {budgets}, got {budget}")
@@ -57,14 +60,7 @@ def query_curves(curves: Mapping, *, attack: str | None = None,
 
     @one_at_a_time
     def update(_=None):
-        name = att_w.value
-        grid = sorted(curves[name])
-        if list(bud_w.options) != grid:  # another attack may store other budgets
-            keep = bud_w.value if bud_w.value in grid else grid[len(grid) // 2]
-            bud_w.unobserve(update, "value")
-            bud_w.options, bud_w.value = grid, keep
-            bud_w.observe(update, "value")
-        q = bud_w.value
+        name, q = att_w.value, bud_w.value
         row = curves[name][q]
         with out:
             out.clear_output(wait=True)
