@@ -41,3 +41,9 @@ __all__ = ["DRAWING", "EPS_RANGES", "SWEEP_MAX", "UNTARGETED", "adversarial_figu
 from .future_defence import schmidt_explorer  # noqa: E402  (lesson 05b)
 
 __all__ += ["schmidt_explorer"]
+
+
+# lesson 05a (future directions, attacks): the stored query-budget curves
+from .future_a import decision_curves, query_curves  # noqa: E402
+
+__all__ += ["decision_curves", "query_curves"]
