@@ -5,12 +5,15 @@ Each exercise test runs the lesson's own cells (the solution, then the check) in
 namespace, then plants wrong answers in the solution's source and expects the check to fail.
 """
 
+import json
+import re
+
 import matplotlib
 import pytest
 
 matplotlib.use("Agg")
 
-from robustlab import widgets  # noqa: E402
+from robustlab import tables, widgets  # noqa: E402
 
 from .lesson_cells import Lesson, cell_after, cell_starting, planted  # noqa: E402
 
@@ -63,6 +66,8 @@ SKEW_MISTAKES = {
         ("local = torch.bincount(y[p], minlength=num_classes).double() / len(p)",
          "local = torch.bincount(y[p], minlength=num_classes).double()")],
     "empty clients divide by zero": [("        if len(p):\n", "        if True:\n")],
+    "the largest difference, not half the sum": [("0.5 * (local - overall).abs().sum()",
+                                                  "(local - overall).abs().max()")],
 }
 
 WRITTEN = {"def robust_accuracy_bound": BOUND_MISTAKES,
@@ -83,6 +88,22 @@ def test_exercises_reject_planted_mistakes(cells, lesson_state, head, mistake):
     run(planted(cell_starting(cells, head), WRITTEN[head][mistake]), ns)
     with pytest.raises((AssertionError, ValueError, ZeroDivisionError)):
         run(cell_after(cells, head), ns)
+
+
+# --- the stored TRADES sweep ---------------------------------------------------------------------
+
+
+def test_stored_trades_sweep_is_what_lesson_03a_printed():
+    """robustlab/results/trades_beta_sweep.md (read by section 1, shipped with the package) holds
+    the numbers of 03a's stored full run: when 03a is re-executed, this fails until it is updated."""
+    nb = json.loads(Lesson("03a-adversarial-training.ipynb").path.read_text(encoding="utf-8"))
+    printed = "".join("".join(o.get("text", "")) for c in nb["cells"] if c["cell_type"] == "code"
+                      for o in c.get("outputs", []))
+    sweep = re.findall(r"β = *([\d.]+): clean accuracy ([\d.]+), PGD-20 accuracy ([\d.]+)", printed)
+    stored = tables.read_markdown_table(tables.stored_result("trades_beta_sweep"))
+    assert len(sweep) == 6
+    assert [(float(b), c, r) for b, c, r in sweep] == [(float(r["beta"]), r["clean"], r["PGD-20"])
+                                                       for r in stored]
 
 
 # --- the widget ------------------------------------------------------------------------------------
