@@ -47,3 +47,9 @@ __all__ += ["schmidt_explorer"]
 from .future_a import decision_curves, query_curves  # noqa: E402
 
 __all__ += ["decision_curves", "query_curves"]
+
+
+# lesson 05c (future directions in verification): verdicts over regions of growing size
+from .future_c import region_explorer  # noqa: E402
+
+__all__ += ["region_explorer"]
