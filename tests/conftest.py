@@ -202,12 +202,31 @@ def device(request) -> str:
     return request.param
 
 
+def _other_seed(item) -> bool:
+    """Whether `item` is a run of a seed-parametrised test with a seed other than the smallest of
+    its list (`@pytest.mark.parametrize("seed", [0, 1, 2])`: the runs with 1 and 2)."""
+    value = getattr(item, "callspec", None) and item.callspec.params.get("seed")
+    if not isinstance(value, int) or isinstance(value, bool):
+        return False
+    for mark in item.iter_markers("parametrize"):
+        if mark.args and mark.args[0] == "seed":
+            seeds = [v for v in mark.args[1] if isinstance(v, int) and not isinstance(v, bool)]
+            return bool(seeds) and value != min(seeds)
+    return False
+
+
 def pytest_collection_modifyitems(config, items):
     """nbval re-runs each stored lesson in its quick mode (FAST = True in the `parameters` cell):
     the outputs it compares (cells tagged nbval-check-output, listed with their reasons in
     tests/test_lessons.py) are the same in both modes, and the full mode of every lesson runs in
-    `make lessons` and `make gpu-check`, not on each `make test`."""
+    `make lessons` and `make gpu-check`, not on each `make test`.
+
+    A test parametrised over seeds runs its first seed in `make test` and the others in
+    `make check` (marked `matrix`), as the lessons do: the bands hold for every seed, and each
+    seed is another full training or attack run."""
     for item in items:
+        if _other_seed(item):
+            item.add_marker(pytest.mark.matrix)
         cell = getattr(item, "cell", None)
         if cell is not None and "parameters" in cell.get("metadata", {}).get("tags", []):
             cell.source = cell.source.replace("FAST = False", "FAST = True", 1)
