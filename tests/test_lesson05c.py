@@ -61,6 +61,8 @@ FOOLS_MISTAKES = {
     "no image-box check": [("return inside and in_box and", "return inside and")],
     "fooled when the label is predicted": [("!= y", "== y")],
     "L2 distance for the L-inf ball": [("(p - x).abs().max().item()", "(p - x).norm().item()")],
+    "mean distance for the L-inf ball": [("(p - x).abs().max().item()", "(p - x).abs().mean().item()")],
+    "the model run on the clean image": [("train.predict(model, p[None])", "train.predict(model, x[None])")],
 }
 
 # exercise 1 (never class j), 2 (a merged neuron), 3 (the warm start's check)

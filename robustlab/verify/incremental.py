@@ -67,12 +67,13 @@ def reverify(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float,
     """Verify the robustness of each (x, y) over the eps-ball for a changed model, reusing the
     verdicts of the model before the change.
 
-    The warm start of incremental verification (Ugare, Singh and Misailovic, "Proof transfer
-    for fast certification of multiple approximate neural networks", OOPSLA 2022; Ugare,
+    A simple warm start in the spirit of incremental verification (Ugare, Singh and
+    Misailovic, "Proof transfer for fast certification of multiple approximate neural
+    networks", OOPSLA 2022, which reuses proof templates at intermediate layers; Ugare,
     Banerjee, Misailovic and Singh, "Incremental verification of neural networks" (IVAN),
-    PLDI 2023): a small change of the
-    weights rarely changes a verdict, so the old one is the first guess, and it is confirmed by
-    a check that is sound for the new model whatever the change:
+    PLDI 2023, which reuses the branch-and-bound tree): a small change of the weights rarely
+    changes a verdict, so the old one is the first guess, and it is confirmed by a check that
+    is sound for the new model whatever the change:
     - previously falsified: the old counterexample is run through the new model (inside the
       ball and [0, 1], misclassified beyond rounding, alone and in a batch); if it still
       fools it, the verdict is falsified at the cost of two forward passes;
