@@ -38,3 +38,8 @@ __all__ = ["DRAWING", "EPS_RANGES", "SWEEP_MAX", "UNTARGETED", "adversarial_figu
            "epsilon_explorer", "explorer_attacks",
            "image_row", "query_explorer", "reach_explorer", "show_image", "show_perturbation",
            "smoothing_radii"]
+
+# lesson 02d (attacks beyond images)
+from .beyond import marked_edits, text_attack_explorer  # noqa: E402
+
+__all__ += ["marked_edits", "text_attack_explorer"]
