@@ -140,6 +140,11 @@ def _break(device):
             [E.is_random(t, x) for t in defences.values()])
 
 
+def _saliency_curves(device):
+    model, x, y = setup(device)
+    return E.deletion_insertion(model, x, y, E.input_saliency(model, x, y), steps=4)
+
+
 # adversarial examples of the searches inside (Square, the ensemble's members) may take another
 # path for one image in a near tie (tests/attacks/test_devices.py's SEARCH); every single
 # number (an accuracy, a mean distortion) must agree within atol
@@ -175,6 +180,27 @@ EVALUATE = {
                                                           attack=_pgd, directions=2,
                                                           generator=seeded()),
                              atol=1e-4, host=True),
+    # saliency (evaluate/saliency.py)
+    "input_saliency": Case(lambda d: E.input_saliency(*setup(d)), atol=1e-4),
+    "saliency_alignment": Case(lambda d: E.saliency_alignment(E.input_saliency(*setup(d)), setup(d)[1]),
+                               atol=1e-4),
+    "deletion_insertion": Case(_saliency_curves, atol=1e-4),
+    "SaliencyScores": Case(_saliency_curves, atol=1e-4),
+    # the toy distributions of evaluate/theory.py: data drawn with a CPU generator, moved to d
+    "tsipras_data": Case(lambda d: E.tsipras_data(8, d=4, generator=seeded(), device=d)),
+    "schmidt_data": Case(lambda d: E.schmidt_data(8, d=4, sigma=1.0, generator=seeded(), device=d)),
+    "mean_classifier": Case(lambda d: E.mean_classifier(*E.schmidt_data(8, d=4, sigma=1.0,
+                                                                        generator=seeded(), device=d))),
+    "linear_robust_fit": Case(lambda d: E.linear_robust_fit(*E.tsipras_data(16, d=4, generator=seeded(),
+                                                                            device=d), eps=0.5, steps=5),
+                              atol=1e-9),
+    "tsipras_bayes": Case(lambda d: E.tsipras_bayes(d=4, p=0.9, eta=0.5), host=True),
+    # closed forms: numbers on the host, from weights on the device
+    "linear_accuracy_tsipras": Case(lambda d: E.linear_accuracy_tsipras(torch.ones(5, device=d), p=0.9,
+                                                                        eta=0.5, eps=0.1), host=True),
+    "linear_accuracy_schmidt": Case(lambda d: E.linear_accuracy_schmidt(
+        torch.ones(4, device=d), theta=torch.ones(4, device=d), sigma=1.0, eps=0.1), host=True),
+    "tsipras_bound": Case(lambda d: E.tsipras_bound(0.99, p=0.9), host=True),
 }
 NOT_ON_A_DEVICE = {
     "Attack": "a type alias (Callable), nothing to run",

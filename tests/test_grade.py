@@ -117,3 +117,39 @@ def test_a_real_lesson_full_and_blank(tmp_path):
     assert grade.grade(path, path).total == len(grade.exercises(nbformat.read(str(path), as_version=4)))
     blank = write(student.student_copy(nbformat.read(str(path), as_version=4)), tmp_path / path.name)
     assert grade.grade(blank, path).total == 0
+
+
+def _lab_plan() -> dict[str, str]:
+    """Lesson number ("02a") -> the lab plan's "graded exercises" cell of its week (course/README.md)."""
+    text = (ROOT / "course" / "README.md").read_text()
+    plan = text[text.index("## A multi-week lab"):]
+    rows = [line.split("|")[1:-1] for line in plan.splitlines()
+            if line.startswith("| ") and "---" not in line]
+    header = [c.strip() for c in rows[0]]
+    graded = header.index("graded exercises (points)")
+    cells: dict[str, str] = {}
+    for row in rows[1:]:
+        for part in row[graded].split("·"):
+            if ":" in part:
+                lesson, points = part.split(":")
+                cells[lesson.strip()] = points.strip()
+    return cells
+
+
+def test_lab_plan_grades_every_exercise_of_every_lesson():
+    """The lab plan gives each lesson the points `make grade` can award: one per exercise found."""
+    plan = _lab_plan()
+    for path in sorted((ROOT / "lessons").glob("*.ipynb")):
+        number = path.stem.split("-")[0]
+        found = len(grade.exercises(nbformat.read(str(path), as_version=4)))
+        assert plan.get(number) == str(found), \
+            f"the lab plan gives {number} {plan.get(number)} points; the lesson has {found} exercises"
+
+
+def test_instructor_notes_have_a_section_per_lesson():
+    notes = (ROOT / "course" / "instructor-notes.md").read_text()
+    for path in sorted((ROOT / "lessons").glob("*.ipynb")):
+        number = path.stem.split("-")[0]
+        heading = next((line for line in notes.splitlines() if line.startswith(f"## {number} ·")), None)
+        assert heading is not None, f"no instructor notes for {path.stem}"
+        assert "coming" not in heading, f"{path.stem} exists: its notes must not say coming"

@@ -52,3 +52,18 @@ from .text_metrics import (  # noqa: E402
 __all__ += ["DISTRACTORS", "TextAttackResult", "add_sentence", "edit_distance", "embedding_cosine",
             "hotflip", "hotflip_scores", "synonym_attack", "text_similarity", "text_transfer",
             "textbugger", "word_overlap"]
+from .reading import (  # noqa: E402
+    RULES,
+    ReadingAttackResult,
+    add_off_topic,
+    addonesent,
+    addsent,
+    question_to_statement,
+)
+
+__all__ += ["RULES", "ReadingAttackResult", "add_off_topic", "addonesent", "addsent",
+            "question_to_statement"]
+
+from .graph import nettack, pgd_topology, poison_eval, random_flips, surrogate_logits  # noqa: E402
+
+__all__ += ["nettack", "pgd_topology", "poison_eval", "random_flips", "surrogate_logits"]

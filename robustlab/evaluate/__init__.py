@@ -34,3 +34,18 @@ __all__ = ["PRESETS", "Attack", "Comparison", "RobustCurve", "Tabular", "Transfe
 __all__ += ["TransformBreak", "break_transforms", "is_random"]
 __all__ += ["jacobian_norms", "weight_landscape"]
 __all__ += ["budget_results"]
+from .saliency import SaliencyScores, deletion_insertion, input_saliency, saliency_alignment  # noqa: E402
+from .theory import (  # noqa: E402
+    linear_accuracy_schmidt,
+    linear_accuracy_tsipras,
+    linear_robust_fit,
+    mean_classifier,
+    schmidt_data,
+    tsipras_bayes,
+    tsipras_bound,
+    tsipras_data,
+)
+
+__all__ += ["SaliencyScores", "deletion_insertion", "input_saliency", "saliency_alignment"]
+__all__ += ["linear_accuracy_schmidt", "linear_accuracy_tsipras", "linear_robust_fit", "mean_classifier",
+            "schmidt_data", "tsipras_bayes", "tsipras_bound", "tsipras_data"]

@@ -26,3 +26,18 @@ __all__ = ["AnytimeBounds", "Bounds", "MinDistortion", "Network", "Verdict", "br
            "crown", "crown_ibp", "deepgo", "ibp", "interval", "linear_ramp", "lipschitz_minimise",
            "margin_spec", "milp", "min_distortion", "reach", "reach_box", "read_exact", "read_network",
            "reluplex", "rounding_bound", "unit_roundoff", "verified_margins", "worst_logits"]
+
+# properties over input regions (properties.py): exact MILP checks of C f(x) + d > 0 on a box
+from .properties import never_class, verify_monotone, verify_property  # noqa: E402
+
+__all__ += ["never_class", "verify_monotone", "verify_property"]
+
+# abstraction (abstraction.py): Prabhakar & Afzal's interval neural networks and refinement
+from .abstraction import IntervalNetwork, Refinement, abstract, abstract_bounds, refine  # noqa: E402
+
+__all__ += ["IntervalNetwork", "Refinement", "abstract", "abstract_bounds", "refine"]
+
+# incremental re-verification (incremental.py): previous verdicts as a sound warm start
+from .incremental import Reverification, reverify  # noqa: E402
+
+__all__ += ["Reverification", "reverify"]

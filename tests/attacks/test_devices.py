@@ -154,6 +154,60 @@ CASES.update(dict.fromkeys(["add_sentence", "hotflip", "hotflip_scores", "textbu
                            Case(_text, atol=1e-4, frac=0.3)))
 
 
+# reading (AddSent, robustlab/attacks/reading.py): a one-epoch reader trained once on the CPU
+@functools.cache
+def _reader():
+    from robustlab.reading_models import train_reader
+
+    return train_reader(seed=0, epochs=1, n=64)
+
+
+def _reading(device):
+    """AddSent, AddOneSent and the off-topic control on 4 test questions; their choices follow
+    float comparisons (SEARCH-like tolerance)."""
+    import copy
+
+    from robustlab.reading_data import qa_set
+
+    model, tokenizer = _reader()
+    model = copy.deepcopy(model).to(device)
+    test = qa_set("test", n=4)
+    args = ([e.passage for e in test], [e.question for e in test], [e.answer for e in test])
+    return (A.addsent(model, *args, tokenizer=tokenizer, candidates=3, generator=seeded()),
+            A.addonesent(model, *args, tokenizer=tokenizer, generator=seeded()),
+            A.add_off_topic(model, *args, tokenizer=tokenizer, generator=seeded()),
+            A.question_to_statement(args[1][0], "x"))
+
+
+CASES.update(dict.fromkeys(["addsent", "addonesent", "add_off_topic", "question_to_statement",
+                            "ReadingAttackResult"], Case(_reading, atol=1e-4, frac=0.3)))
+
+# graph attacks (robustlab/attacks/graph.py): a small block model and its GCN, trained once on
+# the CPU and copied to the device; Nettack's greedy choices follow float comparisons (SEARCH)
+@functools.cache
+def _graph_and_gcn():
+    from robustlab.graph_data import sbm_graph
+    from robustlab.graph_models import train_gcn
+    graph = sbm_graph(n_nodes=60, p_in=0.15, p_out=0.03, feature_dim=24, seed=0)
+    return graph, train_gcn(graph, epochs=30)
+
+
+def _graph(device):
+    import copy
+    graph, model = _graph_and_gcn()
+    graph, model = graph.to(device), copy.deepcopy(model).to(device)
+    attacked = A.pgd_topology(model, graph, budget=6, steps=3, samples=4, generator=seeded())
+    return (A.nettack(model, graph, int(graph.test[0]), budget=3),
+            A.nettack(model, graph, int(graph.test[1]), budget=2, direct=False), attacked,
+            A.random_flips(graph, budget=5, generator=seeded()),
+            A.poison_eval(model, graph, adjacency=attacked.adjacency, epochs=5),
+            A.surrogate_logits(model, graph.features, graph.adjacency))
+
+
+CASES.update(dict.fromkeys(["nettack", "pgd_topology", "poison_eval", "random_flips",
+                            "surrogate_logits"], Case(_graph, **SEARCH)))
+
+
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_attack_on_device(name, device):
     check_case(CASES[name], device)

@@ -129,7 +129,50 @@ CASES = {
     "lipschitz_minimise": Case(_lipschitz, atol=1e-9, host=DEEPGO_HOST),
     "ibp": train(lambda: V.ibp(eps=0.05)),
     "crown_ibp": train(lambda: V.crown_ibp(eps=0.05)),
+    # properties.py, abstraction.py, incremental.py (verification beyond local robustness)
+    "verify_property": Case(lambda d: _region_checks(d)[:3], atol=1e-6),
+    "never_class": Case(lambda d: _region_checks(d)[:3], atol=1e-6),
+    "verify_monotone": Case(lambda d: _region_checks(d)[3:], atol=1e-6),
+    # the interval network is built from the float64 CPU copy of the network (as the MILP's):
+    # its bounds are on the CPU by contract
+    "abstract": Case(lambda d: _abstraction(d)[0], host=True),
+    "abstract_bounds": Case(lambda d: _abstraction(d)[0], host=True),
+    "IntervalNetwork": Case(lambda d: _abstraction(d)[0], host=True),
+    "refine": Case(lambda d: _abstraction(d)[1], host=(".lower",)),
+    "Refinement": Case(lambda d: _abstraction(d)[1], host=(".lower",)),
+    "reverify": Case(lambda d: _reverified(d), atol=1e-6),
+    "Reverification": Case(lambda d: _reverified(d), atol=1e-6),
 }
+
+
+def _region_checks(device):
+    """Boxes around the first digit: no input classified 3 (verified for the small box, falsified
+    for the big one), a row of margins, and monotonicity of logit 3 in pixel 27 (two boxes)."""
+    model, x, y = setup(device)
+    out = []
+    for r in (0.05, 0.3):
+        lo, up = (x[0] - r).clamp(0, 1), (x[0] + r).clamp(0, 1)
+        out.append(V.verify_property(model, lo, up, **V.never_class(3, 10)))
+    lo, up = (x[0] - 0.05).clamp(0, 1), (x[0] + 0.05).clamp(0, 1)
+    out.append(V.verify_property(model, lo, up, C=V.margin_spec(y[:1], 10)[0]))
+    for r in (0.02, 0.3):
+        lo, up = (x[0] - r).clamp(0, 1), (x[0] + r).clamp(0, 1)
+        out.append(V.verify_monotone(model, lo, up, feature=27, output=3))
+    return out
+
+
+def _abstraction(device):
+    model, x, y = setup(device)
+    lo, up = (x[:1] - 0.02).clamp(0, 1), (x[:1] + 0.02).clamp(0, 1)
+    inn = V.abstract(model, [[i % 4 for i in range(12)]], in_shape=(1, 8, 8))
+    return (V.abstract_bounds(inn, lo, up), inn.w_lo, inn.w_hi), \
+        V.refine(model, lo[0], up[0], C=V.margin_spec(y[:1], 10)[0])
+
+
+def _reverified(device):
+    model, x, y = setup(device)
+    before = V.milp(model, x, y, eps=0.02)
+    return [V.reverify(model, x, y, eps=eps, previous=before) for eps in (0.056, 0.14)]
 NOT_ON_A_DEVICE = {
     "linear_ramp": "a schedule of floats (step -> weight): no tensor, no device",
 }
