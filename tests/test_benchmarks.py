@@ -45,6 +45,7 @@ TINY = {
         "--acc-models", "digits-mlp", "--time-limit", "10"]),
     "host_syncs.py": (None, ["--device", "cpu", "--only", "pgd-linf", "stadv"]),
     "host_syncs_blackbox.py": (None, ["--only", "Oracle"]),
+    "decision_attacks.py": (None, ["--device", "cpu", "--quick"]),
     "stats.py": ("art", [
         "--device", "cpu", "--n", "2", "--n-batches", "10", "--batch-size", "8", "--mc-n", "1000",
         "--particles", "200", "--mh-steps", "2", "--eps", "0.3"]),
@@ -63,6 +64,8 @@ ABSENT = {
     "stats.py": ["ART is not installed", "### Splitting", "| sum of 8 >= 7.5"],
     "host_syncs.py": ["| pgd-linf", "| stadv"],
     "host_syncs_blackbox.py": ["| method (budget) |", "| Oracle (ledger queries) | 8 |"],
+    "decision_attacks.py": ["| attack | norm | queries |", "| HopSkipJump L2 | l2 | 100 |",
+                            "| RayS | linf | 300 |", "| Sign-OPT | l2 | 300 |"],
 }
 PRESENT = {
     "attacks.py": ["torchattacks s |", "| C&W", "| DeepFool"],

@@ -2,11 +2,14 @@
 
 One module per attack or family: gradient (FGSM, PGD), cw, deepfool, lbfgs, spatial (stAdv),
 universal (UAP, GUAP), patch (the adversarial patch), adaptive (EOT, BPDA), pixel (one-pixel),
-text (HotFlip, TextBugger, synonym substitution, AddSent-style distracting clauses; their
-similarity metrics in text_metrics),
-and the black-box attacks zoo, square and hop_skip_jump, which reach the model through the query
-interface of oracle. Every black-box attack (one_pixel too) returns ``(x_adv, queries)``; the
-others return x_adv; `patch` returns the patch, pasted with `apply_patch`.
+perceptual (PGD under an SSIM or feature-distance bound); beyond images: text (HotFlip,
+TextBugger, synonym substitution, AddSent-style distracting clauses; their similarity metrics in
+text_metrics), reading (AddSent on reading comprehension), graph (Nettack, PGD topology),
+pointcloud, audio (dB-bounded, EOT over rooms); and the black-box attacks zoo, square,
+hop_skip_jump, rays and sign_opt, which reach the model through the query interface of oracle.
+Every black-box attack (one_pixel too) returns ``(x_adv, queries)``; the image attacks return
+x_adv; `patch` returns the patch, pasted with `apply_patch`; the attacks beyond images return a
+result object that reports their constraint.
 """
 
 from .adaptive import BPDA, EOT
@@ -67,3 +70,29 @@ __all__ += ["RULES", "ReadingAttackResult", "add_off_topic", "addonesent", "adds
 from .graph import nettack, pgd_topology, poison_eval, random_flips, surrogate_logits  # noqa: E402
 
 __all__ += ["nettack", "pgd_topology", "poison_eval", "random_flips", "surrogate_logits"]
+
+
+# perceptually bounded PGD (attacks/perceptual.py; its metrics are robustlab.perceptual)
+from .perceptual import perceptual_pgd  # noqa: E402
+
+__all__ += ["perceptual_pgd"]
+
+from .audio import (  # noqa: E402
+    AudioAttackResult,
+    audio_attack,
+    audio_eot,
+    audio_universal,
+    db,
+    relative_db,
+    room_impulse,
+    room_success_rate,
+    simulate_room,
+)
+
+__all__ += ["AudioAttackResult", "audio_attack", "audio_eot", "audio_universal", "db", "relative_db",
+            "room_impulse", "room_success_rate", "simulate_room"]
+
+from .rays import rays  # noqa: E402
+from .sign_opt import sign_opt  # noqa: E402
+
+__all__ += ["rays", "sign_opt"]

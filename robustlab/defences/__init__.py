@@ -70,3 +70,15 @@ __all__ += ["certificates", "cohen_radius", "laplace_certify", "laplace_noise", 
             "lecuyer_radius"]
 __all__ += ["distillation", "soft_labels"]
 __all__ += ["OrthogonalConv2d", "gnp_radius"]
+
+# federated adversarial training (defences/federated.py)
+from . import federated  # noqa: E402
+from .federated import (  # noqa: E402
+    FederatedHistory,
+    clean_and_robust,
+    dirichlet_split,
+    federated_fit,
+)
+
+__all__ += ["FederatedHistory", "clean_and_robust", "dirichlet_split", "federated",
+            "federated_fit"]

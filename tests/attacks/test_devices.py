@@ -146,6 +146,10 @@ CASES = {
                                                     generator=seeded()), atol=1e-5, frac=0.02),
     "embedding_robust_accuracy": Case(lambda d: A.embedding_robust_accuracy(
         *_tokens(d), eps=0.5, alpha=0.2, steps=2, generator=seeded())),
+    # decision-based attacks (rays.py, sign_opt.py): searches whose choices follow the labels (SEARCH)
+    "rays": Case(lambda d: A.rays(*setup(d), max_queries=60, generator=seeded()), **SEARCH),
+    "sign_opt": Case(lambda d: A.sign_opt(*setup(d), max_queries=100, k=20, generator=seeded()),
+                     **SEARCH),
 }
 # text: discrete searches whose choices follow float comparisons (SEARCH); one run covers all
 CASES.update(dict.fromkeys(["add_sentence", "hotflip", "hotflip_scores", "textbugger", "synonym_attack",
@@ -207,7 +211,47 @@ def _graph(device):
 CASES.update(dict.fromkeys(["nettack", "pgd_topology", "poison_eval", "random_flips",
                             "surrogate_logits"], Case(_graph, **SEARCH)))
 
+# audio (robustlab/attacks/audio.py): an untrained seeded AudioCNN and 4 synthetic clips; one run
+# covers all. Success flags decide when a bound tightens, so a flag that flips on a ~0 margin
+# changes that example's path: a share of elements may differ (as for the text searches).
+def _audio(device):
+    from robustlab.audio_data import clips
+    from robustlab.audio_models import AudioCNN
+
+    torch.manual_seed(0)
+    model = AudioCNN().to(device)
+    x, y = clips("test", n_per_class=1)
+    x, target = x[::2].to(device), y[1::2].to(device)
+    plain = A.audio_attack(model, x, target, steps=3)
+    eot = A.audio_eot(model, x, target, steps=3, rooms=2, generator=seeded())
+    universal = A.audio_universal(model, x, target, steps=3)
+    rir = A.room_impulse(4, rt60=0.1, generator=seeded(), device=device)
+    heard = A.simulate_room(x, rir, generator=seeded())
+    rates = A.room_success_rate(model, x, target, rooms=2, generator=seeded())
+    return plain, eot, universal, rir, heard, rates, A.db(x), A.relative_db(x / 10, x)
+
+
+CASES.update(dict.fromkeys(["AudioAttackResult", "audio_attack", "audio_eot", "audio_universal", "db",
+                            "relative_db", "room_impulse", "room_success_rate", "simulate_room"],
+                           Case(_audio, atol=1e-4, frac=0.3)))
+
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_attack_on_device(name, device):
     check_case(CASES[name], device)
+
+
+# perceptually bounded PGD (attacks/perceptual.py): both bounds, the feature bound through the
+# CNN's first two ReLUs; its own test below (CASES is parametrised above before this block)
+def _perceptual(device):
+    model, x, y = setup(device)
+    return (A.perceptual_pgd(model, x, y, bound="ssim", min_ssim=0.9, steps=3, alpha=0.05),
+            A.perceptual_pgd(model, x, y, bound="feature", max_distance=0.1, network=model,
+                             layers=["1", "3"], steps=3, alpha=0.05))
+
+
+CASES["perceptual_pgd"] = Case(_perceptual, atol=1e-4, frac=0.05)
+
+
+def test_perceptual_pgd_on_device(device):
+    check_case(CASES["perceptual_pgd"], device)

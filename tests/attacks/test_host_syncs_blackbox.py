@@ -35,6 +35,8 @@ from robustlab.attacks import (
     zoo,
 )
 from robustlab.attacks.oracle import Oracle, QueryLedger
+from robustlab.attacks.rays import rays
+from robustlab.attacks.sign_opt import sign_opt
 from robustlab.verify import deepgo
 from tests.syncs import HostSyncs, explain
 
@@ -143,6 +145,24 @@ RUNS: dict[str, tuple[Callable[..., object], int, int]] = {
     "single_pixel_search (chunks)": (_single_pixel, 1, 8),
     "GUAP (steps)": (_guap, 5, 20),
 }
+
+
+# decision-based attacks of issue 21 (rays.py, sign_opt.py): RayS pays one query per example per
+# iteration, so its queries are its iterations; Sign-OPT needs a first adversarial direction (the
+# digits CNN) and runs `iterations` with a budget that never binds
+def _rays(n: int, device: str = "cpu"):
+    model, x, y = robust_batch(device)
+    return rays(model, x, y, max_queries=n, search_steps=4, generator=gen(device))
+
+
+def _sign_opt(n: int, device: str = "cpu"):
+    x, y = digits(4, device)
+    model = models.pretrained("digits-cnn").to(device)
+    return sign_opt(model, x, y, k=10, trials=2, search_steps=6, iterations=n, max_queries=10**6,
+                    generator=gen(device))
+
+
+RUNS.update({"RayS (queries)": (_rays, 50, 200), "Sign-OPT (iterations)": (_sign_opt, 2, 6)})
 
 
 @contextlib.contextmanager

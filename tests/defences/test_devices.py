@@ -257,3 +257,25 @@ def test_ddp_fit_on_device(name, device, tmp_path):
     """ddp_fit on one rank: the model trains on the backend's device (CUDA under NCCL)."""
     check_case(Case(lambda d: _ddp(d, tmp_path), **TRAINED), device)
 
+
+
+# federated adversarial training (defences/federated.py): the split, two rounds of FedAvg with
+# PGD-AT on two clients, and the per-round accuracies; one run covers all four names
+def _federated(device):
+    x, y = digits(device)
+    parts = D.dirichlet_split(y, clients=2, alpha=1.0, generator=seeded())
+    model = mlp(device)
+    history = D.federated_fit(
+        model, [(x[p], y[p]) for p in parts], rounds=2, local_epochs=1, lr=1e-2, batch_size=16,
+        objective=D.pgd_at(eps=0.1, alpha=0.05, steps=2, generator=seeded()), generator=seeded(),
+        evaluate=D.clean_and_robust(x, y))
+    return model, parts, history.rows
+
+
+FEDERATED = ["FederatedHistory", "clean_and_robust", "dirichlet_split", "federated_fit"]
+COVERED |= set(FEDERATED)
+
+
+def test_federated_on_device(device):
+    """(The CASES test is parametrised before this block: the federated case runs here.)"""
+    check_case(Case(_federated, **TRAINED), device)
