@@ -150,7 +150,8 @@ def test_text_attack_explorer_keeps_each_constraint():
 def test_text_attack_explorer_reports_what_it_cannot_read():
     models = _models()
     w = widgets.text_attack_explorer(models, sentence="the plot was zorgly")
-    assert w.state["unknown"] == ["zorgly"] and "unknown to this model: zorgly" in w.out.value
+    assert w.state["unknown"] == ["zorgly"] and "unknown to this model: zorgly" in w.state["html"]
+    assert "</div>" not in w.state["html"], "the static site cuts a widget's block at </div>"
     w.text.value = "   "
     assert w.state["error"] == "type a sentence" and "adversarial" not in w.state
     w.text.value = " ".join(["good"] * 30)  # longer than the word tokenizer's 24 words

@@ -8,7 +8,9 @@ import html
 from collections.abc import Mapping
 
 import ipywidgets as W
+import matplotlib.pyplot as plt
 import torch
+from IPython.display import HTML, display
 from torch import nn
 
 from .. import attacks
@@ -43,11 +45,24 @@ def marked_edits(original: str, adversarial: str) -> tuple[str, str]:
     return " ".join(left), " ".join(right)
 
 
-def _bar(p: float, name: str) -> str:
-    width = round(100 * p)
-    return (f'<span style="display:inline-block;width:120px;background:#eee;vertical-align:middle">'
-            f'<span style="display:inline-block;width:{width}%;background:#4878d0">&nbsp;</span>'
-            f'</span> {name} {p:.0%}')
+def _confidence_figure(p: torch.Tensor, p_adv: torch.Tensor):
+    """Two stacked bars, the model's class probabilities on the original and the adversarial text."""
+    fig, ax = plt.subplots(figsize=(6, 1.4))
+    for row, probs in enumerate((p_adv, p)):
+        left = 0.0
+        for k, (name, colour) in enumerate(zip(CLASS_NAMES, ("C3", "C0"))):
+            share = float(probs[k])
+            ax.barh(row, share, left=left, color=colour, label=name if row == 0 else None)
+            if share > 0.12:
+                ax.text(left + share / 2, row, f"{name} {share:.0%}", ha="center", va="center",
+                        color="white", fontsize=8)
+            left += share
+    ax.set(yticks=[0, 1], yticklabels=["adversarial", "original"], xlim=(0, 1), xticks=[])
+    ax.tick_params(labelsize=8)
+    for side in ("top", "right", "bottom"):
+        ax.spines[side].set_visible(False)
+    fig.tight_layout()
+    return fig
 
 
 def _run(attack: str, model, text: str, y: torch.Tensor, tokenizer, budget: int,
@@ -69,8 +84,8 @@ def text_attack_explorer(models: Mapping[str, tuple[nn.Module, object]], *, sent
                          vectors: WordVectors | None = None, budget: int = 3,
                          seed: int = 0) -> W.VBox:
     """Type a sentence, pick a model and a text attack (`robustlab.attacks.text`), and see the
-    adversarial sentence with its changed words highlighted and the model's confidence in its
-    answer before and after.
+    adversarial sentence with its changed words highlighted and the model's class probabilities
+    before and after (two stacked bars).
 
     `models` maps a name to ``(model, tokenizer)`` (`text_models.train_text_model`'s pair).
     The attack tries to change the model's own answer on the typed sentence (there is no true
@@ -80,8 +95,9 @@ def text_attack_explorer(models: Mapping[str, tuple[nn.Module, object]], *, sent
     ``.model``, ``.attack`` (its options follow the model: HotFlip only on a character model,
     synonyms only on a word model) and ``.budget``. ``.state`` holds model, attack, text,
     adversarial, answer, answer_after, confidence (in the first answer, before), confidence_after
-    (in the first answer, after), fooled, edits, similarity and unknown (words the model does not
-    know), or ``error`` for a text the model cannot read.
+    (in the first answer, after), fooled, edits, similarity, unknown (words the model does not
+    know) and html (the marked texts shown above the probability bars), or ``error`` for a text
+    the model cannot read.
     """
     if not isinstance(models, Mapping) or not models:
         raise ValueError("models must be a non-empty dict name -> (model, tokenizer)")
@@ -98,7 +114,7 @@ def text_attack_explorer(models: Mapping[str, tuple[nn.Module, object]], *, sent
     model_w = W.Dropdown(options=names, value=names[0], description="model")
     attack_w = W.Dropdown(options=options(names[0]), description="attack")
     budget_w = W.IntSlider(value=budget, min=1, max=6, description="edits ≤", continuous_update=False)
-    out = W.HTML()
+    out = W.Output()
     box = W.VBox([text_w, W.HBox([model_w, attack_w, budget_w]), out])
     box.text, box.model, box.attack, box.budget, box.out, box.state = (
         text_w, model_w, attack_w, budget_w, out, {})
@@ -112,7 +128,9 @@ def text_attack_explorer(models: Mapping[str, tuple[nn.Module, object]], *, sent
                 raise ValueError("type a sentence")
             ids = tokenizer.encode([text])
         except ValueError as e:
-            out.value = f"<i>{html.escape(str(e))}</i>"
+            with out:
+                out.clear_output(wait=True)
+                display(HTML(f"<p><i>{html.escape(str(e))}</i></p>"))
             box.state = {"model": name, "attack": attack, "text": text, "error": str(e)}
             return
         dev = model_device(model) or torch.device("cpu")
@@ -127,20 +145,26 @@ def text_attack_explorer(models: Mapping[str, tuple[nn.Module, object]], *, sent
         unknown = [] if isinstance(tokenizer, CharTokenizer) else \
             [w for w in text.split() if w not in tokenizer.index]
         sim = {k: v[0] for k, v in result.similarity.items()}
-        out.value = (
-            f"<div style='font-family:monospace;line-height:1.8'>"
-            f"<b>original</b>&nbsp;&nbsp;&nbsp; {_bar(float(p[first]), CLASS_NAMES[first])}<br>{left}<br>"
-            f"<b>adversarial</b> {_bar(float(p_adv[after]), CLASS_NAMES[after])}<br>{right}<br>"
+        # <p> and <span> only: the static site cuts a widget's block at its first </div>
+        text_html = (
+            f"<p style='font-family:monospace;line-height:1.8'>"
+            f"<b>original</b>: {left}<br><b>adversarial</b>: {right}<br>"
             f"{'<b>fooled</b>' if after != first else 'not fooled'} · {attack}: "
             f"{int(result.edits[0])} edit(s) · "
             + " · ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}" for k, v in sim.items())
             + (f"<br>unknown to this model: {html.escape(', '.join(unknown))}" if unknown else "")
-            + "</div>")
+            + "</p>")
+        with out:
+            out.clear_output(wait=True)
+            display(HTML(text_html))
+            fig = _confidence_figure(p, p_adv)
+            plt.show()
+            plt.close(fig)
         box.state = {"model": name, "attack": attack, "text": text, "adversarial": adversarial,
                      "answer": CLASS_NAMES[first], "answer_after": CLASS_NAMES[after],
                      "confidence": float(p[first]), "confidence_after": float(p_adv[first]),
                      "fooled": after != first, "edits": int(result.edits[0]),
-                     "similarity": sim, "unknown": unknown}
+                     "similarity": sim, "unknown": unknown, "html": text_html}
 
     def new_model(_=None):
         allowed = options(model_w.value)
