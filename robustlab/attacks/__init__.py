@@ -96,3 +96,17 @@ from .rays import rays  # noqa: E402
 from .sign_opt import sign_opt  # noqa: E402
 
 __all__ += ["rays", "sign_opt"]
+
+from .pointcloud import (  # noqa: E402
+    PointAttackResult,
+    add_points,
+    chamfer_distance,
+    critical_points,
+    drop_points,
+    hausdorff_distance,
+    pointcloud_transfer,
+)
+from .pointcloud import perturb as perturb_points  # noqa: E402
+
+__all__ += ["PointAttackResult", "add_points", "chamfer_distance", "critical_points", "drop_points",
+            "hausdorff_distance", "perturb_points", "pointcloud_transfer"]

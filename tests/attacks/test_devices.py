@@ -236,6 +236,28 @@ CASES.update(dict.fromkeys(["AudioAttackResult", "audio_attack", "audio_eot", "a
                            Case(_audio, atol=1e-4, frac=0.3)))
 
 
+def _pointcloud(device):
+    """Seeded untrained PointNet and DGCNN on 5 small shape clouds: every point-cloud attack."""
+    from robustlab.pointcloud_data import shapes
+    from robustlab.pointcloud_models import DGCNN, PointNet
+
+    x, y = shapes("test", n_points=24, n_per_class=1)
+    x, y = x.to(device), y.to(device)
+    torch.manual_seed(0)
+    pointnet, dgcnn = PointNet(widths=(16, 32)).to(device).eval(), DGCNN(k=4).to(device).eval()
+    moved = A.perturb_points(dgcnn, x, y, eps=0.1, steps=3)
+    return (moved, A.perturb_points(pointnet, x, y, eps=0.1, steps=3, bound="linf", chamfer_weight=1.0),
+            A.add_points(pointnet, x, y, n_add=4, eps=0.1, steps=3),
+            A.drop_points(dgcnn, x, y, n_drop=6, rounds=2), A.critical_points(pointnet, x),
+            A.chamfer_distance(x, moved.adversarial), A.hausdorff_distance(x, moved.adversarial),
+            A.pointcloud_transfer(moved, pointnet, y))
+
+
+# robustlab/attacks/pointcloud.py: gradient steps and saliency rankings (SEARCH-like tolerance)
+CASES.update(dict.fromkeys(["PointAttackResult", "add_points", "chamfer_distance", "critical_points",
+                            "drop_points", "hausdorff_distance", "perturb_points", "pointcloud_transfer"],
+                           Case(_pointcloud, atol=1e-4, frac=0.3)))
+
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_attack_on_device(name, device):
     check_case(CASES[name], device)
