@@ -26,13 +26,13 @@ course: $(STAMP)  ## run every lesson headless (fast mode), HTML under build/, s
 # (or of a worker and a notebook kernel) fighting over the cores cost far more than they give.
 # --dist loadfile keeps each notebook's cells on one worker (nbval runs them in order).
 test: $(STAMP)  ## the test suite: library, widgets, each lesson once in fast mode, nbval
-	OMP_NUM_THREADS=1 $(PY) -m pytest -n auto --dist loadfile -m "not matrix and not browser and not environments"
+	OMP_NUM_THREADS=1 $(PY) -m pytest -n auto --dist loadfile -m "not matrix and not browser and not environments and not benchmarks"
 
 # The matrix: every lesson's fast mode again with other seeds and on torch's generic kernels; the
 # site and JupyterLab in a real browser (skipped without Debian's chromium and chromium-driver);
 # fresh Binder and Colab-style environments (skipped without a package index).
-check: test  ## make test, then the full matrix and the browser tests (what CI runs)
-	OMP_NUM_THREADS=1 $(PY) -m pytest -n auto --dist loadfile -m "matrix or browser or environments"
+check: test  ## make test, then the matrix, browser, environment and benchmark tests (what CI runs)
+	OMP_NUM_THREADS=1 $(PY) -m pytest -n auto --dist loadfile -m "matrix or browser or environments or benchmarks"
 
 # JupyterLab draws the widgets of a saved lesson (their first frame, from the stored widget state)
 # only in a trusted notebook; the lessons are ours, so trust them first.

@@ -1,7 +1,7 @@
 """Hard-label attacks at a query budget: HopSkipJump, RayS and Sign-OPT on the digits CNN.
 
     python benchmarks/decision_attacks.py [--device cpu|cuda] [--n N] [--budgets 100 1000 10000]
-                                          [--quick]
+                                          [--quick] [--results decision_attacks]
 
 The three decision-based attacks (the model's top-1 label only) on the first N test digits the
 digits CNN classifies correctly, each at each budget of queries per example, in its own norm:
@@ -9,7 +9,9 @@ HopSkipJump in L2 and L-inf, RayS in L-inf, Sign-OPT in L2. Every attack minimis
 distortion within its budget; the table gives the success rate at eps (a wrong label within
 eps: --eps-linf, --eps-l2), the median distortion of the examples it fooled, the mean queries
 spent and the seconds taken. Issue 21's lesson plots these curves. --quick: 4 digits and
-budgets 100 and 300, the smoke run of tests/test_benchmarks.py.
+budgets 100 and 300, the smoke run of tests/test_benchmarks.py. --results NAME also writes the
+table to robustlab/results/NAME.md, where lessons read it (`robustlab.tables.stored_result`)
+instead of spending minutes on the 10,000-query runs.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from pathlib import Path
 
 import torch
 
@@ -24,6 +27,8 @@ from robustlab import data, models
 from robustlab.attacks import hop_skip_jump, rays, sign_opt
 from robustlab.evaluate import distortion_stats, markdown_table, query_stats
 from robustlab.norms import flat_norm
+
+RESULTS = Path(__file__).resolve().parent.parent / "robustlab" / "results"
 
 
 def _hsj(norm: str):
@@ -71,6 +76,7 @@ def main() -> None:
     parser.add_argument("--eps-l2", type=float, default=0.75)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="4 digits, budgets 100 and 300")
+    parser.add_argument("--results", default="", help="also write robustlab/results/NAME.md")
     args = parser.parse_args()
     if args.quick:
         args.n, args.budgets = 4, [100, 300]
@@ -82,9 +88,14 @@ def main() -> None:
     for name, (norm, attack) in ATTACKS.items():
         for budget in args.budgets:
             rows.append([name, *run(model, x, y, norm, attack, budget, eps[norm], args.seed)])
-    print(f"### Hard-label attacks on digits-cnn, {len(x)} test digits, {args.device}\n")
-    print(markdown_table(["attack", "norm", "queries", "eps", "success at eps", "median distortion",
-                          "mean queries", "seconds"], rows, decimals=[None, None, 0, 2, 3, 3, 0, 1]))
+    text = (f"### Hard-label attacks on digits-cnn, {len(x)} test digits, {args.device}, "
+            f"seed {args.seed}\n\n"
+            + markdown_table(["attack", "norm", "queries", "eps", "success at eps",
+                              "median distortion", "mean queries", "seconds"], rows,
+                             decimals=[None, None, 0, 2, 3, 3, 0, 1]))
+    print(text)
+    if args.results:
+        (RESULTS / f"{args.results}.md").write_text(text + "\n")
 
 
 if __name__ == "__main__":

@@ -113,6 +113,13 @@ def run_lesson(path: Path, out_dir: Path, fast: bool, inplace: bool,
         row["error"] = f"{type(e).__name__}: {e}"
         nb = None
     row["seconds"] = time.time() - t0
+    if nb is not None and inplace:
+        # papermill records where it ran, absolute paths of this machine, in the stored lesson
+        meta = nb.metadata.get("papermill", {})
+        for key in ("input_path", "output_path"):
+            if key in meta:
+                meta[key] = f"{path.parent.name}/{path.name}"
+        nbformat.write(nb, str(target))
     if nb is not None:
         row["figures"] = key_figures(nb)
         html, _ = HTMLExporter().from_notebook_node(nbformat.from_dict(nb))

@@ -105,6 +105,8 @@ def test_every_benchmark_has_a_tiny_run():
     assert sorted(p.name for p in BENCHMARKS.glob("*.py")) == sorted({*TINY, *NOT_BENCHMARKS})
 
 
+# each script's tiny run takes 10-40 s: in `make check` (marked `benchmarks`), not `make test`
+@pytest.mark.benchmarks
 @pytest.mark.parametrize("script", sorted(TINY))
 def test_runs_without_reference(script):
     reference = TINY[script][0]
@@ -112,6 +114,7 @@ def test_runs_without_reference(script):
     _says(out, ABSENT[script])
 
 
+@pytest.mark.benchmarks
 @pytest.mark.parametrize("script", sorted(PRESENT))
 def test_runs_with_reference(script):
     reference = TINY[script][0]

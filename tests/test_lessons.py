@@ -126,6 +126,9 @@ def test_stored_outputs_show_no_local_path(path):
     shown = [(i, m.group(0)) for i, c in enumerate(code_cells(path)) for text in output_texts(c)
              for m in [LOCAL_PATH.search(text)] if m]
     assert not shown, f"code cells (index, match) show a local path: {shown}"
+    meta = json.loads(path.read_text())["metadata"].get("papermill", {})
+    where = {k: meta[k] for k in ("input_path", "output_path") if LOCAL_PATH.search(str(meta.get(k, "")))}
+    assert not where, f"papermill's metadata records the machine's paths: {where}"
 
 
 @pytest.mark.parametrize("path", LESSONS, ids=lambda p: p.stem)

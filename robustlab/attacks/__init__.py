@@ -110,3 +110,8 @@ from .pointcloud import perturb as perturb_points  # noqa: E402
 
 __all__ += ["PointAttackResult", "add_points", "chamfer_distance", "critical_points", "drop_points",
             "hausdorff_distance", "perturb_points", "pointcloud_transfer"]
+
+# physical patches (physical.py): a printed-and-photographed scene for EOT
+from .physical import Photographed, physical_transforms  # noqa: E402
+
+__all__ += ["Photographed", "physical_transforms"]

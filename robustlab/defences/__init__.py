@@ -82,3 +82,9 @@ from .federated import (  # noqa: E402
 
 __all__ += ["FederatedHistory", "clean_and_robust", "dirichlet_split", "federated",
             "federated_fit"]
+
+# semi-supervised adversarial training: robust self-training (defences/semi.py)
+from . import semi  # noqa: E402
+from .semi import SelfTraining, pseudo_labels, robust_self_training  # noqa: E402
+
+__all__ += ["SelfTraining", "pseudo_labels", "robust_self_training", "semi"]

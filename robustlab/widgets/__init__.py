@@ -38,6 +38,15 @@ __all__ = ["DRAWING", "EPS_RANGES", "SWEEP_MAX", "UNTARGETED", "adversarial_figu
            "epsilon_explorer", "explorer_attacks",
            "image_row", "query_explorer", "reach_explorer", "show_image", "show_perturbation",
            "smoothing_radii"]
+from .future_defence import schmidt_explorer  # noqa: E402  (lesson 05b)
+
+__all__ += ["schmidt_explorer"]
+
+
+# lesson 05a (future directions, attacks): the stored query-budget curves
+from .future_a import decision_curves, query_curves  # noqa: E402
+
+__all__ += ["decision_curves", "query_curves"]
 
 # lesson 02d (attacks beyond images)
 from .beyond import marked_edits, text_attack_explorer  # noqa: E402

@@ -277,3 +277,19 @@ CASES["perceptual_pgd"] = Case(_perceptual, atol=1e-4, frac=0.05)
 
 def test_perceptual_pgd_on_device(device):
     check_case(CASES["perceptual_pgd"], device)
+
+
+# physical patches (attacks/physical.py): the simulated camera on the 4 digits, and a 3-step EOT
+# patch through it; its own test below (CASES is parametrised above before this block)
+def _physical(device):
+    model, x, y = setup(device)
+    camera = A.Photographed(model, generator=seeded(), rotation=20.0, blur=1.0)
+    return (A.physical_transforms(x, generator=seeded()), camera(x),
+            A.patch(camera, x, y, size=3, steps=3, generator=seeded()))
+
+
+CASES.update(dict.fromkeys(["Photographed", "physical_transforms"], Case(_physical, atol=1e-4)))
+
+
+def test_physical_on_device(device):
+    check_case(CASES["physical_transforms"], device)

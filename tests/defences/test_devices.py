@@ -279,3 +279,24 @@ COVERED |= set(FEDERATED)
 def test_federated_on_device(device):
     """(The CASES test is parametrised before this block: the federated case runs here.)"""
     check_case(Case(_federated, **TRAINED), device)
+
+
+# robust self-training (defences/semi.py): a teacher for one epoch, its pseudo-labels on 16
+# digits, one epoch of PGD-AT on the 32 + 16; one run covers all three names
+def _self_training(device):
+    x, y = digits(device)
+    model = mlp(device)
+    run = D.robust_self_training(
+        model, (x[:16], y[:16]), x[16:], objective=D.pgd_at(eps=0.1, alpha=0.05, steps=2,
+                                                           generator=seeded()),
+        epochs=1, teacher_epochs=1, lr=1e-2, batch_size=16, device=device)
+    return model, run.labels, D.pseudo_labels(run.teacher, x)
+
+
+SEMI = ["SelfTraining", "pseudo_labels", "robust_self_training"]
+COVERED |= set(SEMI)
+
+
+def test_self_training_on_device(device):
+    """(The CASES test is parametrised before this block: the self-training case runs here.)"""
+    check_case(Case(_self_training, **TRAINED), device)
