@@ -53,3 +53,8 @@ __all__ += ["decision_curves", "query_curves"]
 from .future_c import region_explorer  # noqa: E402
 
 __all__ += ["region_explorer"]
+
+# lesson 02d (attacks beyond images)
+from .beyond import marked_edits, text_attack_explorer  # noqa: E402
+
+__all__ += ["marked_edits", "text_attack_explorer"]
