@@ -44,6 +44,8 @@ SSIM_MISTAKES = {
     "unbiased variances": [("va, vb = ((a - ma) ** 2).mean(), ((b - mb) ** 2).mean()",
                             "va, vb = (a - ma).pow(2).sum() / (a.numel() - 1), "
                             "(b - mb).pow(2).sum() / (b.numel() - 1)")],
+    "C1 and C2 not squared": [("c1, c2 = 0.01 ** 2, 0.03 ** 2", "c1, c2 = 0.01, 0.03")],
+    "covariance without centring": [("cov = ((a - ma) * (b - mb)).mean()", "cov = (a * b).mean()")],
     "luminance term only": [("* (2 * cov + c2)) / ((ma ** 2 + mb ** 2 + c1) * (va + vb + c2))",
                              ") / (ma ** 2 + mb ** 2 + c1)")],
 }
@@ -53,6 +55,10 @@ CHEAPEST_MISTAKES = {
     "the largest budget that reaches it": [("out[name] = reached[0]", "out[name] = reached[-1]")],
     "budgets in stored order, not sorted": [("for q in sorted(by_q)", "for q in by_q")],
     "the last budget when none reaches it": [("if reached else None", "if reached else max(by_q)")],
+    "attacks that never reach it left out": [("out[name] = reached[0] if reached else None",
+                                               "if reached:\n            out[name] = reached[0]")],
+    "the success at the cheapest budget, not the budget": [("out[name] = reached[0]",
+                                                             'out[name] = by_q[reached[0]]["success"]')],
     "the best budget, whatever the level": [
         ('reached = [q for q in sorted(by_q) if by_q[q]["success"] >= level]',
          'reached = [max(by_q, key=lambda q: by_q[q]["success"])]')],
