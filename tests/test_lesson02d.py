@@ -63,6 +63,7 @@ LEVENSHTEIN_MISTAKES = {
     "first row all zero": [("prev = list(range(len(b) + 1))", "prev = [0] * (len(b) + 1)")],
     "first column all zero": [("row = [i] + [0] * len(b)", "row = [0] * (len(b) + 1)")],
     "the wrong corner": [("return prev[-1]", "return prev[0]")],
+    "a substitution is free": [("prev[j - 1] + (a[i - 1] != b[j - 1])", "prev[j - 1]")],
 }
 
 # --- exercise 2: deletion importance ---------------------------------------------------------------
@@ -72,6 +73,9 @@ IMPORTANCE_MISTAKES = {
     "logits, not probabilities": [(".softmax(1)[:, label]", "[:, label]")],
     "the rise, not the drop": [("(p[0] - p[1:])", "(p[1:] - p[0])")],
     "two words deleted": [("words[i + 1:]", "words[i + 2:]")],
+    "the words in reverse order": [("(p[0] - p[1:]).tolist()", "(p[0] - p[1:]).flip(0).tolist()")],
+    "softmax over the batch": [(".softmax(1)[:, label]", ".softmax(0)[:, label]")],
+    "the relative drop": [("(p[0] - p[1:])", "(p[0] - p[1:]) / p[0]")],
 }
 
 # exercise 1 and 2: the solution cell starts with `head`

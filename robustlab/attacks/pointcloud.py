@@ -1,10 +1,10 @@
 """Attacks on point-cloud classifiers (`robustlab.pointcloud_models`, or any model mapping
 points (N, P, 3) to logits (N, K)): shift the points, add points, or drop points.
 
-- `perturb`: PGD on per-point shifts, each shift bounded (Liu, Dou and Shen, ICIP 2019;
+- `perturb`: PGD on per-point shifts, each shift bounded (Liu, Yu and Su, ICIP 2019;
   optionally with Xiang, Qi and Li's Chamfer penalty, CVPR 2019);
 - `add_points`: Xiang et al.'s point adding, each new point within eps of the original cloud;
-- `drop_points`: Zheng, Chen, Cao and Zhang's saliency-map point dropping (ICCV 2019);
+- `drop_points`: Zheng, Chen, Yuan, Li and Ren's saliency-map point dropping (ICCV 2019);
 - `critical_points`: PointNet's critical set, the points that attain its max-pool;
 - `chamfer_distance`, `hausdorff_distance`: how far two clouds are apart, batched.
 
@@ -199,7 +199,7 @@ def _ascend(model, x0, y, var, *, cloud, direction, project_var, steps, alpha, l
 def perturb(model: nn.Module, points: torch.Tensor, y: torch.Tensor, *, eps: float,
             steps: int = 50, alpha: float | None = None, bound: str = "l2", targeted: bool = False,
             loss: str = "ce", chamfer_weight: float = 0.0) -> PointAttackResult:
-    """PGD on per-point shifts under a hard bound (Liu, Dou and Shen, "Extending adversarial
+    """PGD on per-point shifts under a hard bound (Liu, Yu and Su, "Extending adversarial
     attacks and defenses to deep 3D point cloud classifiers", ICIP 2019; Madry et al.'s PGD):
 
         x_{t+1} = x + Proj_S(x_t - x + alpha * d_t),   S = {delta : |delta_i| <= eps for all i}
@@ -299,7 +299,7 @@ def add_points(model: nn.Module, points: torch.Tensor, y: torch.Tensor, *, n_add
 def drop_points(model: nn.Module, points: torch.Tensor, y: torch.Tensor, *, n_drop: int,
                 rounds: int | None = None, power: float = 1.0, targeted: bool = False,
                 loss: str = "ce") -> PointAttackResult:
-    """Point dropping by saliency (Zheng, Chen, Cao and Zhang, "PointCloud saliency maps",
+    """Point dropping by saliency (Zheng, Chen, Yuan, Li and Ren, "PointCloud saliency maps",
     ICCV 2019, eq. 3-5): dropping a point is approximated by moving it to the cloud's centre c
     (the coordinate-wise median), along the radius r_i = |x_i - c|, so its effect on the loss
     L is about -dL/dr_i * r_i; with the paper's rescaling r^power, the saliency is

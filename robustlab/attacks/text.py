@@ -264,7 +264,7 @@ def synonym_attack(model: nn.Module, texts: list[str], y: torch.Tensor, *, token
     """Synonym substitution, TextFooler-style (Jin, Jin, Zhou and Szolovits, AAAI 2020): rank
     words by deletion importance, then replace each in turn by the synonym that lowers the
     true-class probability most, among those whose embedding cosine with it is at least
-    `min_similarity` (the paper's delta = 0.5), until the prediction flips.
+    `min_similarity` (delta = 0.5 in the authors' code), until the prediction flips.
 
     `synonyms` maps a word to ``[(synonym, cosine), ...]`` (`text_data.synonym_table(vectors)`
     by default). Constraint: every substitute has cosine >= `min_similarity` with the word it
