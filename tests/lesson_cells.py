@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 LESSONS = Path(__file__).resolve().parent.parent / "lessons"
 
 
@@ -59,3 +61,26 @@ def planted(solution: str, replacements: list[tuple[str, str]]) -> str:
         assert old in solution, f"the solution no longer contains {old!r}"
         solution = solution.replace(old, new)
     return solution
+
+
+def written_exercise_tests(lesson: Lesson, written: dict, errors=(AssertionError,)):
+    """The two tests of exercises whose solution cell starts with a head of `written` (head ->
+    {mistake name: replacements}): each solution passes its check cell, and each planted mistake
+    makes the check raise one of `errors`. A test module binds both names, e.g.
+    ``test_exercises_accept_the_solution, test_exercises_reject_planted_mistakes = ...``; they read
+    its `cells` and `lesson_state` fixtures."""
+
+    @pytest.mark.parametrize("head", sorted(written))
+    def test_exercises_accept_the_solution(cells, lesson_state, head):
+        ns = dict(lesson_state)
+        lesson.run(cell_starting(cells, head), ns)
+        lesson.run(cell_after(cells, head), ns)
+
+    @pytest.mark.parametrize("head, mistake", [(h, m) for h in sorted(written) for m in sorted(written[h])])
+    def test_exercises_reject_planted_mistakes(cells, lesson_state, head, mistake):
+        ns = dict(lesson_state)
+        lesson.run(planted(cell_starting(cells, head), written[head][mistake]), ns)
+        with pytest.raises(errors):
+            lesson.run(cell_after(cells, head), ns)
+
+    return test_exercises_accept_the_solution, test_exercises_reject_planted_mistakes

@@ -16,7 +16,7 @@ matplotlib.use("Agg")
 
 from robustlab import data, models, widgets  # noqa: E402
 
-from .lesson_cells import Lesson, cell_after, cell_starting, planted  # noqa: E402
+from .lesson_cells import Lesson, cell_after, cell_starting, planted, written_exercise_tests  # noqa: E402
 
 LESSON = Lesson("04b-statistical-evaluation.ipynb")
 
@@ -109,19 +109,8 @@ WRITTEN = {"def irwin_hall_tail": IRWIN_HALL_MISTAKES, "def count_pairs": PAIR_M
            "def my_neuron_coverage": COVERAGE_MISTAKES}
 
 
-@pytest.mark.parametrize("head", sorted(WRITTEN))
-def test_exercises_accept_the_solution(cells, lesson_state, head):
-    ns = dict(lesson_state)
-    run(cell_starting(cells, head), ns)
-    run(cell_after(cells, head), ns)
-
-
-@pytest.mark.parametrize("head, mistake", [(h, m) for h in sorted(WRITTEN) for m in sorted(WRITTEN[h])])
-def test_exercises_reject_planted_mistakes(cells, lesson_state, head, mistake):
-    ns = dict(lesson_state)
-    run(planted(cell_starting(cells, head), WRITTEN[head][mistake]), ns)
-    with pytest.raises(AssertionError):
-        run(cell_after(cells, head), ns)
+test_exercises_accept_the_solution, test_exercises_reject_planted_mistakes = \
+    written_exercise_tests(LESSON, WRITTEN)
 
 
 # --- the widget ------------------------------------------------------------------------------------

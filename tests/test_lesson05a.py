@@ -13,7 +13,7 @@ matplotlib.use("Agg")
 
 from robustlab import data, tables, widgets  # noqa: E402
 
-from .lesson_cells import Lesson, cell_after, cell_starting, planted  # noqa: E402
+from .lesson_cells import Lesson, written_exercise_tests  # noqa: E402
 
 LESSON = Lesson("05a-future-attacks.ipynb")
 
@@ -67,19 +67,8 @@ CHEAPEST_MISTAKES = {
 WRITTEN = {"def global_ssim": SSIM_MISTAKES, "def cheapest": CHEAPEST_MISTAKES}
 
 
-@pytest.mark.parametrize("head", sorted(WRITTEN))
-def test_exercises_accept_the_solution(cells, lesson_state, head):
-    ns = dict(lesson_state)
-    run(cell_starting(cells, head), ns)
-    run(cell_after(cells, head), ns)
-
-
-@pytest.mark.parametrize("head, mistake", [(h, m) for h in sorted(WRITTEN) for m in sorted(WRITTEN[h])])
-def test_exercises_reject_planted_mistakes(cells, lesson_state, head, mistake):
-    ns = dict(lesson_state)
-    run(planted(cell_starting(cells, head), WRITTEN[head][mistake]), ns)
-    with pytest.raises(AssertionError):
-        run(cell_after(cells, head), ns)
+test_exercises_accept_the_solution, test_exercises_reject_planted_mistakes = \
+    written_exercise_tests(LESSON, WRITTEN)
 
 
 # --- the stored table and the widget ---------------------------------------------------------------

@@ -15,7 +15,7 @@ matplotlib.use("Agg")
 
 from robustlab import tables, widgets  # noqa: E402
 
-from .lesson_cells import Lesson, cell_after, cell_starting, planted  # noqa: E402
+from .lesson_cells import Lesson, cell_starting, written_exercise_tests  # noqa: E402
 
 LESSON = Lesson("05b-future-defence.ipynb")
 run = LESSON.run
@@ -75,19 +75,8 @@ WRITTEN = {"def robust_accuracy_bound": BOUND_MISTAKES,
            "def label_skew": SKEW_MISTAKES}
 
 
-@pytest.mark.parametrize("head", sorted(WRITTEN))
-def test_exercises_accept_the_solution(cells, lesson_state, head):
-    ns = dict(lesson_state)
-    run(cell_starting(cells, head), ns)
-    run(cell_after(cells, head), ns)
-
-
-@pytest.mark.parametrize("head, mistake", [(h, m) for h in sorted(WRITTEN) for m in sorted(WRITTEN[h])])
-def test_exercises_reject_planted_mistakes(cells, lesson_state, head, mistake):
-    ns = dict(lesson_state)
-    run(planted(cell_starting(cells, head), WRITTEN[head][mistake]), ns)
-    with pytest.raises((AssertionError, ValueError, ZeroDivisionError)):
-        run(cell_after(cells, head), ns)
+test_exercises_accept_the_solution, test_exercises_reject_planted_mistakes = \
+    written_exercise_tests(LESSON, WRITTEN, errors=(AssertionError, ValueError, ZeroDivisionError))
 
 
 # --- the stored TRADES sweep ---------------------------------------------------------------------
