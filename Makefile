@@ -79,11 +79,25 @@ zoo: $(STAMP)  ## retrain the model zoo from its recipes (writes robustlab/weigh
 # cannot be installed, verify.py says so and skips the comparison.
 AUTO_LIRPA ?= git+https://github.com/Verified-Intelligence/auto_LiRPA@a050a3d61f4cb68b108fa7f07dcb3e4d7ef304df
 
+# The references of benchmarks/stats_references.py are the authors' research code, not packages:
+# checkouts at pinned commits under build/refs (offline, point OVAL_SPLITTING and
+# WEIGHT_CORRELATION at checkouts of those commits). Where a clone fails, the script skips.
+OVAL_SPLITTING ?= build/refs/statistical-robustness
+OVAL_SPLITTING_GIT := https://github.com/oval-group/statistical-robustness@5234e3833f027ecdc99609864da123358ce910e2
+WEIGHT_CORRELATION ?= build/refs/NeurIPS2020_Weight_Correlation
+WEIGHT_CORRELATION_GIT := https://github.com/Alexkael/NeurIPS2020_Weight_Correlation@18f26dda2ad442e631581e80e131734dd8772887
+# $(call checkout,folder,url@commit): clone once, then check the commit out
+checkout = test -d $(1) || (git clone --quiet $(firstword $(subst @, ,$(2))) $(1) && git -C $(1) checkout --quiet $(lastword $(subst @, ,$(2))))
+
 bench: $(STAMP)  ## benchmarks against reference libraries (installs the bench extra)
 	$(PY) -m pip install --quiet --no-deps torchattacks
 	$(PY) benchmarks/attacks.py
 	$(PY) -m pip install --quiet --no-deps adversarial-robustness-toolbox
 	$(PY) benchmarks/defences.py
+	$(PY) benchmarks/stats.py
+	-$(call checkout,$(OVAL_SPLITTING),$(OVAL_SPLITTING_GIT))
+	-$(call checkout,$(WEIGHT_CORRELATION),$(WEIGHT_CORRELATION_GIT))
+	OVAL_SPLITTING=$(OVAL_SPLITTING) WEIGHT_CORRELATION=$(WEIGHT_CORRELATION) $(PY) benchmarks/stats_references.py
 	OMP_NUM_THREADS=1 $(PY) benchmarks/defence_methods.py
 	-$(PY) -m pip install --quiet --no-deps appdirs graphviz "$(AUTO_LIRPA)"
 	$(PY) benchmarks/verify.py

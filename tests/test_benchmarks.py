@@ -49,6 +49,18 @@ TINY = {
     "stats.py": ("art", [
         "--device", "cpu", "--n", "2", "--n-batches", "10", "--batch-size", "8", "--mc-n", "1000",
         "--particles", "200", "--mh-steps", "2", "--eps", "0.3"]),
+    # its references are checkouts, not modules: CHECKOUTS below
+    "stats_references.py": (None, [
+        "--device", "cpu", "--repeats", "2", "--particles", "200", "--mh-steps", "2", "--eps",
+        "0.3", "--models", "digits-mlp"]),
+}
+
+# scripts whose references are checkouts of research code: option -> (environment variable,
+# default folder under the repository); an empty option makes the reference absent
+CHECKOUTS = {
+    "stats_references.py": {
+        "--oval": ("OVAL_SPLITTING", "build/refs/statistical-robustness"),
+        "--wc": ("WEIGHT_CORRELATION", "build/refs/NeurIPS2020_Weight_Correlation")},
 }
 
 # what each script prints: without its reference, and in addition with it
@@ -62,6 +74,9 @@ ABSENT = {
     "verify.py": ["auto_LiRPA is not installed", "skipping the comparison",
                   "### digits-mlp on cpu", "| CROWN | 0.01 |", "### MILP", "### Verified accuracy"],
     "stats.py": ["ART is not installed", "### Splitting", "| sum of 8 >= 7.5"],
+    "stats_references.py": ["statistical-robustness is not checked out", "table 1) is skipped",
+                            "NeurIPS2020_Weight_Correlation is not checked out",
+                            "table 2) is skipped"],
     "host_syncs.py": ["| pgd-linf", "| stadv"],
     "host_syncs_blackbox.py": ["| method (budget) |", "| Oracle (ledger queries) | 8 |"],
     "decision_attacks.py": ["| attack | norm | queries |", "| HopSkipJump L2 | l2 | 100 |",
@@ -72,6 +87,9 @@ PRESENT = {
     "defences.py": ["PGD-AT against ART", "the same shuffling and random starts", "ART PGD-20"],
     "verify.py": ["### digits-mlp on cpu", "CROWN max |diff|", "agrees to"],
     "stats.py": ["### CLEVER on digits-mlp", "ART clever_u", "ratio robustlab / ART"],
+    "stats_references.py": ["multilevel_uniform", "| sum of 8 >= 7.6 | -7.789 |",
+                            "| digits-mlp, test image 0, eps 0.3 |", "Jin et al.'s notebook",
+                            "| Linear(9, 6) | WC |", "| digits-mlp | PB |"],
 }
 
 
@@ -97,6 +115,17 @@ def _says(out: str, expected: list[str]) -> None:
     assert not missing, f"the output lacks {missing}:\n{out[-4000:]}"
 
 
+def checkouts(script: str) -> tuple[str, ...]:
+    """The options naming `script`'s reference checkouts; skips the test where one is missing."""
+    extra = []
+    for option, (variable, default) in CHECKOUTS[script].items():
+        folder = Path(os.environ.get(variable) or BENCHMARKS.parent / default)
+        if not folder.is_dir():
+            pytest.skip(f"no checkout at {folder} ({variable}; `make bench` clones it)")
+        extra += [option, str(folder)]
+    return tuple(extra)
+
+
 # scripts of benchmarks/ that are not benchmarks themselves, with where they are tested
 NOT_BENCHMARKS = {"gpu_check.py": "runs the others on CUDA (tests/test_gpu_check.py)"}
 
@@ -110,7 +139,8 @@ def test_every_benchmark_has_a_tiny_run():
 @pytest.mark.parametrize("script", sorted(TINY))
 def test_runs_without_reference(script):
     reference = TINY[script][0]
-    out = run_script(script, block=(reference,) if reference else ())
+    absent = [arg for option in CHECKOUTS.get(script, {}) for arg in (option, "")]
+    out = run_script(script, block=(reference,) if reference else (), extra=tuple(absent))
     _says(out, ABSENT[script])
 
 
@@ -118,11 +148,17 @@ def test_runs_without_reference(script):
 @pytest.mark.parametrize("script", sorted(PRESENT))
 def test_runs_with_reference(script):
     reference = TINY[script][0]
-    # find_spec, not import: auto_LiRPA's import resets this process's warning filters
-    if importlib.util.find_spec(reference) is None:
-        pytest.skip(f"{reference} is not installed (benchmarks/README.md says how)")
-    # defences.py: also the option that hands both libraries the same draws (it patches ART)
-    out = run_script(script, extra=("--same-draws",) if script == "defences.py" else ())
+    if script in CHECKOUTS:
+        extra = checkouts(script)
+    else:
+        # find_spec, not import: auto_LiRPA's import resets this process's warning filters
+        if importlib.util.find_spec(reference) is None:
+            pytest.skip(f"{reference} is not installed (benchmarks/README.md says how)")
+        # defences.py: also the option that hands both libraries the same draws (it patches ART)
+        extra = ("--same-draws",) if script == "defences.py" else ()
+    out = run_script(script, extra=extra)
     _says(out, PRESENT[script])
+    if script == "stats_references.py":  # every relation of table 2 must hold
+        assert "| MISS" not in out, out
     if script == "verify.py":  # no max pool in digits-mlp: CROWN must agree to 1e-5
         assert "DOES NOT agree" not in out, out
