@@ -45,6 +45,21 @@ def check_eps(eps, name: str = "eps") -> float:
     return float(eps)
 
 
+def check_radii(eps, x: torch.Tensor, name: str = "eps") -> float | torch.Tensor:
+    """A budget as `check_eps` takes it, or one per example of `x`: a 1-D tensor of len(x)
+    finite radii >= 0, returned in x's dtype on x's device."""
+    if not isinstance(eps, torch.Tensor) or eps.dim() == 0:
+        return check_eps(eps, name)
+    if eps.dim() != 1 or len(eps) != len(x) or not eps.is_floating_point():
+        raise ValueError(f"{name} must be a number or a float tensor of shape ({len(x)},), one "
+                         f"radius per example, got {eps.dtype} of shape {tuple(eps.shape)}")
+    if eps.device != x.device:
+        raise ValueError(f"{name} is on {eps.device} but x is on {x.device}")
+    if not bool((torch.isfinite(eps) & (eps >= 0)).all()):
+        raise ValueError(f"{name} must hold finite radii >= 0")
+    return eps.detach().to(x.dtype)
+
+
 def check_nonnegative(value, name: str) -> float:
     """A finite number >= 0 (a margin kappa, a constant c, a weight tau, an overshoot)."""
     return check_eps(value, name)

@@ -179,7 +179,7 @@ def colour_digits(split: str = "train", n: int | None = None, size: int = 32,
     return (background + contrast * tint * ink).clamp(0, 1), y
 
 
-def _load_torchvision(name: str, split: str, root):
+def _load_torchvision(name: str, split: str, root, download: bool):
     try:
         import torchvision  # noqa: F401  (any failure, not only ImportError: see README)
         from torchvision import datasets
@@ -192,21 +192,24 @@ def _load_torchvision(name: str, split: str, root):
     root = Path(root) if root is not None else Path.home() / ".cache" / "robustlab"
     cls = getattr(datasets, TORCHVISION_SETS[name])
     try:
-        ds = cls(str(root), train=split == "train", download=True)
+        ds = cls(str(root), train=split == "train", download=download)
     except Exception as e:
-        raise RuntimeError(f"load({name!r}): the files are not under {root} and could not be "
-                           f"downloaded ({type(e).__name__}: {e}). Put them there or pass root=.") from e
+        how = "could not be downloaded" if download else "download=False"
+        raise RuntimeError(f"load({name!r}): the files are not under {root} and {how} "
+                           f"({type(e).__name__}: {e}). Put them there or pass root=.") from e
     data = torch.as_tensor(np.asarray(ds.data))
     x = (data.permute(0, 3, 1, 2) if data.dim() == 4 else data[:, None]).float() / 255.0
     return x.contiguous(), torch.as_tensor(np.asarray(ds.targets), dtype=torch.long)
 
 
-def load(name: str, split: str = "train", root=None) -> tuple[torch.Tensor, torch.Tensor]:
+def load(name: str, split: str = "train", root=None, *,
+         download: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """Load a dataset by name as pixel-space tensors ``(x, y)``.
 
     ``"digits"``, ``"traffic-lights"`` and ``"colour-digits"`` are embedded and always work. ``"mnist"``,
     ``"fashion-mnist"`` and ``"cifar10"`` need torchvision and either the files under
-    `root` (default ``~/.cache/robustlab``) or a network; otherwise a RuntimeError says why.
+    `root` (default ``~/.cache/robustlab``) or a network (never touched with
+    ``download=False``); otherwise a RuntimeError says why.
     """
     _check_split(split)
     if name == "digits":
@@ -216,7 +219,7 @@ def load(name: str, split: str = "train", root=None) -> tuple[torch.Tensor, torc
     if name == "colour-digits":
         return colour_digits(split)
     if name in TORCHVISION_SETS:
-        return _load_torchvision(name, split, root)
+        return _load_torchvision(name, split, root, check_bool(download, "download"))
     known = ["digits", "traffic-lights", "colour-digits", *TORCHVISION_SETS]
     raise ValueError(f"name must be one of {known}, got {name!r}")
 

@@ -76,28 +76,38 @@ def steepest(g: torch.Tensor, norm: str, x_adv: torch.Tensor | None = None,
     return d / per_example(flat_norm(d, "l1").clamp_min(1e-12), d)
 
 
-def project_l1(v: torch.Tensor, eps: float) -> torch.Tensor:
-    """Euclidean projection of each row of `v` onto the L1 ball of radius `eps`.
+def radius(eps: float | torch.Tensor, like: torch.Tensor) -> float | torch.Tensor:
+    """A radius that broadcasts against `like` (N, ...): a number as it is, per-example radii
+    (N,) reshaped to (N, 1, ..., 1)."""
+    return per_example(eps, like) if isinstance(eps, torch.Tensor) else eps
+
+
+def project_l1(v: torch.Tensor, eps: float | torch.Tensor) -> torch.Tensor:
+    """Euclidean projection of each row of `v` onto the L1 ball of radius `eps` (a number, or
+    one radius per row).
 
     Duchi, Shalev-Shwartz, Singer and Chandra (ICML 2008), Figure 1: sort |v|, find the
     threshold theta, soft-threshold.
     """
     flat = v.flatten(1)
+    eps = radius(eps, flat)
     a = flat.abs()
-    inside = a.sum(1) <= eps
+    inside = a.sum(1, keepdim=True) <= eps
     u = a.sort(1, descending=True).values
     css = u.cumsum(1)
     j = torch.arange(1, u.shape[1] + 1, device=v.device, dtype=v.dtype)
     rho = ((u - (css - eps) / j) > 0).to(v.dtype).mul(j).argmax(1, keepdim=True)
     theta = (css.gather(1, rho) - eps) / (rho + 1).to(v.dtype)
     w = flat.sign() * (a - theta).clamp_min(0)
-    return torch.where(inside[:, None], flat, w).view_as(v)
+    return torch.where(inside, flat, w).view_as(v)
 
 
-def project(delta: torch.Tensor, eps: float, norm: str) -> torch.Tensor:
-    """Project each perturbation in `delta` onto the `norm` ball of radius `eps`."""
+def project(delta: torch.Tensor, eps: float | torch.Tensor, norm: str) -> torch.Tensor:
+    """Project each perturbation in `delta` onto the `norm` ball of radius `eps` (a number, or
+    a tensor (N,) of one radius per example)."""
     if norm == "linf":
-        return delta.clamp(-eps, eps)
+        r = radius(eps, delta)
+        return delta.clamp(-r, r)
     if norm == "l2":
         n = flat_norm(delta, "l2")
         return delta * per_example((eps / n.clamp_min(1e-12)).clamp(max=1.0), delta)
@@ -109,9 +119,10 @@ def clip_box(x: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
     return (x + delta).clamp(0, 1) - x
 
 
-def random_in_ball(x: torch.Tensor, eps: float, norm: str,
+def random_in_ball(x: torch.Tensor, eps: float | torch.Tensor, norm: str,
                    generator: torch.Generator | None = None) -> torch.Tensor:
-    """A random start inside the `norm` ball of radius `eps`, drawn on the generator's device.
+    """A random start inside the `norm` ball of radius `eps` (a number, or a tensor (N,) of one
+    radius per example), drawn on the generator's device.
 
     L-inf: uniform in the cube. L2 / L1: a uniformly random direction at a radius drawn uniformly
     in [0, eps], the usual PGD start (as torchattacks and Rony et al. 2019 do). A volume-uniform
@@ -121,7 +132,7 @@ def random_in_ball(x: torch.Tensor, eps: float, norm: str,
     shape, dev = x.shape, draw_device(generator, x.device)
     if norm == "linf":
         d = torch.rand(shape, generator=generator, device=dev) * 2 - 1
-        return (d * eps).to(x)
+        return _scaled(d, eps, x)
     if norm == "l2":
         d = torch.randn(shape, generator=generator, device=dev)
     else:  # signs times a Dirichlet(1,...,1) point: uniform on the L1 sphere
@@ -130,4 +141,10 @@ def random_in_ball(x: torch.Tensor, eps: float, norm: str,
         d = e * s
     d = d / per_example(flat_norm(d, norm), d)
     r = torch.rand(len(x), generator=generator, device=dev)
-    return (d * per_example(r, d) * eps).to(x)
+    return _scaled(d * per_example(r, d), eps, x)
+
+
+def _scaled(d: torch.Tensor, eps: float | torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """`d` times the radius, as x's dtype on x's device (a number multiplies on the draw's
+    device, as it always has, so seeded draws keep their values)."""
+    return (d * eps).to(x) if not isinstance(eps, torch.Tensor) else d.to(x) * radius(eps, x)

@@ -156,3 +156,26 @@ def test_colour_digits_bad_arguments(kwargs, error, message):
 def test_generated_sets_check_the_seed(make, seed, error, message):
     with pytest.raises(error, match=message):
         make("test", n=4, seed=seed)
+
+
+def test_load_with_download_false_never_asks_torchvision_to_download(monkeypatch, tmp_path):
+    """The lessons load MNIST with download=False: the files or nothing, never a network."""
+    import sys
+    import types
+
+    seen = {}
+
+    class MNIST:
+        def __init__(self, root, train, download):
+            seen.update(root=root, train=train, download=download)
+            raise RuntimeError("Dataset not found.")
+
+    fake = types.ModuleType("torchvision")
+    fake.datasets = types.SimpleNamespace(MNIST=MNIST)
+    monkeypatch.setitem(sys.modules, "torchvision", fake)
+    monkeypatch.setitem(sys.modules, "torchvision.datasets", fake.datasets)
+    with pytest.raises(RuntimeError, match="download=False"):
+        data.load("mnist", "test", root=tmp_path, download=False)
+    assert seen == {"root": str(tmp_path), "train": False, "download": False}
+    with pytest.raises(TypeError, match="download"):
+        data.load("mnist", download="no")

@@ -174,6 +174,11 @@ EVALUATE = {
         {"cnn": setup(d)[0]}, *setup(d)[1:], eps_list=[0.0, 0.1], attack=_pgd,
         members=lambda e: E.default_attacks(eps=e, steps=3, square_queries=20, generator=seeded())),
         **EVALUATORS),
+    # PGD's smallest successful radius, per example: bisection brackets on x's device
+    "pgd_distortion": Case(lambda d: E.pgd_distortion(*setup(d), high=1.0, bisections=4, steps=5),
+                           **EVALUATORS),
+    "PGDDistortion": Case(lambda d: E.pgd_distortion(*setup(d), high=1.0, bisections=4, steps=5),
+                          **EVALUATORS),
     "jacobian_norms": Case(lambda d: E.jacobian_norms(*setup(d)[:2]), atol=1e-4),
     # a table of mean losses, one number per (direction, alpha): kept on the host
     "weight_landscape": Case(lambda d: E.weight_landscape(*setup(d), alphas=[-0.5, 0.0, 0.5],

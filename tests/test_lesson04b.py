@@ -151,3 +151,61 @@ def test_clever_explorer_radius_stays_on_its_grid():
 def test_clever_explorer_refuses_an_unknown_norm():
     with pytest.raises(ValueError, match="norm must be one of"):
         widgets.clever_explorer(models.MLP(hidden=(4,)), data.digits("test")[0][:1], norm="l3")
+
+
+# --- section 4: the MNIST rows of Table 2, with a fake loader in place of torchvision ------------
+
+def _mnist_namespace(cells) -> dict:
+    """What the MNIST cell reads: the lesson's imports and settings, its `archs`, and the digits'
+    results it prints beside its own."""
+    ns: dict = {}
+    exec("import torch\nimport robustlab\nfrom IPython.display import Markdown, display\n"
+         "from robustlab import data, models, stats", ns)
+    digits = cell_starting(cells, "def archs")
+    run(digits[:digits.index("x_train, y_train =")], ns)
+    ns.update(SEED=0, EPOCHS=1, N_MNIST=40, KEYS=["PFN", "PSN", "NoP", "SoSP", "PB", "PBC", "WC"],
+              best="PSN", taus={"PSN": 0.9})
+    return ns
+
+
+def _fake_mnist(name, split="train", root=None, *, download=True):
+    """28 x 28 images whose class k is a bright bar on row 2k + 4, over noise; 10 classes."""
+    n = 80 if split == "train" else 100
+    y = torch.arange(n) % 10
+    x = 0.2 * torch.rand(n, 1, 28, 28, generator=torch.Generator().manual_seed(n))
+    x[torch.arange(n), 0, 2 * y + 4, 4:24] = 0.9
+    return x, y
+
+
+def test_mnist_rows_are_computed_where_mnist_loads(cells, monkeypatch, capsys):
+    calls = []
+
+    def load(name, split="train", root=None, *, download=True):
+        calls.append((name, split, download))
+        return _fake_mnist(name, split)
+
+    monkeypatch.setattr(data, "load", load)
+    ns = _mnist_namespace(cells)
+    run(cell_starting(cells, "try:\n    mnist_train"), ns)
+    assert calls == [("mnist", "train", False), ("mnist", "test", False)], "never a download"
+    result = ns["mnist_table2"]
+    assert list(result.values) == list(ns["archs"](28)) and len(result.values) == 9
+    for k in ns["KEYS"]:
+        r = result.kendall[k]
+        assert r.concordant + r.discordant + r.ties == 36
+    # the networks were built for 28 x 28 inputs: NoP of "MLP 16" is 784 * 16 + 16 + 16 * 10 + 10
+    assert result.values["MLP 16"]["NoP"] == 784 * 16 + 16 + 16 * 10 + 10
+    out = capsys.readouterr().out
+    assert "best-ranked measure on MNIST" in out and "on the digits: PSN" in out
+
+
+def test_lesson_says_in_one_line_when_mnist_does_not_load(cells, monkeypatch, capsys):
+    def load(name, split="train", root=None, *, download=True):
+        raise RuntimeError(f"load({name!r}) needs torchvision, which could not be imported\n(details)")
+
+    monkeypatch.setattr(data, "load", load)
+    ns = _mnist_namespace(cells)
+    run(cell_starting(cells, "try:\n    mnist_train"), ns)
+    out = capsys.readouterr().out
+    assert ns["mnist_table2"] is None
+    assert out.count("\n") == 1 and out.startswith("MNIST not loaded") and "needs torchvision" in out

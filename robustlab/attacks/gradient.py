@@ -9,9 +9,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .._checks import check_positive
+from .._checks import check_positive, check_radii
 from .._model import check_attack_inputs, frozen, input_grad
-from ..norms import clip_box, project, random_in_ball, steepest
+from ..norms import clip_box, project, radius, random_in_ball, steepest
 
 
 def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm: str = "linf",
@@ -29,9 +29,9 @@ def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm
     return (x + clip_box(x, eps * steepest(g, norm))).detach()
 
 
-def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, alpha: float,
-        steps: int, norm: str = "linf", random_start: bool = True, targeted: bool = False,
-        loss: str = "ce", l1_top: float = 0.05,
+def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float | torch.Tensor,
+        alpha: float | torch.Tensor, steps: int, norm: str = "linf", random_start: bool = True,
+        targeted: bool = False, loss: str = "ce", l1_top: float = 0.05,
         generator: torch.Generator | None = None) -> torch.Tensor:
     """Projected Gradient Descent (BIM without random start) under L-inf, L2 or L1.
 
@@ -43,14 +43,21 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, alpha
     of the ball when `random_start`. Returns the last iterate, as Madry et al. do.
 
     Arguments:
-        eps: radius of the ball; alpha: step size; steps: number of iterations.
+        eps: radius of the ball; alpha: step size; steps: number of iterations. eps and alpha
+            may each be a tensor (N,), one value per example (evaluate.pgd_distortion bisects
+            each example's radius in one batch).
         loss: "ce" (cross-entropy), "margin" (Carlini-Wagner) or "dlr" (Croce & Hein).
         l1_top: for norm="l1", the fraction of coordinates moved per step.
         generator: seeds the random start.
     """
-    x, y, eps, norm = check_attack_inputs(model, x, y, eps=eps, norm=norm,
-                                          norms=("linf", "l2", "l1"))
-    check_positive(alpha, "alpha")
+    x, y, _, norm = check_attack_inputs(model, x, y, norm=norm, norms=("linf", "l2", "l1"))
+    eps = check_radii(eps, x)
+    if isinstance(alpha, torch.Tensor) and alpha.dim() == 1:
+        alpha = check_radii(alpha, x, "alpha")
+        if not bool((alpha > 0).all()):
+            raise ValueError("alpha must hold step sizes > 0")
+    else:
+        check_positive(alpha, "alpha")
     check_positive(steps, "steps", integer=True)
     delta = torch.zeros_like(x)
     if random_start:
@@ -59,6 +66,6 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, alpha
         for step in range(steps):
             x_adv = x + delta
             g, _ = input_grad(model, x_adv, y, loss=loss, targeted=targeted, check=step == 0)
-            delta = delta + alpha * steepest(g, norm, x_adv, l1_top)
+            delta = delta + radius(alpha, x) * steepest(g, norm, x_adv, l1_top)
             delta = clip_box(x, project(delta, eps, norm))
     return (x + delta).detach()

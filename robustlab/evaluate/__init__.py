@@ -23,7 +23,7 @@ from .compare import Comparison, compare_attacks
 from .ensemble import WorstCase, budget_results, default_attacks, worst_case
 from .geometry import jacobian_norms, weight_landscape
 from .presets import PRESETS
-from .stats import distortion_stats, query_stats
+from .stats import PGDDistortion, distortion_stats, pgd_distortion, query_stats
 from .transfer import TransferResult, transfer_matrix
 
 __all__ = ["PRESETS", "Attack", "Comparison", "RobustCurve", "Tabular", "TransferResult",
@@ -34,6 +34,7 @@ __all__ = ["PRESETS", "Attack", "Comparison", "RobustCurve", "Tabular", "Transfe
 __all__ += ["TransformBreak", "break_transforms", "is_random"]
 __all__ += ["jacobian_norms", "weight_landscape"]
 __all__ += ["budget_results"]
+__all__ += ["PGDDistortion", "pgd_distortion"]
 from .saliency import SaliencyScores, deletion_insertion, input_saliency, saliency_alignment  # noqa: E402
 from .theory import (  # noqa: E402
     linear_accuracy_schmidt,

@@ -1,12 +1,20 @@
-"""Distortion and query statistics of an attack's successful examples."""
+"""Distortion and query statistics of an attack's successful examples, and the smallest
+budget at which PGD succeeds (`pgd_distortion`)."""
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
+from torch import nn
 
-from ..norms import flat_norm
+from .._checks import check_positive
+from .._model import check_attack_inputs, predict
+from ..attacks import pgd
+from ..losses import is_fooled
+from ..norms import flat_norm, per_example
+from ..tables import Tabular, markdown_table
 
 
 def _check_success(success, n: int) -> torch.Tensor:
@@ -81,3 +89,84 @@ def query_stats(queries: torch.Tensor, success: torch.Tensor) -> dict[str, float
     mean, median = _mean_median(queries[success])
     return {"success_rate": success.float().mean().item() if len(queries) else math.nan,
             "n_success": int(success.sum()), "queries_mean": mean, "queries_median": median}
+
+
+@dataclass(frozen=True)
+class PGDDistortion(Tabular):
+    """Per example: ``eps``, the smallest radius at which PGD was seen to succeed (inf where
+    it failed at `high`; 0 where the clean input is already misclassified); ``failed``, the
+    largest radius below it at which PGD failed (0 if none); ``x_adv``, the misclassified point
+    found at ``eps`` (x itself where none); ``distance``, its `norm` distance from x (<= eps);
+    ``fooled``, whether one was found."""
+
+    eps: torch.Tensor
+    failed: torch.Tensor
+    x_adv: torch.Tensor
+    distance: torch.Tensor
+    fooled: torch.Tensor
+    norm: str
+
+    def table(self) -> str:
+        found = self.eps[self.fooled].double()
+        median = found.quantile(0.5).item() if found.numel() else math.nan
+        mean_gap = (self.eps - self.failed)[self.fooled].double().mean().item() if found.numel() else math.nan
+        return markdown_table(["norm", "fooled", "median eps", "mean eps - failed eps"],
+                              [[self.norm, f"{int(self.fooled.sum())} / {len(self.eps)}", median, mean_gap]],
+                              decimals=[None, None, 4, 5])
+
+
+def pgd_distortion(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: str = "l2",
+                   high: float, bisections: int = 12, steps: int = 100, step_factor: float = 2.5,
+                   loss: str = "ce", random_start: bool = False,
+                   generator: torch.Generator | None = None) -> PGDDistortion:
+    """The smallest radius at which PGD finds an adversarial example, per example, by bisection.
+
+    PGD (Madry et al., ICLR 2018) answers "is there an adversarial example within eps?" only
+    with yes (it found one) or "not found". Searching eps for the boundary between the two
+    turns it into a minimum-norm attack, an upper bound on the minimal distortion (eq. 6 of
+    the tutorial) to set beside a verifier's certified radius (a lower bound) and C&W's
+    distortion. Each example keeps a bracket [failed, eps]: PGD failed at `failed` and fooled
+    the model at `eps`; every round runs PGD once on the whole batch at the midpoints (one
+    radius per example, step alpha = step_factor * radius / steps, Madry et al.'s rule) and
+    halves each bracket. PGD's success need not be monotone in eps, so `eps` is a radius at
+    which PGD succeeded, not the smallest at which it could; `failed` is no lower bound on the
+    minimal distortion. Example i's result after k rounds is within high / 2^k of a boundary
+    of PGD's success.
+
+    Arguments:
+        norm: "linf", "l2" or "l1", the norm of the ball and of `distance`.
+        high: the largest radius tried; examples PGD cannot fool there get eps = inf.
+        bisections: rounds of halving; steps, step_factor, loss, random_start, generator: PGD's
+            (random_start=False by default: from x itself, BIM's start, so that the test at
+            each radius does not depend on a draw).
+    Reads the host once per round (PGD's checks at entry), not per PGD step. The model is left
+    as found; everything comes back on x's device.
+    """
+    x, y, _, norm = check_attack_inputs(model, x, y, norm=norm, norms=("linf", "l2", "l1"))
+    check_positive(high, "high")
+    check_positive(bisections, "bisections", integer=True)
+    check_positive(steps, "steps", integer=True)
+    check_positive(step_factor, "step_factor")
+
+    def fools(radius: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # alpha > 0 even where the radius is 0 (an example misclassified already): its ball is x
+        alpha = (step_factor * radius / steps).clamp_min(torch.finfo(x.dtype).tiny)
+        adv = pgd(model, x, y, eps=radius, alpha=alpha, steps=steps, norm=norm, loss=loss,
+                  random_start=random_start, generator=generator)
+        return adv, is_fooled(predict(model, adv).argmax(1), y, False)
+
+    wrong = is_fooled(predict(model, x).argmax(1), y, False)
+    hi = torch.where(wrong, 0.0, torch.full((len(x),), float(high), dtype=x.dtype, device=x.device))
+    lo = torch.zeros_like(hi)
+    best, fooled = fools(hi)
+    best = torch.where(per_example(fooled, x), best, x)
+    for _ in range(bisections):
+        mid = (lo + hi) / 2
+        adv, now = fools(mid)
+        now = now & fooled  # examples never fooled keep their bracket [0, high]
+        hi, lo = torch.where(now, mid, hi), torch.where(now | ~fooled, lo, mid)
+        best = torch.where(per_example(now, x), adv, best)
+    inf = torch.full_like(hi, math.inf)
+    return PGDDistortion(eps=torch.where(fooled, hi, inf), failed=lo, x_adv=best.detach(),
+                         distance=torch.where(fooled, flat_norm(best - x, norm), inf),
+                         fooled=fooled, norm=norm)

@@ -258,6 +258,16 @@ CASES.update(dict.fromkeys(["PointAttackResult", "add_points", "chamfer_distance
                             "drop_points", "hausdorff_distance", "perturb_points", "pointcloud_transfer"],
                            Case(_pointcloud, atol=1e-4, frac=0.3)))
 
+
+def _pgd_radii(device):
+    """PGD with one radius and step per example (tensors on x's device), random start included."""
+    model, x, y = setup(device)
+    eps = torch.tensor([0.0, 0.05, 0.1, 0.3], device=device)
+    return A.pgd(model, x, y, eps=eps, alpha=eps / 3 + 1e-3, steps=3, norm="l2", generator=seeded())
+
+
+CASES["pgd (per-example radii)"] = Case(_pgd_radii, atol=1e-5, frac=0.02)
+
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_attack_on_device(name, device):
     check_case(CASES[name], device)

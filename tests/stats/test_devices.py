@@ -84,6 +84,15 @@ def _measures(device):
     return stats.measures(model, initial, train=(x, y), test=(x, y))
 
 
+def _rank_networks(device):
+    # two tiny networks trained one epoch where the data is; every result a number on the host
+    _, x, y = setup(device)
+    builders = {"MLP 4": lambda: models.MLP((1, 8, 8), (4,), 10),
+                "MLP 8": lambda: models.MLP((1, 8, 8), (8,), 10)}
+    return stats.rank_networks(builders, (x, y), (x, y), epochs=1, batch_size=2,
+                               keys=["PFN", "NoP", "PB"])
+
+
 CASES = {
     "Clever": Case(_clever, host=True),
     "clever": Case(_clever, host=True),
@@ -100,6 +109,8 @@ CASES = {
     "random_testing": Case(_random_testing, atol=1e-6),
     # the LP runs in scipy on the CPU, so concolic's curve is host-side; its tests run on the device
     "concolic": Case(_concolic, atol=1e-5, host=(".curve",)),
+    "rank_networks": Case(_rank_networks, atol=1e-4, frac=0.2, host=True),
+    "Ranking": Case(_rank_networks, atol=1e-4, frac=0.2, host=True),
 }
 NOT_ON_A_DEVICE = {
     "kendall": "a rank correlation of two lists of numbers, one per network: no tensor",
