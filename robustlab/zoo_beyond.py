@@ -3,10 +3,11 @@
 Each recipe names a modality's training function and its arguments (architecture, epochs, lr,
 batch size, ...) and the generator of its training data; ``python -m robustlab.zoo build NAME``
 trains it on the CPU with seed 0 (seconds each), writes its state dict under robustlab/weights/
-and records file, sha256, seed, the data's seed, recipe and test metric (accuracy; exact match
-and F1 for the reader) in weights/manifest-beyond.json. That manifest is kept apart from the
-image models' (weights/manifest.json), which the command line and the image lessons read as the
-list of image classifiers. ``python -m robustlab.zoo verify`` re-measures every metric.
+and records file, sha256, seed, the data's seed, the CPU's arithmetic, recipe and test metric
+(accuracy; exact match and F1 for the reader) in weights/manifest-beyond.json. That manifest
+is kept apart from the image models' (weights/manifest.json), which the command line and the
+image lessons read as the list of image classifiers. ``python -m robustlab.zoo verify``
+re-measures every metric.
 
 `load` returns a stored model, checked by `robustlab.models.checked_state` (sha256, then
 ``torch.load(weights_only=True)``); `stored_or_trained` is the lessons' entry point: the stored
@@ -32,13 +33,13 @@ from .pointcloud_models import ARCHITECTURES as POINT_ARCHITECTURES
 from .pointcloud_models import point_accuracy, train_point_model
 from .reading_data import qa_set, reading_tokenizer
 from .reading_models import SpanReader, answer, reading_scores, train_reader
-from .text_data import sentiment_corpus
+from .text_data import CharTokenizer, WordTokenizer, sentiment_corpus
 from .text_models import ARCHITECTURES as TEXT_ARCHITECTURES
 from .text_models import text_accuracy, train_text_model
 from .train import evaluate
 from .zoo import same_metric, save_weights, write_manifest
 
-__all__ = ["MANIFEST", "RECIPES", "build", "load", "metrics", "stored_or_trained", "train",
+__all__ = ["MANIFEST", "RECIPES", "build", "cpu_kernels", "load", "metrics", "stored_or_trained", "train",
            "verify"]
 
 MANIFEST = "manifest-beyond.json"
@@ -67,6 +68,9 @@ RECIPES = {
 }
 _NOT_ARGUMENTS = ("kind", "arch", "data", "data_follows_seed")
 
+# what `train`, `load` and `stored_or_trained` return: the model, or the model and what it reads
+Trained = nn.Module | tuple[nn.Module, WordTokenizer | CharTokenizer | Graph]
+
 
 def _recipe(name: str) -> dict:
     return RECIPES[check_choice(name, tuple(RECIPES), "name")]
@@ -77,11 +81,17 @@ def _data_seed(recipe: dict, seed: int) -> int:
 
 
 def train(name: str, *, seed: int = 0, epochs: int | None = None,
-          device: str | torch.device | None = None):
+          device: str | torch.device | None = None) -> Trained:
     """Train the zoo model `name` by its recipe, with `seed` and `epochs` (the recipe's when
     None), on `device` (the CPU by default). Returns what its modality's training function
     returns: ``(model, tokenizer)`` for the text models and the reader, ``(model, graph)`` for
     the GCN (its graph drawn by ``sbm_graph(seed=seed)``), the model alone otherwise.
+
+    Arguments:
+        name: a model of `RECIPES`.
+        seed: the training seed (and the data's, for the reader and the GCN).
+        epochs: training epochs; None for the recipe's.
+        device: where the model is trained (the CPU by default).
     """
     recipe = _recipe(name)
     check_seed(seed)
@@ -121,7 +131,7 @@ def _untrained(name: str, data_seed: int):
     return GCN(graph.features.shape[1], graph.num_classes, recipe["hidden"]), graph
 
 
-def load(name: str, *, device: str | torch.device = "cpu"):
+def load(name: str, *, device: str | torch.device = "cpu") -> Trained:
     """The stored zoo model `name` (one of `RECIPES`), in eval mode on `device`, returned as
     `train` returns it: ``(model, tokenizer)``, ``(model, graph)`` or the model.
 
@@ -144,11 +154,14 @@ def load(name: str, *, device: str | torch.device = "cpu"):
 
 
 def stored_or_trained(name: str, *, seed: int = 0, epochs: int | None = None,
-                      device: str | torch.device | None = None):
+                      device: str | torch.device | None = None) -> Trained:
     """The zoo model `name` as lesson 02d uses it: loaded from the zoo (`load`, no training)
     when `seed` is the stored model's and `epochs` is None or the stored model's, else trained
-    by its recipe with this `seed` and `epochs` (`train`, seconds). Either way the same weights
-    on the same CPU: the stored model is the recipe's run with its seed. Returns as `train`.
+    by its recipe with this `seed` and `epochs` (`train`, seconds). The stored model is the
+    recipe's run with its seed: training it again with the arithmetic that built it (the
+    manifest's ``cpu``, see `cpu_kernels`) and one thread, as the lessons and tests run, gives
+    the same weights; another CPU rounds differently and gives weights a little different.
+    Returns as `train`.
 
     Arguments:
         name: a model of `RECIPES`.
@@ -164,7 +177,17 @@ def stored_or_trained(name: str, *, seed: int = 0, epochs: int | None = None,
     return train(name, seed=seed, epochs=epochs, device=device)
 
 
-def metrics(name: str, trained) -> dict[str, float]:
+def cpu_kernels() -> str:
+    """The CPU arithmetic a model is trained with: torch's kernel level and the instruction
+    sets oneDNN may use beyond it. Training by one recipe gives bit-equal weights only where
+    this agrees with the manifest's ``cpu`` (and on one thread)."""
+    extras = [check[4:-10] for check in ("_is_avx512_bf16_supported", "_is_vnni_supported",
+                                         "_is_amx_tile_supported")
+              if getattr(torch.cpu, check, lambda: False)()]
+    return " ".join([torch.backends.cpu.get_cpu_capability(), *extras])
+
+
+def metrics(name: str, trained: Trained) -> dict[str, float]:
     """The test metric of `trained` (as `train` or `load` return model `name`): the test
     accuracy; SQuAD's exact match and F1 on ``qa_set("test")`` for the reader."""
     kind = _recipe(name)["kind"]
@@ -186,7 +209,7 @@ def metrics(name: str, trained) -> dict[str, float]:
 
 
 
-def _model(trained) -> nn.Module:
+def _model(trained: Trained) -> nn.Module:
     return trained[0] if isinstance(trained, tuple) else trained
 
 
@@ -201,7 +224,7 @@ def build(names, seed: int = 0) -> dict:
         blob = save_weights(_model(trained), name)
         scores = {k: round(v, 4) for k, v in metrics(name, trained).items()}
         entries[name] = {"file": f"{name}.pt", "sha256": sha256(blob), "seed": seed,
-                         "data_seed": _data_seed(recipe, seed),
+                         "data_seed": _data_seed(recipe, seed), "cpu": cpu_kernels(),
                          "torch": torch.__version__.split("+")[0], **scores, **recipe}
         print(f"{name}: {scores}, {len(blob) / 1024:.0f} KiB, {time.time() - t0:.0f} s",
               flush=True)

@@ -120,7 +120,7 @@ def test_beyond_manifest_holds_each_recipe():
     assert set(entries) == set(zoo_beyond.RECIPES)
     for name, entry in entries.items():
         assert entry["file"] == f"{name}.pt" and len(entry["sha256"]) == 64 and entry["seed"] == 0
-        assert entry["data_seed"] == 0
+        assert entry["data_seed"] == 0 and entry["cpu"].split()[0] in ("AVX512", "AVX2", "DEFAULT")
         assert {k: entry[k] for k in zoo_beyond.RECIPES[name]} == zoo_beyond.RECIPES[name]
         for key in METRIC.get(name, ("test_accuracy",)):
             assert 0.8 <= entry[key] <= 1, (name, key)
@@ -160,11 +160,17 @@ FAST = ["qa-reader", "sbm-gcn", "sentiment-word-cnn", "sentiment-word-gru", "sha
 
 @pytest.mark.parametrize("name", FAST)
 def test_beyond_recipe_reproduces_the_stored_weights(name):
-    """Training by the recipe with seed 0 (native CPU, one thread) gives the stored weights
-    exactly, and the same test metric."""
+    """Training by the recipe with seed 0 gives the stored weights exactly, and the same metric,
+    on a CPU with the arithmetic that built the zoo (the manifest's `cpu_kernels`, one thread);
+    another CPU rounds differently, so there only the metric is compared, within 0.03."""
     trained, stored = zoo_beyond.train(name, seed=0), zoo_beyond.load(name)
-    assert _same_weights(zoo_beyond._model(trained), zoo_beyond._model(stored))
-    assert zoo_beyond.metrics(name, trained) == zoo_beyond.metrics(name, stored)
+    entry = models.manifest(zoo_beyond.MANIFEST)[name]
+    got = zoo_beyond.metrics(name, trained)
+    if zoo_beyond.cpu_kernels() == entry["cpu"]:
+        assert _same_weights(zoo_beyond._model(trained), zoo_beyond._model(stored))
+        assert got == zoo_beyond.metrics(name, stored)
+    else:
+        assert all(abs(value - entry[key]) < 0.03 for key, value in got.items()), got
 
 
 def test_stored_or_trained_loads_the_recipes_seed_and_trains_any_other(monkeypatch):
