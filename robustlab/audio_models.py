@@ -2,8 +2,9 @@
 
 `AudioCNN` takes raw waveforms (N, 1, T) and computes its own log-power spectrogram with
 ``torch.stft`` (differentiable, so attacks perturb the waveform itself), then runs a 1-D CNN
-over time with the frequency bins as channels. It is not in the zoo: `train_audio_model`
-retrains it from its seed in seconds, with the same weights each time.
+over time with the frequency bins as channels. `train_audio_model` retrains it from its
+seed in seconds, with the same weights each time; the zoo stores it, trained with seed 0, beside its
+recipe (`robustlab.zoo_beyond`).
 """
 
 from __future__ import annotations
@@ -52,23 +53,26 @@ class AudioCNN(nn.Module):
         return self.head(F.relu(self.conv2(h)).amax(2))
 
 
-def train_audio_model(*, seed: int = 0, epochs: int | None = None,
-                      device: str | torch.device | None = None) -> AudioCNN:
+def train_audio_model(*, seed: int = 0, epochs: int | None = None, lr: float = 3e-3,
+                      batch_size: int = 32, device: str | torch.device | None = None) -> AudioCNN:
     """Train an `AudioCNN` on ``audio_data.clips("train")``; return it in eval mode on `device`
     (the CPU by default).
 
     `seed` fixes the initial weights (drawn under a forked global RNG, so the caller's stream is
-    untouched) and the batch order: the same seed gives the same weights. Adam, lr 3e-3,
-    batches of 32, `epochs` 12 by default: a few seconds on one CPU thread.
+    untouched) and the batch order: the same seed gives the same weights. Adam (`lr` 3e-3 and
+    `batch_size` 32 by default), `epochs` 12 by default: a few seconds on one CPU thread. The
+    zoo stores it with its recipe (`robustlab.zoo_beyond`).
     """
     check_seed(seed)
     epochs = 12 if epochs is None else check_positive(epochs, "epochs", integer=True)
+    check_positive(lr, "lr")
+    check_positive(batch_size, "batch_size", integer=True)
     x, y = clips("train")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = AudioCNN()
     device = torch.device("cpu") if device is None else torch.device(device)
     model.to(device)
-    fit(model, (x.to(device), y.to(device)), epochs=epochs, lr=3e-3, batch_size=32, seed=seed,
+    fit(model, (x.to(device), y.to(device)), epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
         progress=False, device=device)
     return model.eval()

@@ -142,18 +142,22 @@ ARCHITECTURES = {
 }
 
 
-def _manifest_path():
-    return resources.files("robustlab").joinpath(WEIGHTS, "manifest.json")
+MANIFEST = "manifest.json"  # the image models; robustlab.zoo_beyond keeps its own beside it
 
 
-def manifest() -> dict:
+def _manifest_path(file: str = MANIFEST):
+    return resources.files("robustlab").joinpath(WEIGHTS, file)
+
+
+def manifest(file: str = MANIFEST) -> dict:
     """The zoo manifest: for each model its file, sha256, dataset, recipe and test accuracy.
 
     A manifest that is not a JSON object raises a ValueError naming the file; the fields of
     one entry are checked when that model is loaded (`pretrained`), so one bad entry does not
-    stop the others from loading.
+    stop the others from loading. `file` names another manifest in weights/ (the models beyond
+    images of `robustlab.zoo_beyond`).
     """
-    path = _manifest_path()
+    path = _manifest_path(file)
     if not path.is_file():
         return {}
     try:
@@ -167,9 +171,9 @@ def manifest() -> dict:
     return entries
 
 
-def _checked_entry(name: str, entry) -> dict:
+def _checked_entry(name: str, entry, file: str = MANIFEST) -> dict:
     """The manifest entry of `name` with a `file` inside weights/ and a `sha256`, or raise."""
-    where = f"zoo manifest {_manifest_path()}, entry {name!r}"
+    where = f"zoo manifest {_manifest_path(file)}, entry {name!r}"
     if not isinstance(entry, dict):
         raise ValueError(f"{where} must be a JSON object, got {type(entry).__name__}")
     for field in ("file", "sha256"):
@@ -204,12 +208,38 @@ def without_torch_advice(err: BaseException) -> str:
     return reason.split(". ", 1)[0].rstrip(".")
 
 
+def checked_state(name: str, file: str = MANIFEST) -> dict[str, torch.Tensor]:
+    """The state dict of zoo model `name`, as its entry in the manifest `file` names it: the
+    weights file must exist inside weights/, match its sha256 and hold tensors only
+    (``torch.load(weights_only=True)``, so nothing is unpickled); else a clear error."""
+    entry = manifest(file).get(name)
+    if entry is None:
+        raise FileNotFoundError(f"the zoo has no weights for {name!r} yet: run "
+                                f"`python -m robustlab.zoo build {name}`")
+    entry = _checked_entry(name, entry, file)
+    path = resources.files("robustlab").joinpath(WEIGHTS, entry["file"])
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file {entry['file']} for {name!r} is missing: reinstall "
+                                f"robustlab or run `python -m robustlab.zoo build {name}`")
+    data = path.read_bytes()
+    if sha256(data) != entry["sha256"]:
+        raise RuntimeError(f"weights file {entry['file']} for {name!r} fails its sha256 check "
+                           f"(corrupted or tampered); refusing to load it")
+    import io
+    try:
+        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as err:  # a file that passes its checksum but holds more than tensors
+        raise RuntimeError(f"weights file {entry['file']} for {name!r} was refused: "
+                           f"{without_torch_advice(err)}") from None
+
+
 def pretrained(name: str, *, device: str | torch.device = "cpu") -> nn.Module:
     """A trained model from the zoo, in eval mode, checked against its sha256.
 
     The weights are built by the project's own script (``python -m robustlab.zoo build``),
     shipped inside the package and loaded with ``torch.load(weights_only=True)``, so nothing
-    is unpickled. A file whose checksum does not match the manifest is refused.
+    is unpickled. A file whose checksum does not match the manifest is refused
+    (`checked_state`).
 
     The device defaults to the CPU on purpose, not to `default_device()`: `robustlab.data`
     loads on the CPU, so the model and the data agree without a word, and the lessons and tests
@@ -222,25 +252,6 @@ def pretrained(name: str, *, device: str | torch.device = "cpu") -> nn.Module:
     """
     if name not in ARCHITECTURES:
         raise ValueError(f"name must be one of {sorted(ARCHITECTURES)}, got {name!r}")
-    entry = manifest().get(name)
-    if entry is None:
-        raise FileNotFoundError(f"the zoo has no weights for {name!r} yet: run "
-                                f"`python -m robustlab.zoo build {name}`")
-    entry = _checked_entry(name, entry)
-    path = resources.files("robustlab").joinpath(WEIGHTS, entry["file"])
-    if not path.is_file():
-        raise FileNotFoundError(f"weights file {entry['file']} for {name!r} is missing: reinstall "
-                                f"robustlab or run `python -m robustlab.zoo build {name}`")
-    data = path.read_bytes()
-    if sha256(data) != entry["sha256"]:
-        raise RuntimeError(f"weights file {entry['file']} for {name!r} fails its sha256 check "
-                           f"(corrupted or tampered); refusing to load it")
-    import io
-    try:
-        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    except Exception as err:  # a file that passes its checksum but holds more than tensors
-        raise RuntimeError(f"weights file {entry['file']} for {name!r} was refused: "
-                           f"{without_torch_advice(err)}") from None
     model = ARCHITECTURES[name]()
-    model.load_state_dict(state)
+    model.load_state_dict(checked_state(name))
     return model.eval().to(device)

@@ -4,8 +4,9 @@ k-nearest-neighbour graph rebuilt in feature space at every layer).
 
 Both map points (N, P, 3) to logits (N, K), for any number of points P (DGCNN needs P > k), and
 are invariant to the order of the points. Neither has batch norm, so eval and train mode compute
-the same function. They are not in the zoo: `train_point_model` retrains one from its seed in
-seconds, with the same weights each time.
+the same function. `train_point_model` retrains one from its seed in seconds, with the same
+weights each time; the zoo stores each, trained with seed 0, beside its recipe
+(`robustlab.zoo_beyond`).
 """
 
 from __future__ import annotations
@@ -119,25 +120,28 @@ ARCHITECTURES = {"pointnet": PointNet, "dgcnn": DGCNN}
 EPOCHS = {"pointnet": 8, "dgcnn": 5}
 
 
-def train_point_model(arch: str, *, seed: int = 0, epochs: int | None = None,
-                      device: str | torch.device | None = None) -> nn.Module:
+def train_point_model(arch: str, *, seed: int = 0, epochs: int | None = None, lr: float = 3e-3,
+                      batch_size: int = 32, device: str | torch.device | None = None) -> nn.Module:
     """Train `arch` ("pointnet" or "dgcnn") on ``pointcloud_data.shapes("train")`` (500
     clouds of 128 points); return the model in eval mode on `device` (the CPU by default).
 
     `seed` fixes the initial weights (drawn under a forked global RNG, so the caller's stream is
-    untouched) and the batch order: the same seed gives the same weights. Adam, lr 3e-3,
-    batches of 32, `epochs` from `EPOCHS` by default.
+    untouched) and the batch order: the same seed gives the same weights. Adam (`lr` 3e-3 and
+    `batch_size` 32 by default), `epochs` from `EPOCHS` by default. The zoo stores both models
+    with their recipes (`robustlab.zoo_beyond`).
     """
     check_choice(arch, tuple(ARCHITECTURES), "arch")
     check_seed(seed)
     epochs = EPOCHS[arch] if epochs is None else check_positive(epochs, "epochs", integer=True)
+    check_positive(lr, "lr")
+    check_positive(batch_size, "batch_size", integer=True)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = ARCHITECTURES[arch]()
     device = torch.device("cpu") if device is None else torch.device(device)
     points, labels = shapes("train")
-    fit(model.to(device), (points.to(device), labels.to(device)), epochs=epochs, lr=3e-3,
-        batch_size=32, seed=seed, progress=False, device=device)
+    fit(model.to(device), (points.to(device), labels.to(device)), epochs=epochs, lr=lr,
+        batch_size=batch_size, seed=seed, progress=False, device=device)
     return model.eval()
 
 

@@ -4,8 +4,9 @@ character-flip attacks). Each trains in a few seconds on a CPU.
 
 All three follow the embedding-model protocol of `robustlab.tokens` (``embed(ids)``,
 ``forward_embeds(e)``, ``forward(ids)``, an integer ``vocab``), so HotFlip can take gradients
-with respect to the embeddings and `embedding_pgd` applies to them as well. They are not in the
-zoo: `train_text_model` retrains one from its seed in seconds, with the same weights each time.
+with respect to the embeddings and `embedding_pgd` applies to them as well. `train_text_model`
+retrains one from its seed in seconds, with the same weights each time; the zoo stores each, trained
+with seed 0, beside its recipe (`robustlab.zoo_beyond`).
 """
 
 from __future__ import annotations
@@ -104,19 +105,22 @@ ARCHITECTURES = {"word-cnn": (WordCNN, word_tokenizer), "word-gru": (WordGRU, wo
 EPOCHS = {"word-cnn": 8, "word-gru": 10, "char-cnn": 8}
 
 
-def train_text_model(arch: str, *, seed: int = 0, epochs: int | None = None,
-                     device: str | torch.device | None = None
+def train_text_model(arch: str, *, seed: int = 0, epochs: int | None = None, lr: float = 3e-3,
+                     batch_size: int = 64, device: str | torch.device | None = None
                      ) -> tuple[nn.Module, WordTokenizer | CharTokenizer]:
     """Train `arch` ("word-cnn", "word-gru" or "char-cnn") on the corpus's training split;
     return ``(model, tokenizer)``, the model in eval mode on `device` (the CPU by default).
 
     `seed` fixes the initial weights (drawn under a forked global RNG, so the caller's stream is
-    untouched) and the batch order: the same seed gives the same weights. Adam, lr 3e-3, batches
-    of 64, `epochs` from `EPOCHS` by default; each takes seconds on a CPU.
+    untouched) and the batch order: the same seed gives the same weights. Adam (`lr` 3e-3 and
+    `batch_size` 64 by default), `epochs` from `EPOCHS` by default; each takes seconds on a CPU.
+    The zoo stores these models with their recipes (`robustlab.zoo_beyond`).
     """
     check_choice(arch, tuple(ARCHITECTURES), "arch")
     check_seed(seed)
     epochs = EPOCHS[arch] if epochs is None else check_positive(epochs, "epochs", integer=True)
+    check_positive(lr, "lr")
+    check_positive(batch_size, "batch_size", integer=True)
     cls, make_tokenizer = ARCHITECTURES[arch]
     tokenizer = make_tokenizer()
     texts, labels = sentiment_corpus("train")
@@ -125,8 +129,8 @@ def train_text_model(arch: str, *, seed: int = 0, epochs: int | None = None,
         model = cls(tokenizer.vocab)
     device = torch.device("cpu") if device is None else torch.device(device)
     model.to(device)
-    fit(model, (tokenizer.encode(texts).to(device), labels.to(device)), epochs=epochs, lr=3e-3,
-        batch_size=64, seed=seed, progress=False, device=device)
+    fit(model, (tokenizer.encode(texts).to(device), labels.to(device)), epochs=epochs, lr=lr,
+        batch_size=batch_size, seed=seed, progress=False, device=device)
     return model.eval(), tokenizer
 
 

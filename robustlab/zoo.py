@@ -2,7 +2,9 @@
 
 Each recipe trains one architecture of `robustlab.models.ARCHITECTURES` from a fixed seed on
 embedded data, saves the state dict under robustlab/weights/ and records its sha256, recipe and
-test accuracy in weights/manifest.json, which `robustlab.models.pretrained` checks on load.
+test accuracy in weights/manifest.json, which `robustlab.models.pretrained` checks on load. The
+models beyond images (text, reading, graph, point clouds, audio) have their recipes in
+`robustlab.zoo_beyond`; both commands cover them too.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import torch
 
 from . import data
 from .checkpoint import without_torch_advice
-from .models import ARCHITECTURES, manifest, pretrained, sha256
+from .models import ARCHITECTURES, MANIFEST, manifest, pretrained, sha256
 from .train import cross_entropy, evaluate, fit
 from .utils import seed_everything
 
@@ -99,17 +101,12 @@ def train_one(name: str, seed: int = 0, progress: bool = True) -> tuple[torch.nn
 
 def build(names, seed: int = 0) -> dict:
     """Train `names`, write their weights and update the manifest; return the new entries."""
-    WEIGHTS_DIR.mkdir(exist_ok=True)
     entries = manifest()
     for name in names:
         t0 = time.time()
         model, acc = train_one(name, seed)
-        buf = io.BytesIO()
-        torch.save(model.state_dict(), buf)
-        blob = buf.getvalue()
-        file = f"{name}.pt"
-        (WEIGHTS_DIR / file).write_bytes(blob)
-        entries[name] = {"file": file, "sha256": sha256(blob), "seed": seed,
+        blob = save_weights(model, name)
+        entries[name] = {"file": f"{name}.pt", "sha256": sha256(blob), "seed": seed,
                          "test_accuracy": round(acc, 4), "torch": torch.__version__.split("+")[0],
                          **RECIPES[name]}
         robust = pgd_accuracy(model, RECIPES[name])
@@ -118,47 +115,72 @@ def build(names, seed: int = 0) -> dict:
         print(f"{name}: test accuracy {acc:.4f}"
               + ("" if robust is None else f", PGD accuracy {robust:.4f}")
               + f", {len(blob) / 1024:.0f} KiB, {time.time() - t0:.0f} s", flush=True)
-        (WEIGHTS_DIR / "manifest.json").write_text(json.dumps(entries, indent=2, sort_keys=True) + "\n")
+        write_manifest(entries, MANIFEST)
     return entries
+
+
+def save_weights(model: torch.nn.Module, name: str) -> bytes:
+    """Write the state dict of `model` to weights/<name>.pt; return the bytes written."""
+    WEIGHTS_DIR.mkdir(exist_ok=True)
+    buf = io.BytesIO()
+    torch.save(model.state_dict(), buf)
+    blob = buf.getvalue()
+    (WEIGHTS_DIR / f"{name}.pt").write_bytes(blob)
+    return blob
+
+
+def write_manifest(entries: dict, file: str) -> None:
+    """Write the manifest `file` in weights/, keys sorted (so a rebuild diffs cleanly)."""
+    (WEIGHTS_DIR / file).write_text(json.dumps(entries, indent=2, sort_keys=True) + "\n")
 
 
 # Accuracies are fractions of a few hundred test images: equal up to rounding the manifest's 4 digits.
 ACCURACY_TOL = 1e-3
 
 
+def same_metric(name: str, label: str, value: float, recorded: float) -> bool:
+    """Whether a re-measured metric equals the manifest's within `ACCURACY_TOL`; says so."""
+    same = abs(value - recorded) < ACCURACY_TOL
+    print(f"{name}: {'ok' if same else label.upper() + ' DIFFERS'} ({label} {value:.4f}, "
+          f"manifest {recorded:.4f})")
+    return same
+
+
 def verify() -> bool:
-    """Load every zoo model (checksum checked) and compare its accuracy with the manifest."""
+    """Load every zoo model (checksum checked) and compare its accuracy with the manifest;
+    then the models beyond images (`robustlab.zoo_beyond.verify`)."""
+    from . import zoo_beyond  # it builds on this module
+
     ok = True
     for name, entry in sorted(manifest().items()):
         try:
             model = pretrained(name)
             acc = evaluate(model, data.load(entry["dataset"], "test"))
-            good = abs(acc - entry["test_accuracy"]) < ACCURACY_TOL
-            print(f"{name}: {'ok' if good else 'ACCURACY DIFFERS'} (test accuracy {acc:.4f}, "
-                  f"manifest {entry['test_accuracy']:.4f})")
+            good = same_metric(name, "test accuracy", acc, entry["test_accuracy"])
             if "pgd_accuracy" in entry:  # a robust model: its robust accuracy too
                 robust = pgd_accuracy(model, entry)
-                same = abs(robust - entry["pgd_accuracy"]) < ACCURACY_TOL
-                good &= same
-                print(f"{name}: {'ok' if same else 'PGD ACCURACY DIFFERS'} (PGD accuracy "
-                      f"{robust:.4f}, manifest {entry['pgd_accuracy']:.4f})")
+                good &= same_metric(name, "PGD accuracy", robust, entry["pgd_accuracy"])
         except Exception as e:
             good = False
             print(f"{name}: FAILED: {without_torch_advice(e)}")
         ok &= good
-    return ok
+    return zoo_beyond.verify() and ok
 
 
 def main(argv=None) -> int:
+    from . import zoo_beyond
+
     p = argparse.ArgumentParser(prog="python -m robustlab.zoo", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
     b = sub.add_parser("build", help="train and save zoo models (all by default)")
-    b.add_argument("names", nargs="*", choices=[[], *RECIPES], default=[])
+    b.add_argument("names", nargs="*", choices=[[], *RECIPES, *zoo_beyond.RECIPES], default=[])
     b.add_argument("--seed", type=int, default=0)
     sub.add_parser("verify", help="check every zoo model's checksum and accuracy")
     args = p.parse_args(argv)
     if args.cmd == "build":
-        build(args.names or list(RECIPES), args.seed)
+        names = args.names or [*RECIPES, *zoo_beyond.RECIPES]
+        build([n for n in names if n in RECIPES], args.seed)
+        zoo_beyond.build([n for n in names if n in zoo_beyond.RECIPES], args.seed)
         return 0
     return 0 if verify() else 1
 

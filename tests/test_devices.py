@@ -78,12 +78,27 @@ def _reproducible_draws(device):
             RandomResizePad(generator=robustlab.generator(3))(x))
 
 
+def _zoo_beyond(device):
+    """Stored models beyond images loaded onto the device (the GCN with its graph, the GRU
+    reading the tokenizer's ids, the DGCNN on test clouds), and the lessons' entry point."""
+    from robustlab import zoo_beyond
+    from robustlab.pointcloud_data import shapes
+    from robustlab.text_data import sentiment_corpus
+
+    gcn, graph = zoo_beyond.load("sbm-gcn", device=device)
+    gru, tokenizer = zoo_beyond.stored_or_trained("sentiment-word-gru", device=device)
+    dgcnn = zoo_beyond.load("shapes-dgcnn", device=device)
+    ids = tokenizer.encode(sentiment_corpus("test")[0][:8]).to(device)
+    return (gcn(graph.features, graph.adjacency), gru(ids), dgcnn(shapes("test")[0][:4].to(device)))
+
+
 CORE = {
     "evaluate": Case(lambda d: evaluate(*(lambda m, x, y: (m, (x, y)))(*setup(d)), batch_size=3)),
     "predict": Case(lambda d: predict(*setup(d)[:2], batch_size=3), atol=1e-5),
     "generator": Case(_generators, across_devices=False),
     "generator-cpu": Case(_reproducible_draws, atol=1e-6),
     "default_device": Case(lambda d: torch.zeros(2, device=robustlab.default_device(d))),
+    "zoo_beyond": Case(_zoo_beyond, atol=1e-4),
 }
 
 

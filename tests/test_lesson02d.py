@@ -3,9 +3,9 @@
 constraint.
 
 Each exercise test runs the lesson's own cells (the solution, then the check) in a namespace that
-holds what the checks read (a word CNN and a character CNN trained with seed 0, HotFlip's and
-TextBugger's results on the first test sentences), then plants wrong answers in place of the
-solution and expects the check to fail.
+holds what the checks read (the zoo's word CNN and character CNN, as the lesson loads them for
+seed 0, HotFlip's and TextBugger's results on the first test sentences), then plants wrong
+answers in place of the solution and expects the check to fail.
 """
 
 import functools
@@ -18,7 +18,7 @@ matplotlib.use("Agg")
 
 from robustlab import attacks, widgets  # noqa: E402
 from robustlab.text_data import sentiment_corpus, word_vectors  # noqa: E402
-from robustlab.text_models import train_text_model  # noqa: E402
+from robustlab.zoo_beyond import load  # noqa: E402
 
 from .lesson_cells import Lesson, cell_after, cell_starting, planted  # noqa: E402
 
@@ -28,7 +28,7 @@ N = 60  # test sentences the checks read
 
 @functools.cache
 def _models():
-    return {arch: train_text_model(arch, seed=0) for arch in ("word-cnn", "char-cnn")}
+    return {arch: load(f"sentiment-{arch}") for arch in ("word-cnn", "char-cnn")}
 
 
 @pytest.fixture(scope="module")

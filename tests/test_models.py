@@ -46,11 +46,15 @@ def fake_weights(tmp_path, monkeypatch):
     return dst
 
 
-def test_tampered_weights_are_refused(fake_weights):
-    path = fake_weights / "digits-cnn.pt"
+def flip_a_byte(path) -> None:
+    """Damage a weights file: one byte near its end inverted."""
     blob = bytearray(path.read_bytes())
     blob[-10] ^= 0xFF
     path.write_bytes(bytes(blob))
+
+
+def test_tampered_weights_are_refused(fake_weights):
+    flip_a_byte(fake_weights / "digits-cnn.pt")
     with pytest.raises(RuntimeError, match="sha256"):
         models.pretrained("digits-cnn")
     models.pretrained("digits-mlp")  # the others still load

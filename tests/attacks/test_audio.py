@@ -27,6 +27,7 @@ from robustlab.attacks import (
 )
 from robustlab.audio_data import CLASSES, SAMPLE_RATE, clips
 from robustlab.audio_models import AudioCNN, train_audio_model
+from robustlab.zoo_beyond import stored_or_trained
 from tests.syncs import explain, grows
 
 from ..conftest import assert_unchanged, seeded, snapshot
@@ -36,7 +37,7 @@ SEED = int(os.environ.get("AUDIO_TEST_SEED", "0"))
 
 @functools.cache
 def _model():
-    return train_audio_model(seed=SEED)
+    return stored_or_trained("words-audio-cnn", seed=SEED)  # the zoo's for seed 0, else trained
 
 
 @functools.cache

@@ -10,6 +10,7 @@ from robustlab._model import correct
 from robustlab.attacks import pointcloud as P
 from robustlab.pointcloud_data import CLASSES, shapes
 from robustlab.pointcloud_models import DGCNN, PointNet, point_accuracy, train_point_model
+from robustlab.zoo_beyond import stored_or_trained
 
 from ..conftest import leaves_as_found
 from ..syncs import explain, grows
@@ -19,7 +20,7 @@ SEED = 0  # the bands below hold for seeds 0, 1 and 2
 
 @functools.cache
 def trained(arch: str):
-    return train_point_model(arch, seed=SEED)
+    return stored_or_trained(f"shapes-{arch}", seed=SEED)  # the zoo's for seed 0, else trained
 
 
 @functools.cache

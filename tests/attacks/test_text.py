@@ -33,7 +33,7 @@ from robustlab.text_data import (
     word_tokenizer,
     word_vectors,
 )
-from robustlab.text_models import train_text_model
+from robustlab.zoo_beyond import stored_or_trained
 from tests.syncs import explain, grows
 
 from ..conftest import leaves_as_found, seeded
@@ -44,7 +44,8 @@ N = 120  # test sentences attacked
 @functools.cache
 def _setup():
     texts, y = sentiment_corpus("test")
-    models = {arch: train_text_model(arch, seed=0) for arch in ("word-cnn", "word-gru", "char-cnn")}
+    models = {arch: stored_or_trained(f"sentiment-{arch}", seed=0)  # the zoo's: trained with seed 0
+              for arch in ("word-cnn", "word-gru", "char-cnn")}
     return texts[:N], y[:N], models, word_vectors()
 
 
