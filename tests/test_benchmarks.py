@@ -46,6 +46,11 @@ TINY = {
     "host_syncs.py": (None, ["--device", "cpu", "--only", "pgd-linf", "stadv"]),
     "host_syncs_blackbox.py": (None, ["--only", "Oracle"]),
     "decision_attacks.py": (None, ["--device", "cpu", "--quick"]),
+    "text_attacks.py": ("textattack", [
+        "--device", "cpu", "--n", "6", "--models", "word-cnn", "char-cnn"]),
+    "graph_attacks.py": ("deeprobust", [
+        "--device", "cpu", "--targets", "2", "--budgets", "1", "2", "--pgd-budgets", "10",
+        "--steps", "3", "--repeats", "1"]),
     "stats.py": ("art", [
         "--device", "cpu", "--n", "2", "--n-batches", "10", "--batch-size", "8", "--mc-n", "1000",
         "--particles", "200", "--mh-steps", "2", "--eps", "0.3"]),
@@ -62,6 +67,10 @@ ABSENT = {
     "verify.py": ["auto_LiRPA is not installed", "skipping the comparison",
                   "### digits-mlp on cpu", "| CROWN | 0.01 |", "### MILP", "### Verified accuracy"],
     "stats.py": ["ART is not installed", "### Splitting", "| sum of 8 >= 7.5"],
+    "text_attacks.py": ["TextAttack is not installed or does not import", "comparison skipped",
+                        "| word-cnn | textbugger | ", "| char-cnn | synonym | ", "robustlab s |"],
+    "graph_attacks.py": ["DeepRobust is not installed or does not import", "comparison skipped",
+                         "### Nettack", "| 2 | 2 | ", "### PGD topology attack", "robustlab s |"],
     "host_syncs.py": ["| pgd-linf", "| stadv"],
     "host_syncs_blackbox.py": ["| method (budget) |", "| Oracle (ledger queries) | 8 |"],
     "decision_attacks.py": ["| attack | norm | queries |", "| HopSkipJump L2 | l2 | 100 |",
@@ -72,6 +81,9 @@ PRESENT = {
     "defences.py": ["PGD-AT against ART", "the same shuffling and random starts", "ART PGD-20"],
     "verify.py": ["### digits-mlp on cpu", "CROWN max |diff|", "agrees to"],
     "stats.py": ["### CLEVER on digits-mlp", "ART clever_u", "ratio robustlab / ART"],
+    "text_attacks.py": ["TextAttack present", "TextAttack success |", "| same text |"],
+    "graph_attacks.py": ["DeepRobust present", "DeepRobust success |", "| same flips |",
+                         "largest log-probability difference 0.0e+00"],
 }
 
 
