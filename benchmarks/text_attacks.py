@@ -29,7 +29,7 @@ Random bug positions differ: robustlab draws them from a torch generator, TextAt
 NumPy's global one (seeded with --seed).
 
 TextAttack is optional. ``pip install --no-deps`` it and the modules its import reaches
-(benchmarks/README.md lists them; its own pins would move numpy and torch). Its import
+(benchmarks/README.md says why: its declared requirements move packages the project pins). Its import
 instantiates a stopword filter that reads NLTK's stopword corpus, a download; when NLTK has
 none, the script points NLTK at an empty English list in a temporary folder (no stopword
 filter is used here). HotFlip is not compared: TextAttack's recipe swaps whole words through
