@@ -101,6 +101,10 @@ bench: $(STAMP)  ## benchmarks against reference libraries (installs the bench e
 	OMP_NUM_THREADS=1 $(PY) benchmarks/defence_methods.py
 	-$(PY) -m pip install --quiet --no-deps appdirs graphviz "$(AUTO_LIRPA)"
 	$(PY) benchmarks/verify.py
+	$(PY) -m pip install --quiet --no-deps -r benchmarks/requirements-textattack.txt
+	OMP_NUM_THREADS=1 $(PY) benchmarks/text_attacks.py
+	$(PY) -m pip install --quiet --no-deps deeprobust==0.2.11 numba==0.68.1 llvmlite==0.50.0
+	OMP_NUM_THREADS=1 $(PY) benchmarks/graph_attacks.py
 
 # Needs a CUDA GPU (and torch with CUDA in the venv); fails at once without one. The comparisons
 # with the reference libraries need them installed first (`make bench` does), else skipped.

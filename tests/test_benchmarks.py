@@ -46,6 +46,11 @@ TINY = {
     "host_syncs.py": (None, ["--device", "cpu", "--only", "pgd-linf", "stadv"]),
     "host_syncs_blackbox.py": (None, ["--only", "Oracle"]),
     "decision_attacks.py": (None, ["--device", "cpu", "--quick"]),
+    "text_attacks.py": ("textattack", [
+        "--device", "cpu", "--n", "6", "--models", "word-cnn", "char-cnn"]),
+    "graph_attacks.py": ("deeprobust", [
+        "--device", "cpu", "--targets", "2", "--budgets", "1", "2", "--pgd-budgets", "10",
+        "--steps", "3", "--repeats", "1"]),
     "stats.py": ("art", [
         "--device", "cpu", "--n", "2", "--n-batches", "10", "--batch-size", "8", "--mc-n", "1000",
         "--particles", "200", "--mh-steps", "2", "--eps", "0.3"]),
@@ -77,6 +82,10 @@ ABSENT = {
     "stats_references.py": ["statistical-robustness is not checked out", "table 1) is skipped",
                             "NeurIPS2020_Weight_Correlation is not checked out",
                             "table 2) is skipped"],
+    "text_attacks.py": ["TextAttack is not installed or does not import", "comparison skipped",
+                        "| word-cnn | textbugger | ", "| char-cnn | synonym | ", "robustlab s |"],
+    "graph_attacks.py": ["DeepRobust is not installed or does not import", "comparison skipped",
+                         "### Nettack", "| 2 | 2 | ", "### PGD topology attack", "robustlab s |"],
     "host_syncs.py": ["| pgd-linf", "| stadv"],
     "host_syncs_blackbox.py": ["| method (budget) |", "| Oracle (ledger queries) | 8 |"],
     "decision_attacks.py": ["| attack | norm | queries |", "| HopSkipJump L2 | l2 | 100 |",
@@ -90,6 +99,9 @@ PRESENT = {
     "stats_references.py": ["multilevel_uniform", "| sum of 8 >= 7.6 | -7.789 |",
                             "| digits-mlp, test image 0, eps 0.3 |", "Jin et al.'s notebook",
                             "| Linear(9, 6) | WC |", "| digits-mlp | PB |"],
+    "text_attacks.py": ["TextAttack present", "TextAttack success |", "| same text |"],
+    "graph_attacks.py": ["DeepRobust present", "DeepRobust success |", "| same flips |",
+                         "largest log-probability difference 0.0e+00"],
 }
 
 
