@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 PIP_INSTALL := $(PY) -m pip install --quiet --disable-pip-version-check -c requirements/constraints.txt
 
-.PHONY: env course test check lab dashboard site slides lessons grade student zoo bench gpu-check lint clean
+.PHONY: env course test check lab dashboard site slides lessons grade student zoo bench bench-deepconcolic gpu-check lint clean
 
 env: $(STAMP)
 
@@ -105,6 +105,22 @@ bench: $(STAMP)  ## benchmarks against reference libraries (installs the bench e
 	OMP_NUM_THREADS=1 $(PY) benchmarks/text_attacks.py
 	$(PY) -m pip install --quiet --no-deps deeprobust==0.2.11 numba==0.68.1 llvmlite==0.50.0
 	OMP_NUM_THREADS=1 $(PY) benchmarks/graph_attacks.py
+
+# DeepConcolic (table 3 of benchmarks/stats_references.py) is Keras code for Python <= 3.8, so it
+# runs in its own environment, build/tfvenv (requirements/deepconcolic.txt), never in .venv;
+# TF_PYTHON is a Python 3.8 to build it with. Offline, point DEEPCONCOLIC at a checkout of the
+# commit below and DEEPCONCOLIC_PYTHON at such an environment's python.
+DEEPCONCOLIC ?= build/refs/DeepConcolic
+DEEPCONCOLIC_GIT := https://github.com/TrustAI/DeepConcolic@baece182b34a50fbc781993b1d46bb293976ca9a
+DEEPCONCOLIC_PYTHON ?= build/tfvenv/bin/python
+TF_PYTHON ?= python3.8
+
+bench-deepconcolic: $(STAMP)  ## neuron coverage and concolic testing against DeepConcolic (builds its TensorFlow venv)
+	$(call checkout,$(DEEPCONCOLIC),$(DEEPCONCOLIC_GIT))
+	test -x $(DEEPCONCOLIC_PYTHON) || ($(TF_PYTHON) -m venv build/tfvenv && \
+		build/tfvenv/bin/pip install --quiet -r requirements/deepconcolic.txt)
+	DEEPCONCOLIC=$(DEEPCONCOLIC) DEEPCONCOLIC_PYTHON=$(DEEPCONCOLIC_PYTHON) OMP_NUM_THREADS=1 \
+		$(PY) benchmarks/stats_references.py --skip split --skip wc
 
 # Needs a CUDA GPU (and torch with CUDA in the venv); fails at once without one. The comparisons
 # with the reference libraries need them installed first (`make bench` does), else skipped.

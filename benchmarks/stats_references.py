@@ -1,10 +1,12 @@
 """Benchmark robustlab.stats against the authors' code: multi-level splitting against Webb et al.'s
-(oval-group/statistical-robustness), and the complexity measures of the tutorial's Table 1
-against Jin et al.'s notebook (NeurIPS 2020 weight correlation).
+(oval-group/statistical-robustness), the complexity measures of the tutorial's Table 1
+against Jin et al.'s notebook (NeurIPS 2020 weight correlation), and neuron coverage and
+concolic testing against DeepConcolic (Sun et al., ASE 2018; TrustAI/DeepConcolic).
 
     python benchmarks/stats_references.py [--device cpu|cuda] [--oval DIR] [--wc DIR]
         [--repeats 10] [--particles 2000] [--mh-steps 100] [--eps E ...] [--seed 0]
-        [--models NAME ...] [--skip split|wc]
+        [--models NAME ...] [--deepconcolic DIR] [--deepconcolic-python PATH]
+        [--dc-seeds 1] [--dc-budgets B ...] [--skip split|wc|dc]
 
 Neither reference is a package: each is a checkout of its repository (`make bench` clones them,
 at the commits benchmarks/README.md names, under build/refs/), found through --oval / --wc, else
@@ -33,6 +35,16 @@ cell (parsed, as above: that cell also loads the authors' Keras models); each me
 then runs unchanged with every model name it reads bound to the one model measured.
 Where the definitions differ, the table checks the relation between the two that must hold;
 benchmarks/README.md lists the differences and the measured numbers.
+
+Table 3: DeepConcolic is Keras code for Python <= 3.8 (it subclasses NamedTuple with mixins),
+so it runs in a separate TensorFlow environment (`make bench-deepconcolic` builds it under
+build/tfvenv; --deepconcolic-python or DEEPCONCOLIC_PYTHON points elsewhere). This script
+writes digits-mlp's weights, the digits test set and the seeds to an .npz and runs
+benchmarks/deepconcolic_side.py with that python, which rebuilds the network in Keras and runs
+DeepConcolic's own coverage and NC concolic engine (LP, L-inf). Neuron coverage must agree
+neuron by neuron (robustlab's relu(z) > 0 and DeepConcolic's z >= 0 differ only where z is
+exactly 0); the concolic runs are compared at equal LP budgets, the tests of both within
+L-inf 0.25 of their seed.
 """
 
 from __future__ import annotations
@@ -47,7 +59,9 @@ import json
 import math
 import os
 import statistics
+import subprocess
 import sys
+import tempfile
 from fractions import Fraction
 from pathlib import Path
 from unittest import mock
@@ -58,14 +72,17 @@ from torch import nn
 
 from robustlab import data, models
 from robustlab.losses import margin_loss
-from robustlab.stats import complexity, splitting
+from robustlab.stats import complexity, coverage, splitting, testing
 from robustlab.tables import markdown_table
 
 ROOT = Path(__file__).resolve().parents[1]
 OVAL_FILE = "exp_6_3_mnist/run_exp.py"
 WC_FILE = "Complexity_Measure/complexity_measure_cifar10.ipynb"
 CHECKOUTS = {"oval": ("OVAL_SPLITTING", "build/refs/statistical-robustness"),
-             "wc": ("WEIGHT_CORRELATION", "build/refs/NeurIPS2020_Weight_Correlation")}
+             "wc": ("WEIGHT_CORRELATION", "build/refs/NeurIPS2020_Weight_Correlation"),
+             "deepconcolic": ("DEEPCONCOLIC", "build/refs/DeepConcolic")}
+FILES = {"oval": OVAL_FILE, "wc": WC_FILE, "deepconcolic": "deepconcolic/nc_pulp.py"}
+DC_FACTOR = 0.25  # DeepConcolic's default L-inf bound of a test around its seed (--norm-factor)
 
 # the sum classifier, its exact tail and the timer of benchmarks/stats.py (one copy of each)
 _spec = importlib.util.spec_from_file_location("bench_stats", Path(__file__).with_name("stats.py"))
@@ -81,7 +98,7 @@ def checkout(option: str | None, name: str) -> Path | None:
     if not value:
         return None
     path = Path(value)
-    return path if (path / (OVAL_FILE if name == "oval" else WC_FILE)).is_file() else None
+    return path if (path / FILES[name]).is_file() else None
 
 
 def defined(source: str, name: str, namespace: dict):
@@ -318,6 +335,79 @@ def table_complexity(measure, args) -> str:
         f"fresh draw of the architecture with seed {args.seed}."])
 
 
+# --------------------------------------------------------------------------- table 3: DeepConcolic
+
+def dc_python(option: str | None) -> Path | None:
+    """The TensorFlow environment's python: the option, else DEEPCONCOLIC_PYTHON, else
+    build/tfvenv/bin/python; None where it is empty or no file."""
+    value = option if option is not None else os.environ.get(
+        "DEEPCONCOLIC_PYTHON", str(ROOT / "build/tfvenv/bin/python"))
+    return Path(value) if value and Path(value).is_file() else None
+
+
+def _deepconcolic_run(python: Path, path: Path, model, x, seeds, args) -> dict:
+    """deepconcolic_side.py in the TensorFlow environment on digits-mlp's weights, the test
+    inputs `x` and the concolic `seeds`; its JSON result."""
+    linear = [m for m in model if isinstance(m, nn.Linear)]
+    weights = {f"{k}{i}": getattr(m, name).detach().cpu().numpy()
+               for i, m in enumerate(linear) for k, name in (("w", "weight"), ("b", "bias"))}
+    with torch.no_grad():
+        logits = model(x).numpy()
+    with tempfile.TemporaryDirectory() as tmp:
+        npz, out = Path(tmp) / "in.npz", Path(tmp) / "out.json"
+        np.savez(npz, inputs=x.flatten(1).numpy(), logits=logits, seeds=seeds.flatten(1).numpy(),
+                 checkpoints=np.array(args.dc_budgets), factor=DC_FACTOR, lb_hard=1 / 255,
+                 lb_noise=0.1, seed=args.seed, **weights)
+        proc = subprocess.run([str(python), str(Path(__file__).with_name("deepconcolic_side.py")),
+                               "--checkout", str(path), "--npz", str(npz), "--out", str(out)],
+                              capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
+        if proc.returncode != 0:
+            raise RuntimeError(f"deepconcolic_side.py failed ({proc.returncode}):\n"
+                               f"{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
+        return json.loads(out.read_text())
+
+
+def table_deepconcolic(python: Path, path: Path, args) -> str:
+    model = models.pretrained("digits-mlp")
+    x = data.digits("test")[0]
+    seeds = x[:args.dc_seeds]
+    theirs = _deepconcolic_run(python, path, model, x, seeds, args)
+    cov, t_cov = bench_stats._timed(lambda: coverage.neuron_coverage(model, x), torch.device("cpu"))
+    same = int((cov.covered.numpy() == np.array(theirs["coverage"]["mask"])).sum())
+    rows = [["robustlab neuron_coverage, relu(z) > 0", cov.n_covered, cov.total, t_cov],
+            ["DeepConcolic NcLayer, z >= 0", theirs["coverage"]["covered"],
+             theirs["coverage"]["total"], theirs["coverage"]["seconds"]]]
+    verdict = "equal" if same == cov.total and theirs["logits_max_diff"] <= 1e-5 else "DIFFER"
+    runs = []
+    for run in theirs["concolic"][1:]:
+        ours, t = bench_stats._timed(lambda b=run["budget"]: testing.concolic(
+            model, seeds, budget=b, eps=DC_FACTOR, margin=1e-4), torch.device("cpu"))
+        runs.append([run["budget"], ours.steps[-1], ours.coverage.n_covered, len(ours.tests),
+                     len(ours.adversarial), t, run["covered"], run["tests"],
+                     run["adversarial"], run["seconds"]])
+    return "\n".join([
+        f"### Neuron coverage and concolic testing against DeepConcolic (TensorFlow "
+        f"{theirs['tensorflow']}, Python {theirs['python']})", "",
+        f"digits-mlp rebuilt in Keras: largest |logit difference| on the {len(x)} test inputs "
+        f"{theirs['logits_max_diff']:.1e}. Neuron coverage of those inputs, threshold 0:", "",
+        markdown_table(["definition", "covered", "total", "seconds"], rows,
+                       decimals=[None, None, None, 3]), "",
+        f"The two agree on {same} of {cov.total} neurons: {verdict}.", "",
+        f"Concolic testing from the first {len(seeds)} test input(s) (they cover "
+        f"{coverage.neuron_coverage(model, seeds).n_covered} neurons for robustlab, "
+        f"{theirs['concolic'][0]['covered']} for DeepConcolic), budget = LP solves; tests within L-inf "
+        f"{DC_FACTOR} of their seed (robustlab: a constraint of the LP; DeepConcolic: its "
+        "filter after the solve):", "",
+        markdown_table(["budget", "robustlab solves", "robustlab covered", "robustlab tests",
+                        "robustlab adversarial",
+                        "robustlab s", "DeepConcolic covered", "DeepConcolic tests",
+                        "DeepConcolic adversarial", "DeepConcolic s"], runs,
+                       decimals=[None, None, None, None, None, 2, None, None, None, 2]), "",
+        "robustlab solves: LPs it solved, fewer than the budget once every (test, uncovered "
+        "neuron) pair is tried; DeepConcolic's tests include the adversarial ones."])
+
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="cpu")
@@ -329,8 +419,15 @@ def main(argv=None) -> int:
     p.add_argument("--eps", type=float, nargs="*", default=[0.15, 0.2, 0.3])
     p.add_argument("--models", nargs="*", default=["digits-mlp", "digits-cnn"])
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--skip", choices=["split", "wc"], action="append", default=[])
+    p.add_argument("--deepconcolic", default=None, help="checkout of TrustAI/DeepConcolic")
+    p.add_argument("--deepconcolic-python", default=None,
+                   help="python of the TensorFlow environment (benchmarks/README.md)")
+    p.add_argument("--dc-seeds", type=int, default=1, help="DeepConcolic starts from one")
+    p.add_argument("--dc-budgets", type=int, nargs="+", default=[25, 50, 100, 200, 400])
+    p.add_argument("--skip", choices=["split", "wc", "dc"], action="append", default=[])
     args = p.parse_args(argv)
+    if args.dc_budgets != sorted(set(args.dc_budgets)) or args.dc_budgets[0] < 1:
+        p.error("--dc-budgets must be increasing and >= 1")
     if args.repeats < 2:
         p.error("--repeats must be >= 2: agreement is judged against the runs' spread")
     device = torch.device(args.device)
@@ -338,13 +435,21 @@ def main(argv=None) -> int:
               lambda path: table_splitting(oval_splitting(path, device), args, device)),
              ("wc", "wc", "Alexkael/NeurIPS2020_Weight_Correlation",
               "complexity comparison (table 2)",
-              lambda path: table_complexity(notebook_measures(path), args))]
+              lambda path: table_complexity(notebook_measures(path), args)),
+             ("dc", "deepconcolic", "TrustAI/DeepConcolic", "DeepConcolic comparison (table 3)",
+              lambda path: table_deepconcolic(python, path, args))]
+    python = dc_python(args.deepconcolic_python)
     for skip, name, repository, what, table in parts:
         if skip in args.skip:
             continue
         path = checkout(getattr(args, name), name)
-        if path is None:
-            print(f"{repository} is not checked out (make bench, or --{name} DIR / "
+        if name == "deepconcolic" and path is not None and python is None:
+            print("no python of a TensorFlow environment (make bench-deepconcolic, or "
+                  "--deepconcolic-python PATH / DEEPCONCOLIC_PYTHON): the DeepConcolic "
+                  "comparison (table 3) is skipped\n")
+        elif path is None:
+            target = "bench-deepconcolic" if name == "deepconcolic" else "bench"
+            print(f"{repository} is not checked out (make {target}, or --{name} DIR / "
                   f"{CHECKOUTS[name][0]}): the {what} is skipped\n")
         else:
             print(table(path), "\n")

@@ -57,7 +57,9 @@ TINY = {
     # its references are checkouts, not modules: CHECKOUTS below
     "stats_references.py": (None, [
         "--device", "cpu", "--repeats", "2", "--particles", "200", "--mh-steps", "2", "--eps",
-        "0.3", "--models", "digits-mlp"]),
+        "0.3", "--models", "digits-mlp", "--dc-seeds", "1", "--dc-budgets", "3",
+        # its DeepConcolic table needs a TensorFlow environment: off unless a test turns it on
+        "--deepconcolic", ""]),
 }
 
 # scripts whose references are checkouts of research code: option -> (environment variable,
@@ -67,6 +69,12 @@ CHECKOUTS = {
         "--oval": ("OVAL_SPLITTING", "build/refs/statistical-robustness"),
         "--wc": ("WEIGHT_CORRELATION", "build/refs/NeurIPS2020_Weight_Correlation")},
 }
+
+# stats_references.py's DeepConcolic table: the checkout, and the python of a separate TensorFlow
+# environment (benchmarks/README.md; `make bench-deepconcolic` builds both)
+DEEPCONCOLIC = {
+    "--deepconcolic": ("DEEPCONCOLIC", "build/refs/DeepConcolic"),
+    "--deepconcolic-python": ("DEEPCONCOLIC_PYTHON", "build/tfvenv/bin/python")}
 
 # what each script prints: without its reference, and in addition with it
 ABSENT = {
@@ -81,7 +89,8 @@ ABSENT = {
     "stats.py": ["ART is not installed", "### Splitting", "| sum of 8 >= 7.5"],
     "stats_references.py": ["statistical-robustness is not checked out", "table 1) is skipped",
                             "NeurIPS2020_Weight_Correlation is not checked out",
-                            "table 2) is skipped"],
+                            "table 2) is skipped", "TrustAI/DeepConcolic is not checked out",
+                            "table 3) is skipped"],
     "text_attacks.py": ["TextAttack is not installed or does not import", "comparison skipped",
                         "| word-cnn | textbugger | ", "| char-cnn | synonym | ", "robustlab s |"],
     "graph_attacks.py": ["DeepRobust is not installed or does not import", "comparison skipped",
@@ -127,19 +136,22 @@ def _says(out: str, expected: list[str]) -> None:
     assert not missing, f"the output lacks {missing}:\n{out[-4000:]}"
 
 
-def checkouts(script: str) -> tuple[str, ...]:
-    """The options naming `script`'s reference checkouts; skips the test where one is missing."""
+def checkouts(options: dict[str, tuple[str, str]]) -> tuple[str, ...]:
+    """The options naming a script's references (checkouts, or a python); skips the test where
+    one is missing."""
     extra = []
-    for option, (variable, default) in CHECKOUTS[script].items():
-        folder = Path(os.environ.get(variable) or BENCHMARKS.parent / default)
-        if not folder.is_dir():
-            pytest.skip(f"no checkout at {folder} ({variable}; `make bench` clones it)")
-        extra += [option, str(folder)]
+    for option, (variable, default) in options.items():
+        path = Path(os.environ.get(variable) or BENCHMARKS.parent / default)
+        if not path.exists():
+            pytest.skip(f"nothing at {path} ({variable}; benchmarks/README.md says how)")
+        extra += [option, str(path)]
     return tuple(extra)
 
 
 # scripts of benchmarks/ that are not benchmarks themselves, with where they are tested
-NOT_BENCHMARKS = {"gpu_check.py": "runs the others on CUDA (tests/test_gpu_check.py)"}
+NOT_BENCHMARKS = {"gpu_check.py": "runs the others on CUDA (tests/test_gpu_check.py)",
+                  "deepconcolic_side.py": "stats_references.py runs it with TensorFlow's python "
+                                          "(test_stats_references_with_deepconcolic)"}
 
 
 def test_every_benchmark_has_a_tiny_run():
@@ -161,7 +173,7 @@ def test_runs_without_reference(script):
 def test_runs_with_reference(script):
     reference = TINY[script][0]
     if script in CHECKOUTS:
-        extra = checkouts(script)
+        extra = checkouts(CHECKOUTS[script])
     else:
         # find_spec, not import: auto_LiRPA's import resets this process's warning filters
         if importlib.util.find_spec(reference) is None:
@@ -174,3 +186,24 @@ def test_runs_with_reference(script):
         assert "| MISS" not in out, out
     if script == "verify.py":  # no max pool in digits-mlp: CROWN must agree to 1e-5
         assert "DOES NOT agree" not in out, out
+
+
+@pytest.mark.benchmarks
+def test_stats_references_without_tensorflow(tmp_path):
+    """A DeepConcolic checkout but no TensorFlow python: the script says so and skips table 3."""
+    (tmp_path / "deepconcolic").mkdir()
+    (tmp_path / "deepconcolic" / "nc_pulp.py").touch()
+    out = run_script("stats_references.py", extra=(
+        "--skip", "split", "--skip", "wc", "--deepconcolic", str(tmp_path),
+        "--deepconcolic-python", ""))
+    _says(out, ["no python of a TensorFlow environment", "table 3) is skipped"])
+
+
+@pytest.mark.benchmarks
+def test_stats_references_with_deepconcolic():
+    """Table 3 with DeepConcolic run in its TensorFlow environment: the Keras rebuild computes
+    robustlab's logits and the two neuron coverages agree neuron by neuron."""
+    out = run_script("stats_references.py",
+                     extra=("--skip", "split", "--skip", "wc", *checkouts(DEEPCONCOLIC)))
+    _says(out, ["against DeepConcolic", "The two agree on 96 of 96 neurons: equal.",
+                "| budget | robustlab solves |", "| 3 | 3 |"])
