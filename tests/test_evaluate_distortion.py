@@ -90,6 +90,8 @@ def test_misclassified_and_unbreakable_examples():
     assert r.eps[0] == 0 and r.fooled[0] and torch.equal(r.x_adv[0], x[0])
     assert not r.fooled[2] and math.isinf(r.eps[2]) and math.isinf(r.distance[2])
     assert torch.equal(r.x_adv[2], x[2])
+    # what was seen: PGD failed at `high` on the unbreakable one, nothing below 0 on the wrong one
+    assert r.failed[2] == 0.01 and r.failed[0] == 0
     assert r.fooled[1] and 0.002 * (1 - 1e-4) <= r.eps[1] <= 0.002 + 0.01 / 2 ** 6  # one bracket
     assert "fooled" in r.table()
 
