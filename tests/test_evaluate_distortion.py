@@ -166,6 +166,21 @@ def test_pgd_per_example_random_start_stays_in_each_ball(digits_test):
         assert torch.equal(out[0], x[0])
 
 
+@pytest.mark.parametrize("norm", NORMS)
+def test_pgd_per_example_random_start_equals_one_call_per_example(norm, digits_test):
+    # the same generator draws the same start for the whole batch: row i scaled by its own radius
+    # must be the start (and so the run) of a call with that radius alone
+    net = models.MLP(hidden=(16,)).eval()
+    x, y = digits_test[0][:4], digits_test[1][:4]
+    eps = torch.tensor([0.0, 0.05, 0.4, 30.0])  # 30: a ball larger than the box
+    together = attacks.pgd(net, x, y, eps=eps, alpha=0.05, steps=3, norm=norm,
+                           generator=torch.Generator().manual_seed(2))
+    for i in range(4):
+        alone = attacks.pgd(net, x, y, eps=eps[i].item(), alpha=0.05, steps=3, norm=norm,
+                            generator=torch.Generator().manual_seed(2))
+        assert torch.allclose(together[i], alone[i], atol=1e-6), (norm, i)
+
+
 @pytest.mark.parametrize("eps, match", [
     (torch.tensor([0.1, 0.2]), r"shape \(3,\)"),
     (torch.tensor([0.1, -0.2, 0.1]), "finite radii >= 0"),
