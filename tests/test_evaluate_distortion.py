@@ -90,6 +90,8 @@ def test_misclassified_and_unbreakable_examples():
     assert r.eps[0] == 0 and r.fooled[0] and torch.equal(r.x_adv[0], x[0])
     assert not r.fooled[2] and math.isinf(r.eps[2]) and math.isinf(r.distance[2])
     assert torch.equal(r.x_adv[2], x[2])
+    # what was seen: PGD failed at `high` on the unbreakable one, nothing below 0 on the wrong one
+    assert r.failed[2] == 0.01 and r.failed[0] == 0
     assert r.fooled[1] and 0.002 * (1 - 1e-4) <= r.eps[1] <= 0.002 + 0.01 / 2 ** 6  # one bracket
     assert "fooled" in r.table()
 
@@ -162,6 +164,21 @@ def test_pgd_per_example_random_start_stays_in_each_ball(digits_test):
                           generator=torch.Generator().manual_seed(0))
         assert (flat_norm(out - x, norm) <= eps * (1 + 1e-5)).all(), norm
         assert torch.equal(out[0], x[0])
+
+
+@pytest.mark.parametrize("norm", NORMS)
+def test_pgd_per_example_random_start_equals_one_call_per_example(norm, digits_test):
+    # the same generator draws the same start for the whole batch: row i scaled by its own radius
+    # must be the start (and so the run) of a call with that radius alone
+    net = models.MLP(hidden=(16,)).eval()
+    x, y = digits_test[0][:4], digits_test[1][:4]
+    eps = torch.tensor([0.0, 0.05, 0.4, 30.0])  # 30: a ball larger than the box
+    together = attacks.pgd(net, x, y, eps=eps, alpha=0.05, steps=3, norm=norm,
+                           generator=torch.Generator().manual_seed(2))
+    for i in range(4):
+        alone = attacks.pgd(net, x, y, eps=eps[i].item(), alpha=0.05, steps=3, norm=norm,
+                            generator=torch.Generator().manual_seed(2))
+        assert torch.allclose(together[i], alone[i], atol=1e-6), (norm, i)
 
 
 @pytest.mark.parametrize("eps, match", [
