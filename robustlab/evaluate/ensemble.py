@@ -66,7 +66,8 @@ def default_attacks(*, eps: float, norm: str = "linf", steps: int = 50, top_k: i
     "square", like every black-box attack, returns ``(x_adv, queries)``.
 
     Arguments:
-        steps: PGD iterations; the step is 2.5 * eps / steps (Madry et al.).
+        steps: PGD iterations; the step is 2.5 * eps / steps (a common rule of thumb;
+            Madry et al. fixed the step).
         generator: seeds every random start and Square's sampling, so results repeat.
     """
     eps = check_eps(eps)
