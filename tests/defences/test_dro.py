@@ -38,17 +38,21 @@ def test_vat_direction_is_the_dominant_eigenvector():
         vals, vecs = torch.linalg.eigh(_kl_hessian(model, x[i]))
         assert vals[-1] > 1.5 * vals[-2]  # a clear gap: power iteration converges
         assert abs(d[i].flatten() @ vecs[:, -1]) > 0.999
-    # float32 with the paper's xi = 1e-6: one iteration (the paper's Ip = 1) already turns the
-    # random start toward it; more get close (about 0.9: rounding in p(x + xi d) - p(x) limits it)
+    # float32: with the paper's xi = 1e-6, p(x + xi d) - p(x) is a few float32 ulps of p, so
+    # where the power iteration ends is rounding (0.1-0.99 of the way, by CPU kernel and
+    # example): only a unit direction is promised there. With xi = 1e-4 one iteration (the
+    # paper's Ip = 1) already turns the random start toward the top eigenvector and ten reach it.
     m32, x32 = linear_classifier(k=10), x.float()
+    d_paper = vat_direction(m32, x32, power_iterations=10, generator=seeded(0))
+    assert torch.allclose(d_paper.flatten(1).norm(dim=1), torch.ones(4), atol=1e-5)
     start = torch.randn(x.shape, generator=seeded(0))  # the draw vat_direction starts from
-    d1 = vat_direction(m32, x32, generator=seeded(0))
-    d10 = vat_direction(m32, x32, power_iterations=10, generator=seeded(0))
+    d1 = vat_direction(m32, x32, xi=1e-4, generator=seeded(0))
+    d10 = vat_direction(m32, x32, xi=1e-4, power_iterations=10, generator=seeded(0))
     for i in range(4):
         top = torch.linalg.eigh(_kl_hessian(model, x[i]))[1][:, -1].float()
         cos0 = abs(start[i].flatten() @ top) / start[i].norm()
         assert abs(d1[i].flatten() @ top) > 1.5 * cos0
-        assert abs(d10[i].flatten() @ top) > 0.8
+        assert abs(d10[i].flatten() @ top) > 0.95
 
 
 def test_vat_semi_supervised_ignores_unlabelled_labels(batch):
