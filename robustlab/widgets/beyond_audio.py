@@ -133,7 +133,7 @@ def audio_comparison(model: nn.Module, x: torch.Tensor, adversarial, *, y: torch
                      target: torch.Tensor | None = None, class_names: Sequence[str] = WORDS,
                      sample_rate: int = SAMPLE_RATE, index: int = 0, gain: int = 10) -> W.VBox:
     """Pick a clip and hear it clean, adversarial, and the perturbation alone, with the model's
-    word and probability on both, dB_x(delta), and the waveforms (`audio_view`).
+    word and probability on both, dB_x(delta), the waveforms and the spectrograms (`audio_view`).
 
     The players never play by themselves and never rescale: clean and adversarial play at
     their real levels, and the perturbation at its real level times ``gain`` (the dropdown,
@@ -152,8 +152,9 @@ def audio_comparison(model: nn.Module, x: torch.Tensor, adversarial, *, y: torch
     if isinstance(adversarial, attacks.AudioAttackResult):
         adversarial = adversarial.x_adv
     check_audio(adversarial, "adversarial")
-    if adversarial.shape != x.shape:
-        raise ValueError(f"adversarial must have x's shape {tuple(x.shape)}, got {tuple(adversarial.shape)}")
+    if adversarial.shape != x.shape or adversarial.device != x.device:
+        raise ValueError(f"adversarial must have x's shape {tuple(x.shape)} on {x.device}, got "
+                         f"{tuple(adversarial.shape)} on {adversarial.device}")
     y = None if y is None else check_labels(y, x, name="y")
     target = None if target is None else check_labels(target, x, name="target")
     check_positive(sample_rate, "sample_rate", integer=True)

@@ -27,6 +27,7 @@ __all__ = ["cloud_changes", "cloud_view", "point_cloud_viewer"]
 ANGLE_STEP = 5  # degrees between two positions of the azimuth and elevation sliders
 COLOURS = {"unchanged": "0.65", "moved": "C3", "added": "C2", "dropped": "C0"}
 
+
 def cloud_changes(clean: torch.Tensor, adversarial: torch.Tensor) -> dict:
     """Which points of one cloud an attack changed, read from the two clouds themselves.
 
