@@ -110,7 +110,8 @@ def _draw_audio(view: dict, rate: int):
     for key, name in (("clean", "clean clip"), ("delta", "perturbation")):
         power = view["clean_spectrogram" if key == "clean" else "perturbation_spectrogram"]
         image = axes[key].imshow(power, origin="lower", aspect="auto", extent=extent, cmap="magma",
-                                 vmin=top - SPECTRUM_RANGE, vmax=top)
+                                 vmin=top - SPECTRUM_RANGE, vmax=top,
+                                 interpolation="nearest")  # smoothing doubles the stored PNG
         axes[key].set_title(f"{name}: power (dB)", fontsize=8)
         axes[key].set(xlabel="time (ms)", ylabel="Hz" if key == "clean" else None)
     fig.colorbar(image, ax=[axes["clean"], axes["delta"]], fraction=0.05, pad=0.02)
