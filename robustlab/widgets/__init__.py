@@ -58,3 +58,9 @@ __all__ += ["region_explorer"]
 from .beyond import marked_edits, text_attack_explorer  # noqa: E402
 
 __all__ += ["marked_edits", "text_attack_explorer"]
+
+# lesson 02d: point clouds turned with the attack's points highlighted, clean against adversarial audio
+from .beyond_audio import GAINS, audio_comparison, audio_view  # noqa: E402
+from .beyond_clouds import cloud_changes, cloud_view, point_cloud_viewer  # noqa: E402
+
+__all__ += ["GAINS", "audio_comparison", "audio_view", "cloud_changes", "cloud_view", "point_cloud_viewer"]
