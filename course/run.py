@@ -51,6 +51,31 @@ def timed_out_cell(nb) -> str:
     return f"cell index {started[-1]} ({first_line[:60]!r})"
 
 
+def _no_output_sync() -> None:
+    """Make nbclient stop echoing Output-widget contents back to the kernel.
+
+    nbclient imitates a front end for `ipywidgets.Output`: each output a cell displays inside
+    one is stored in the widget state (what the static pages show) and also sent back to the
+    kernel as a comm message on the shell channel, from the task that reads IOPub while another
+    task waits on that same channel for the cell's reply. Now and then that reply is then not
+    seen until the cell's timeout runs out, with the kernel long idle (jupyter/nbclient#312):
+    3 of 4 runs of 02d's audio widget waited the full timeout. Nothing in the lessons reads an
+    Output widget's outputs back in the kernel, so the echo is dropped; the stored widget state
+    is unchanged (18 of 18 runs without a stall, same state).
+    """
+    import nbclient.client
+    from nbclient.output_widget import OutputWidget
+
+    if nbclient.client.OutputWidget is not OutputWidget:
+        return  # already replaced
+
+    class StoredOnly(OutputWidget):
+        def sync_state(self) -> None:  # the echo to the kernel, the only shell-channel send
+            pass
+
+    nbclient.client.OutputWidget = StoredOnly
+
+
 def execute(path: Path, target: Path, parameters: dict, timeout: int = CELL_TIMEOUT,
             retries: int = 1):
     """Run a notebook headless with papermill, from lessons/, and save it to `target`.
@@ -59,13 +84,14 @@ def execute(path: Path, target: Path, parameters: dict, timeout: int = CELL_TIME
     per-cell timeout and quiet kernel log. The kernel inherits this process's environment, so a
     caller imitates another CPU by setting ATEN_CPU_CAPABILITY and friends before the call.
 
-    A cell that times out is run again, with the whole lesson, up to `retries` times: now and
-    then nbclient never receives the kernel's reply to a cell that displays a widget, and waits
-    with the kernel idle (jupyter/nbclient#312; seen about once in 30 lesson runs on a loaded
-    machine). A cell that really runs too long times out again and fails.
+    A cell that times out is run again, with the whole lesson, up to `retries` times; a cell
+    that really runs too long times out again and fails. (The stall that once made cells with
+    widgets wait out the whole timeout with the kernel idle is removed by `_no_output_sync`.)
     """
     import papermill as pm
     from nbclient.exceptions import CellTimeoutError
+
+    _no_output_sync()
 
     for attempt in range(retries + 1):
         try:

@@ -60,6 +60,51 @@ def test_a_cell_that_hangs_once_is_run_again(tmp_path):
     assert nb.cells[-1].outputs[0]["text"] == "ran\n"
 
 
+def test_output_widgets_are_stored_without_an_echo_to_the_kernel(tmp_path):
+    """nbclient echoed each output a cell displays into an ipywidgets.Output back to the kernel,
+    on the shell channel where it was awaiting the cell's reply; now and then that reply was then
+    missed until the timeout ran out (jupyter/nbclient#312: 3 of 4 runs of 02d's audio widget
+    waited 20 s of 20, one full run of 02d 600 s). After execute(), the client's Output-widget
+    mimic stores outputs in the widget state and sends nothing; a real run still stores them."""
+    import nbclient.client
+    from nbformat.v4 import new_output
+
+    lesson = tmp_path / "widgets.ipynb"
+    nbformat.write(notebook("FAST = False", "import ipywidgets as W\nfrom IPython.display import HTML, "
+                            "display\nout = W.Output()\nwith out:\n    display(HTML('<p>shown</p>'))\nout"),
+                   lesson)
+    nb = run.execute(lesson, tmp_path / "out.ipynb", {"FAST": True}, timeout=20)
+    state = nb.metadata.widgets["application/vnd.jupyter.widget-state+json"]["state"]
+    stored = [m["state"]["outputs"] for m in state.values() if m["model_name"] == "OutputModel"]
+    assert [[o["data"]["text/html"] for o in outs] for outs in stored] == [["<p>shown</p>"]]
+
+    sent = []
+
+    class Channel:
+        def send(self, msg):
+            sent.append(msg)
+
+    class Session:
+        def msg(self, msg_type, **parts):
+            return {"msg_type": msg_type, **parts}
+
+    class Client:
+        shell_channel, session = Channel(), Session()
+
+    class Executor:
+        widget_state = {"c1": {"outputs": []}}
+
+    widget = nbclient.client.OutputWidget("c1", {"outputs": []}, Client(), Executor())
+    display = new_output("display_data", data={"text/plain": "x"})
+    msg = {"header": {"msg_type": "display_data"}, "parent_header": {"msg_id": "m"},
+           "content": {"data": display.data, "metadata": {}}}
+    widget.output([], msg, None, 0)
+    widget.clear_output([], {"parent_header": {}, "content": {}}, 0)
+    assert sent == [] and Executor.widget_state["c1"]["outputs"] == []
+    widget.output([], msg, None, 0)
+    assert [o["data"] for o in Executor.widget_state["c1"]["outputs"]] == [{"text/plain": "x"}]
+
+
 def test_runner_timeout_option(capsys):
     for bad in ("0", "-5", "1.5", "soon"):
         with pytest.raises(SystemExit) as exit_info:
