@@ -18,6 +18,7 @@ the solution markers that `course/student.py` already uses.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import re
 import sys
@@ -25,6 +26,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import nbformat
+
+# the course runner's fix for nbclient's Output-widget stall, loaded as slides.py loads site.py
+_spec = importlib.util.spec_from_file_location("course_run", Path(__file__).resolve().parent / "run.py")
+_run = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_run)
 
 ROOT = Path(__file__).resolve().parent.parent
 SOLUTION = "### BEGIN SOLUTION"
@@ -141,6 +147,7 @@ def grade(student_path: Path, lesson_path: Path, *, timeout: int = 600,
         raise ValueError(f"{student_path.name}: its cells do not match {lesson_path.name}'s "
                          "(cells added, removed or retyped); grade a copy made by course/student.py")
     quick_mode(student, {"FAST": True, **(parameters or {})})
+    _run.no_output_sync()  # else a cell with a widget can wait out `timeout` (nbclient#312)
     client = NotebookClient(student, timeout=timeout, allow_errors=True, kernel_name="python3",
                             resources={"metadata": {"path": str(ROOT / "lessons")}})
     client.execute()

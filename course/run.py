@@ -51,7 +51,7 @@ def timed_out_cell(nb) -> str:
     return f"cell index {started[-1]} ({first_line[:60]!r})"
 
 
-def _no_output_sync() -> None:
+def no_output_sync() -> None:
     """Make nbclient stop echoing Output-widget contents back to the kernel.
 
     nbclient imitates a front end for `ipywidgets.Output`: each output a cell displays inside
@@ -86,12 +86,12 @@ def execute(path: Path, target: Path, parameters: dict, timeout: int = CELL_TIME
 
     A cell that times out is run again, with the whole lesson, up to `retries` times; a cell
     that really runs too long times out again and fails. (The stall that once made cells with
-    widgets wait out the whole timeout with the kernel idle is removed by `_no_output_sync`.)
+    widgets wait out the whole timeout with the kernel idle is removed by `no_output_sync`.)
     """
     import papermill as pm
     from nbclient.exceptions import CellTimeoutError
 
-    _no_output_sync()
+    no_output_sync()
 
     for attempt in range(retries + 1):
         try:
