@@ -208,7 +208,6 @@ def metrics(name: str, trained: Trained) -> dict[str, float]:
     return {"test_accuracy": evaluate(trained, clips("test"))}
 
 
-
 def _model(trained: Trained) -> nn.Module:
     return trained[0] if isinstance(trained, tuple) else trained
 

@@ -59,6 +59,7 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float | torc
     else:
         check_positive(alpha, "alpha")
     check_positive(steps, "steps", integer=True)
+    alpha_x = radius(alpha, x)  # a number, or (N, 1, ..., 1) per example
     delta = torch.zeros_like(x)
     if random_start:
         delta = clip_box(x, random_in_ball(x, eps, norm, generator))
@@ -66,6 +67,6 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float | torc
         for step in range(steps):
             x_adv = x + delta
             g, _ = input_grad(model, x_adv, y, loss=loss, targeted=targeted, check=step == 0)
-            delta = delta + radius(alpha, x) * steepest(g, norm, x_adv, l1_top)
+            delta = delta + alpha_x * steepest(g, norm, x_adv, l1_top)
             delta = clip_box(x, project(delta, eps, norm))
     return (x + delta).detach()
